@@ -172,6 +172,7 @@ STRING_TYPES: Mapping[str, Any] = MappingProxyType(
         "ADAM_EPS": POSITIVE,
         "LR_MIN_RATIO": Float(0.0, 1.0),
         "LR_STEP_GAMMA": Float(0.0, 1.0, open_lo=True),
+        "LR_ONECYCLE_DIV": Float(1.0),
         "GRAD_CLIP_NORM": NON_NEGATIVE,
         "LABEL_SMOOTHING": FRACTION,
         "ADAMWADV_LR": POSITIVE,

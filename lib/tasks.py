@@ -23,6 +23,7 @@ class ImageClassification:
 
     metric = "accuracy"
     metric_mode = "max"
+    memory_format = torch.contiguous_format  # the shared loop sets torch.channels_last (CHANNELS_LAST=y)
 
     def __init__(
         self, data, device: torch.device, batch_size: int, augment: Callable | None = None, label_smoothing: float = 0.0
@@ -49,7 +50,7 @@ class ImageClassification:
         return math.ceil(self.num_train / self.batch_size)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+        return ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
     def batches(self, seed: int, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``start, start+1, ...`` of epoch ``epoch``; the order depends on (seed, epoch) only."""
@@ -64,7 +65,7 @@ class ImageClassification:
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(model(x).float(), y, label_smoothing=self.label_smoothing)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -75,7 +76,7 @@ class ImageClassification:
         for i in range(0, self.test_x.shape[0], self.batch_size):
             x = self._normalise(self.test_x[i : i + self.batch_size])
             y = self.test_y[i : i + self.batch_size]
-            logits = model(x)
+            logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
         model.train(was_training)

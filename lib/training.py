@@ -99,6 +99,48 @@ class RunContext:
         return cls(run_dir, spec, select_device(spec.cfg["DEVICE"]), threads)
 
 
+# PRECISION_<NAME> -> the autocast dtype (None: no autocast).
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The knobs of the "Speed" menu: autocast precision, TF32, cuDNN autotuning, channels_last, compile.
+
+    :meth:`prepare` applies them to the model and the task and returns the module to call for forward
+    passes (compiled or not); the plain module keeps the parameters, the masks and the checkpoint's keys.
+    """
+
+    precision: str = "fp32"
+    tf32: bool = True
+    cudnn_benchmark: bool = True
+    channels_last: bool = False
+    compile: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Speed:
+        return cls(cfg["PRECISION"], cfg["TF32"], cfg["CUDNN_BENCHMARK"], cfg["CHANNELS_LAST"], cfg["COMPILE"])
+
+    def autocast(self, device: torch.device):
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def prepare(self, model: nn.Module, task, device: torch.device) -> nn.Module:
+        if device.type == "cuda":
+            if PRECISIONS[self.precision] is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                raise UserError(
+                    f"PRECISION=bf16 but {torch.cuda.get_device_name(device)} has no bf16 support; "
+                    "choose PRECISION=fp32"
+                )
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+            task.memory_format = torch.channels_last
+        return torch.compile(model) if self.compile else model
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -159,6 +201,8 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         return new > best if task.metric_mode == "max" else new < best
 
     model.to(device)
+    speed = Speed.from_config(cfg)
+    forward = speed.prepare(model, task, device)
     pruner = pruner_cls(model, cfg, axes["target_sparsity"], total_steps, variant=variant)
     pruner.prepare()
     setup = OPTIMIZERS[axes["optimizer"]](model, cfg)
@@ -252,7 +296,8 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
     for epoch in range(state["epoch"], epochs):
         tick = time.perf_counter()
         for batch in task.batches(seed, epoch, state["batch"]):
-            loss = task.loss(model, batch)
+            with speed.autocast(device):
+                loss = task.loss(forward, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             pruner.before_step()
@@ -295,7 +340,8 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
                 tick = time.perf_counter()
         state["train_seconds"] += time.perf_counter() - tick
 
-        evaluation = task.evaluate(model)
+        with speed.autocast(device):
+            evaluation = task.evaluate(forward)
         state["last_eval"] = evaluation
         log_rows([{"split": "eval", "step": state["step"], "epoch": epoch + 1.0, **evaluation}])
         if state["best"] is None or improved(evaluation[metric], state["best"][metric]):

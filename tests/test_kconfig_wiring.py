@@ -14,6 +14,7 @@ from lib.pruning import PRUNERS
 from lib.pruning.schedule import SPARSITY_SHAPES
 from lib.pruning.structured import NM_PATTERNS
 from lib.tracking import TRACKERS
+from lib.training import PRECISIONS
 from models import MODELS
 from models.lenet5.model import ACTIVATIONS, POOLS
 
@@ -30,6 +31,7 @@ CHOICES = {
     "DEVICE": {"auto", "cuda", "mps", "cpu"},  # lib.training.select_device
     "PRUNING_SCOPE": {"global", "layer"},  # lib.pruning.magnitude
     "ADAMWPRUNE_BASE": set(OPTIMIZERS),
+    "PRECISION": set(PRECISIONS),
 }
 # Multi-select axes: bool symbols <PREFIX>_<NAME> <-> registry entries.
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}

@@ -65,6 +65,17 @@ def step_decay(step: int, total: int, cfg) -> float:
     return cfg["LR_STEP_GAMMA"] ** (step // interval)
 
 
+@LR_SCHEDULES.register("onecycle")
+def one_cycle(step: int, total: int, cfg) -> float:
+    rise = max(1, round(total * cfg["LR_ONECYCLE_PERCENT"] / 100))
+    if step < rise:
+        start = 1.0 / cfg["LR_ONECYCLE_DIV"]
+        return start + (1.0 - start) * 0.5 * (1.0 - math.cos(math.pi * step / rise))
+    progress = min(1.0, (step - rise) / max(1, total - rise))
+    floor = cfg["LR_MIN_RATIO"] or 0.0
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class LRSchedule:
     """Sets ``lr = initial_lr * factor(step)`` on every group; ``step()`` advances after each optimizer step."""
 

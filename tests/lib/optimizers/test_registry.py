@@ -108,6 +108,17 @@ def test_step_schedule_by_hand():
     assert lrs == pytest.approx([2.0, 2.0, 2.0, 0.2, 0.2, 0.2, 0.02, 0.02, 0.02, 0.002, 0.002])
 
 
+def test_one_cycle_by_hand():
+    cfg = _cfg(LR_SCHEDULE="onecycle", LR_ONECYCLE_PERCENT=40, LR_ONECYCLE_DIV=4.0, LR_MIN_RATIO=0.0)
+    lrs = _lrs(cfg, 10)
+    # rise over 4 steps from 2.0/4 = 0.5 to 2.0 along (1 - cos)/2: 0.5 + 1.5 * {0, 0.1464, 0.5, 0.8536}
+    rise = [0.5 + 1.5 * 0.5 * (1 - math.cos(math.pi * k / 4)) for k in range(4)]
+    # then cosine from 2.0 to 0 over the remaining 6 steps
+    anneal = [2.0 * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(7)]
+    assert lrs == pytest.approx(rise + anneal)
+    assert lrs[2] == pytest.approx(1.25) and lrs[7] == pytest.approx(1.0)
+
+
 def test_schedule_scales_every_group_from_its_own_peak():
     model = _model()
     opt = torch.optim.AdamW(
