@@ -100,7 +100,8 @@ test: $(STAMP) ## Run the test suite (pytest; under 10 minutes on 2 CPU cores)
 
 bench: $(STAMP) ## Run the benchmarks; tables go to docs/benchmarks/ (not part of make test)
 	@$(PY) -m scripts.bench_optimizers
-	@exec $(PY) -m scripts.bench_pruning
+	@$(PY) -m scripts.bench_pruning
+	@exec $(PY) -m scripts.bench_resnet
 
 lint: $(STAMP) ## ruff check and format check
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .

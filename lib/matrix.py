@@ -172,5 +172,5 @@ def format_plan(plan: Plan, matrix_dir: str) -> str:
         lines.append(f"  {r.run_id:<{width}}  {axes}")
     for note in plan.notes:
         lines.append(f"rule: {note}")
-    lines.append(f"{len(plan.runs)} runs")
+    lines.append(f"{len(plan.runs)} run{'' if len(plan.runs) == 1 else 's'}")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import platform
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -80,3 +81,43 @@ def peak_memory_bytes(device: torch.device) -> int:
         return int(torch.mps.driver_allocated_memory())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
+
+
+# Dense peak tensor-core throughput (FLOP/s, no 2:4 sparsity) by GPU name, from NVIDIA's datasheets: bf16, and
+# fp32 matmuls run as TF32. The first key contained in torch.cuda.get_device_name() wins, so the more specific
+# names come first. MFU is reported only for GPUs listed here.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H100 PCIe": {"bf16": 756e12, "tf32": 378e12},
+    "H100 NVL": {"bf16": 835e12, "tf32": 418e12},
+    "H100": {"bf16": 989e12, "tf32": 495e12},  # SXM5
+    "H200": {"bf16": 989e12, "tf32": 495e12},
+    "GH200": {"bf16": 989e12, "tf32": 495e12},
+    "B200": {"bf16": 2250e12, "tf32": 1100e12},
+    "A100": {"bf16": 312e12, "tf32": 156e12},
+    "L40S": {"bf16": 362e12, "tf32": 183e12},
+    "L4": {"bf16": 121e12, "tf32": 60e12},
+    "A10G": {"bf16": 70e12, "tf32": 35e12},
+    "A10": {"bf16": 125e12, "tf32": 62.5e12},
+    "RTX 4090": {"bf16": 165e12, "tf32": 82.6e12},
+    "RTX 3090": {"bf16": 71e12, "tf32": 35.6e12},
+}
+
+
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    """The device's dense peak for ``precision`` ("bf16", or "fp32" counted at the TF32 rate), or None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in PEAK_FLOPS.items():
+        if key in name:
+            return peaks["bf16" if precision == "bf16" else "tf32"]
+    return None
+
+
+def training_flops(step: Callable[[], torch.Tensor]) -> int:
+    """FLOPs of one forward + backward, counted by torch's FlopCounterMode while ``step`` runs them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step().backward()
+    return counter.get_total_flops()

@@ -7,8 +7,8 @@ Reported: the median step time of each, the overhead of steps that only apply ma
 ratios), the cost of one mask update, and the average
 overhead with a mask update every ``--interval`` steps; mask bytes per weight of the pruned layers.
 
-Shape sets: LeNet-5 (the real model), and ResNet-18 (CIFAR) and GPT-2-tiny as shape-faithful stand-ins
-defined here until their models land (issues 5 and 6; then the stand-ins go). Writes
+Models: LeNet-5 and ResNet-18 (CIFAR), the real ones, and GPT-2-tiny as a shape-faithful stand-in
+(scripts/bench_common.py) until the GPT-2 model lands (issue 6). Writes
 ``docs/benchmarks/pruning.md`` and a CSV beside it.
 """
 
@@ -30,6 +30,7 @@ from lib.config import ROOT
 from lib.errors import run_cli
 from lib.pruning import PRUNERS
 from models.lenet5.model import LeNet5, LeNet5Config
+from models.resnet.model import ResNet, ResNetConfig
 from scripts.bench_common import GPT2Shapes, machine, write_csv
 
 logger = logging.getLogger(__name__)
@@ -41,44 +42,10 @@ def _lenet() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
     return LeNet5(LeNet5Config()), lambda model: F.cross_entropy(model(x), y)
 
 
-class ResNet18Shapes(nn.Module):
-    """ResNet-18's CIFAR convolutions (3x3 stem, four stages of two basic blocks, 64-512 channels, 1x1
-    downsampling shortcuts) with their residual adds and batch norms: the real layer shapes and FLOPs,
-    standing in until the ResNet model lands (issue 5)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
-        self.blocks = nn.ModuleList()
-        cin = 64
-        for cout, stride in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)):
-            body = nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(),
-                nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
-                nn.BatchNorm2d(cout),
-            )
-            short = (
-                nn.Identity()
-                if stride == 1 and cin == cout
-                else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            )
-            self.blocks.append(nn.ModuleDict({"body": body, "short": short}))
-            cin = cout
-        self.fc = nn.Linear(512, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for block in self.blocks:
-            x = F.relu(block["body"](x) + block["short"](x))
-        return self.fc(x.mean((2, 3)))  # (B, 10)
-
-
 def _resnet18() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 3, 32, 32, generator=gen), torch.randint(0, 10, (32,), generator=gen)
-    return ResNet18Shapes(), lambda model: F.cross_entropy(model(x), y)
+    return ResNet(ResNetConfig(depth=18)), lambda model: F.cross_entropy(model(x), y)
 
 
 def _gpt2_tiny() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lib import config as cfgmod
 from lib.data.augment import crop_flip, cutout, with_channels
+from lib.matrix import expand
 from models.resnet.model import ResNet, ResNetConfig
 from tests.helpers import runner, write_config
 
@@ -75,3 +77,52 @@ def test_resnet18_learns_the_three_channel_digits(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "results/resnet18-quick/resnet18-adamw-none-seed0/summary.json").read_text())
     assert summary["model"] == "resnet18" and summary["final"]["accuracy"] > 0.3  # chance is 0.1
+
+
+def _cells(name: str) -> set[tuple]:
+    plan = expand(cfgmod.load(cfgmod.DEFCONFIGS / name))
+    return {(r.axes["model"], r.axes["optimizer"], r.axes["pruning"], r.axes["target_sparsity"]) for r in plan.runs}
+
+
+EXTERNAL = ("sgd", "adam", "adamw", "adamwadv", "adamwspam")
+
+
+def test_state_pruning_compare_is_movement_for_each_optimizer_vs_adamwprune_state():
+    expected = {("resnet18", o, "movement", 0.7) for o in EXTERNAL} | {("resnet18", "adamwprune", "state", 0.7)}
+    assert _cells("resnet18-state-pruning-compare") == expected
+
+
+def test_movement_pruning_compare():
+    assert _cells("resnet18-movement-pruning-compare") == {("resnet18", o, "movement", 0.7) for o in EXTERNAL}
+
+
+def test_comprehensive_pruning_compare_has_the_anchor_cells():
+    sparse = (0.5, 0.7, 0.9)
+    expected = {("resnet18", o, "none", 0.0) for o in EXTERNAL}
+    expected |= {("resnet18", o, p, s) for o in EXTERNAL for p in ("magnitude", "movement") for s in sparse}
+    expected |= {("resnet18", "adamwprune", "state", s) for s in sparse}
+    assert _cells("resnet18-comprehensive-pruning-compare") == expected  # 5 x 7 + 3 = 38 runs
+
+
+def test_resnet50_adamwspam_vs_adamwprune():
+    sparse = (0.5, 0.7, 0.9)
+    expected = {("resnet50", "adamwspam", "movement", s) for s in sparse}
+    expected |= {("resnet50", "adamwprune", "state", s) for s in sparse}
+    assert _cells("resnet50-adamwspam-vs-adamwprune") == expected
+    cfg = cfgmod.load(cfgmod.DEFCONFIGS / "resnet50-adamwspam-vs-adamwprune")
+    assert cfg["RESNET_DATASET"] == "cifar100" and cfg["ADAMWPRUNE_BASE"] == "adamwspam"
+
+
+@pytest.mark.parametrize(
+    "name,depth,dataset", [("resnet18-cifar10", "resnet18", "cifar10"), ("resnet50-cifar100", "resnet50", "cifar100")]
+)
+def test_standard_recipes(name, depth, dataset):
+    cfg = cfgmod.load(cfgmod.DEFCONFIGS / name)
+    assert _cells(name) == {(depth, "sgd", "none", 0.0)}
+    assert (cfg["RESNET_DATASET"], cfg["SGD_LR"], cfg["SGD_NESTEROV"], cfg["SGD_WEIGHT_DECAY"]) == (
+        dataset,
+        0.1,
+        True,
+        5e-4,
+    )
+    assert (cfg["EPOCHS"], cfg["BATCH_SIZE"], cfg["LR_SCHEDULE"]) == (200, 128, "cosine")

@@ -1,0 +1,255 @@
+"""Training throughput of the framework's ResNet loop vs a minimal hand-written PyTorch loop (``make bench``).
+
+Both train the same ResNet (same seed, same initial weights) on the same images held on the device, with the
+same batch size, batched crop+flip augmentation, normalisation, SGD Nesterov and cosine schedule, precision,
+memory format and compilation. "Ours" is the real entrypoint's ``build`` and the shared loop ``fit`` on a real
+run directory: pruning hooks (method ``none``), LR schedule, loss accounting, metrics rows every LOG_INTERVAL
+steps, status file, checkpoints every CHECKPOINT_INTERVAL steps and at each epoch end, best-checkpoint saves.
+Its time is the wall time of ``fit`` minus the evaluation passes (the minimal loop has none). The minimal loop
+is what one would write by hand: a randperm per epoch, index, augment, normalise, forward, loss, backward,
+step. The two alternate, ``--pairs`` times each, and the ratio reported is the median of the per-pair ratios.
+
+Images: the 3-channel digits (bundled, 32x32) by default, or any ResNet dataset (``--dataset cifar10`` on a
+machine that has it). On CUDA the report adds FLOPs per image (counted by torch's FlopCounterMode) and MFU
+against the GPU's dense peak from :data:`lib.monitor.PEAK_FLOPS`. Writes ``docs/benchmarks/resnet.md``
+(``--out``) and a CSV beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from lib import config as cfgmod
+from lib import results
+from lib.config import ROOT
+from lib.data.augment import crop_flip
+from lib.errors import run_cli
+from lib.matrix import expand
+from lib.monitor import peak_flops, training_flops
+from lib.training import PRECISIONS, RunContext, fit
+from models.resnet.train import build
+from scripts.bench_common import machine, write_csv
+
+logger = logging.getLogger(__name__)
+
+
+def _config(args: argparse.Namespace, results_dir: Path) -> cfgmod.Config:
+    kconf = cfgmod.load_kconfig()
+    cfgmod.apply_overrides(
+        kconf,
+        [
+            "MODEL_LENET5=n",
+            f"MODEL_{args.model.upper()}=y",
+            f"RESNET_DATASET={args.dataset}",
+            "OPTIMIZER_ADAMW=n",
+            "OPTIMIZER_SGD=y",
+            "SGD_LR=0.1",
+            "SGD_NESTEROV=y",
+            "LR_SCHEDULE=cosine",
+            f"EPOCHS={args.epochs}",
+            f"BATCH_SIZE={args.batch}",
+            f"DEVICE={args.device}",
+            f"PRECISION={args.precision}",
+            f"CHANNELS_LAST={'y' if args.channels_last else 'n'}",
+            f"COMPILE={'y' if args.compile else 'n'}",
+            f"RESULTS_DIR={results_dir}",
+            "MATRIX_NAME=bench",
+        ],
+    )
+    return cfgmod.to_config(kconf)
+
+
+def ours(cfg: cfgmod.Config, workdir: Path, threads: int) -> tuple[float, int]:
+    """(seconds of training, images) of the framework's loop on a fresh run directory."""
+    spec = expand(cfg).runs[0]
+    run_dir = workdir / spec.run_id
+    if run_dir.exists():
+        for path in run_dir.iterdir():
+            path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.atomic_write_json(run_dir / results.CONFIG, spec.to_json())
+    ctx = RunContext.open(run_dir, threads)
+    model, task = build(ctx)
+    _subset(task, cfg)
+    evaluate, eval_seconds = task.evaluate, [0.0]
+
+    def timed_evaluate(m):
+        tick = time.perf_counter()
+        out = evaluate(m)
+        eval_seconds[0] += time.perf_counter() - tick
+        return out
+
+    task.evaluate = timed_evaluate
+    _sync(ctx.device)
+    tick = time.perf_counter()
+    summary = fit(ctx, model, task)
+    _sync(ctx.device)
+    seconds = time.perf_counter() - tick - eval_seconds[0]
+    assert summary["epochs"] == cfg["EPOCHS"]
+    return seconds, task.num_train * cfg["EPOCHS"]
+
+
+IMAGES = 0  # set by --images: train on the first N training images (0: all)
+
+
+def _subset(task, cfg) -> None:
+    if IMAGES:
+        task.train_x, task.train_y = task.train_x[:IMAGES], task.train_y[:IMAGES]
+
+
+def minimal(cfg: cfgmod.Config, workdir: Path, threads: int) -> tuple[float, int]:
+    """The same training as :func:`ours`, written as a plain PyTorch loop."""
+    spec = expand(cfg).runs[0]
+    run_dir = workdir / "minimal"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.atomic_write_json(run_dir / results.CONFIG, spec.to_json())
+    ctx = RunContext.open(run_dir, threads)  # seeds exactly as the framework does, so the weights are the same
+    model, task = build(ctx)  # the same model and data tensors; from here on nothing of the framework is used
+    _subset(task, cfg)
+    device = ctx.device
+    model.to(device)
+    x_all, y_all = task.train_x, task.train_y
+    mean, std = task.mean, task.std
+    fmt = torch.channels_last if cfg["CHANNELS_LAST"] else torch.contiguous_format
+    model.to(memory_format=fmt)
+    forward = torch.compile(model) if cfg["COMPILE"] else model
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg["SGD_WEIGHT_DECAY"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg["SGD_LR"],
+        momentum=cfg["SGD_MOMENTUM"],
+        nesterov=True,
+        **({"fused": True} if device.type == "cuda" else {}),
+    )
+    batch, n = cfg["BATCH_SIZE"], x_all.shape[0]
+    steps = cfg["EPOCHS"] * math.ceil(n / batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    dtype = PRECISIONS[cfg["PRECISION"]]
+    _sync(device)
+    tick = time.perf_counter()
+    model.train()
+    for _ in range(cfg["EPOCHS"]):
+        order = torch.randperm(n, device=device)
+        for i in range(0, n, batch):
+            idx = order[i : i + batch]
+            xb = ((crop_flip(x_all[idx]).float() - mean) / std).contiguous(memory_format=fmt)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = F.cross_entropy(forward(xb).float(), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    _sync(device)
+    return time.perf_counter() - tick, n * cfg["EPOCHS"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def flops_per_image(cfg: cfgmod.Config, workdir: Path, threads: int) -> float:
+    spec = expand(cfg).runs[0]
+    run_dir = workdir / "flops"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.atomic_write_json(run_dir / results.CONFIG, spec.to_json())
+    ctx = RunContext.open(run_dir, threads)
+    model, task = build(ctx)
+    model.to(ctx.device)
+    x = task._normalise(task.train_x[:8])
+    return training_flops(lambda: F.cross_entropy(model(x), task.train_y[:8])) / 8
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18", choices=("resnet18", "resnet50"))
+    parser.add_argument("--dataset", default="digits", help="a RESNET_DATASET value (default: digits)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--images", type=int, default=512, help="first N training images per epoch (0: all)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating (ours, minimal) measurements")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "resnet.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    global IMAGES
+    IMAGES = args.images
+    threads = args.threads or torch.get_num_threads()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        cfg = _config(args, workdir)
+        for pair in range(args.pairs):
+            ours_s, ours_n = ours(cfg, workdir, threads)
+            min_s, min_n = minimal(cfg, workdir, threads)
+            rows.append(
+                {
+                    "pair": pair,
+                    "ours_images_per_s": ours_n / ours_s,
+                    "minimal_images_per_s": min_n / min_s,
+                    "ratio": (ours_n / ours_s) / (min_n / min_s),
+                }
+            )
+            logger.warning("pair %d: %s", pair, rows[-1])
+        device = torch.device(
+            "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+        )
+        flops = flops_per_image(cfg, workdir, threads)
+    peak = peak_flops(device, args.precision)
+    ours_ips = statistics.median(r["ours_images_per_s"] for r in rows)
+    min_ips = statistics.median(r["minimal_images_per_s"] for r in rows)
+    ratio = statistics.median(r["ratio"] for r in rows)
+    mfu = ours_ips * flops / peak if peak else None
+    desc, sha = machine()
+    if device.type == "cuda":
+        desc = f"{torch.cuda.get_device_name(device)}; host {desc}"
+    write_csv(args.out.with_suffix(".csv"), rows, desc, sha)
+    setup = (
+        f"{args.model}, {args.images or 'all'} {args.dataset} training images (32x32x3), batch {args.batch},"
+        f" {args.epochs} epochs per measurement,"
+        f" {args.precision}, channels_last {'on' if args.channels_last else 'off'},"
+        f" torch.compile {'on' if args.compile else 'off'}"
+    )
+    lines = [
+        "# ResNet training throughput: the framework's loop vs a minimal PyTorch loop",
+        "",
+        f"Command: `python -m scripts.bench_resnet {' '.join(argv or [])}`".rstrip() + " (run by `make bench`)."
+        f" Machine: {desc}; torch {torch.__version__}; git {sha}. Setup: {setup}; {args.pairs} alternating pairs,"
+        " ratio = median of per-pair ratios. The framework's time is `fit`'s wall time minus its evaluation"
+        " passes, so it includes checkpoints, metric rows and the status file.",
+        "",
+        "| pair | ours (images/s) | minimal (images/s) | ours / minimal |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {r['pair']} | {r['ours_images_per_s']:.1f} | {r['minimal_images_per_s']:.1f} | {r['ratio']:.3f} |"
+            for r in rows
+        ),
+        f"| median | {ours_ips:.1f} | {min_ips:.1f} | **{ratio:.3f}** |",
+        "",
+        f"Training FLOPs per image (forward + backward, FlopCounterMode): {flops / 1e9:.2f} GFLOP."
+        + (f" MFU: {100 * mfu:.1f}% of {peak / 1e12:.0f} TFLOP/s." if mfu is not None else " MFU: CPU, no peak."),
+        "",
+        "Target (issue 5): ours / minimal >= 0.97.",
+        "",
+    ]
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
