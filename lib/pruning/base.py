@@ -27,13 +27,16 @@ PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def prunable_modules(model: nn.Module, cfg) -> list[tuple[str, nn.Module]]:
     """Linear and convolution modules whose ``weight`` may be pruned, in definition order, less the output
-    head (the last Linear) and the first convolution when ``PRUNING_EXCLUDE_HEAD`` / ``_FIRST_CONV`` say so."""
+    head and the first convolution when ``PRUNING_EXCLUDE_HEAD`` / ``_FIRST_CONV`` say so. The head is the
+    Linear whose weight is tied to an embedding (GPT-2's ``lm_head``), or else the last Linear."""
     modules = [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
     linears = [m for _, m in modules if isinstance(m, nn.Linear)]
     convs = [m for _, m in modules if not isinstance(m, nn.Linear)]
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    tied = [m for m in linears if id(m.weight) in embeddings]
     excluded = set()
     if cfg["PRUNING_EXCLUDE_HEAD"] and linears:
-        excluded.add(id(linears[-1]))
+        excluded.add(id((tied or linears)[-1]))
     if cfg["PRUNING_EXCLUDE_FIRST_CONV"] and convs:
         excluded.add(id(convs[0]))
     return [(name, m) for name, m in modules if id(m) not in excluded]

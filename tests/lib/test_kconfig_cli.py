@@ -67,6 +67,8 @@ def test_defconfig_round_trip(tmp_path: Path, name: str) -> None:
 def test_defconfig_loads_and_describes_itself(name: str) -> None:
     cfg = cfgmod.load(cfgmod.DEFCONFIGS / name)
     assert cfg["MATRIX_DESCRIPTION"], f"defconfigs/{name} has no MATRIX_DESCRIPTION for list-defconfigs"
+    assert cfg["MATRIX_DESCRIPTION"][0] not in "'\"", "a quoting mistake left quotes inside the value"
+    assert cfg["MATRIX_NAME"] == name, "a defconfig's matrix is named after it"
 
 
 @pytest.mark.parametrize("name", ["nope", "", "../Kconfig", ".hidden"])

@@ -1,0 +1,227 @@
+"""GPT-2 (Radford et al. 2019) in the nanoGPT layout, with optional gating of the attention output.
+
+Pre-norm transformer blocks: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``; learned position embeddings; the
+output head is tied to the token embedding; causal attention through ``F.scaled_dot_product_attention`` (flash
+or memory-efficient kernels on GPU); GELU (tanh approximation, as GPT-2) MLP of width 4C; initialisation
+N(0, 0.02), with the residual projections scaled by 1/sqrt(2L) (GPT-2 paper, section 2.3).
+
+Gated attention (Qiu et al. 2025, "Gated Attention for Large Language Models", arXiv 2505.06708): a gate
+``act(score)`` multiplies either the SDPA output before the output projection (``gate_pos="sdpa"``, their G1,
+the best position in the paper) or the values (``"value"``, G2). The score comes from the block's normalised
+input ``ln_1(x)`` through a bias-free projection, so Muon can own it (it is a hidden 2-D weight):
+
+- ``headwise``: one score per head, ``C -> H``;
+- ``elementwise``: one score per channel, ``C -> C``;
+- ``const``: a learned, input-independent score per channel (a parameter of shape ``(C,)``);
+- ``none``: no gate and no parameter: the module is exactly the ungated model.
+
+``act`` is ``sigmoid`` or ``ns_sigmoid`` (the non-sparse ``0.5 + 0.5 * sigmoid``, which never closes a head
+completely). Gate projections start at N(0, 0.02) like every other weight, and the const gate at 0, so every
+gate starts near ``act(0)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+GPT2_VOCAB = 50257  # tiktoken's "gpt2" encoding: 50256 BPE merges + <|endoftext|>
+
+# name -> (n_layer, n_head, n_embd, block_size)
+PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (4, 4, 128, 256),
+    "small": (8, 8, 512, 512),
+    "124m": (12, 12, 768, 1024),
+    "medium": (24, 16, 1024, 1024),
+}
+
+GATE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "ns_sigmoid": lambda s: 0.5 + 0.5 * torch.sigmoid(s),
+}
+GATES = ("none", "headwise", "elementwise", "const")
+GATE_POSITIONS = ("sdpa", "value")
+
+
+def padded_vocab(vocab: int, multiple: int = 64) -> int:
+    """The embedding size: ``vocab`` rounded up to a multiple of 64 (50257 -> 50304), for faster matmuls."""
+    return -(-vocab // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class GPT2Config:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    vocab_size: int = padded_vocab(GPT2_VOCAB)
+    dropout: float = 0.0
+    bias: bool = True
+    attn_gate: str = "none"
+    attn_gate_pos: str = "sdpa"
+    attn_gate_act: str = "sigmoid"
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> GPT2Config:
+        n_layer, n_head, n_embd, block_size = PRESETS[name]
+        return cls(**{"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "block_size": block_size, **overrides})
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
+        for value, allowed in (
+            (self.attn_gate, GATES),
+            (self.attn_gate_pos, GATE_POSITIONS),
+            (self.attn_gate_act, tuple(GATE_ACTIVATIONS)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.dropout = cfg.dropout
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.gate_kind = cfg.attn_gate
+        self.gate_pos = cfg.attn_gate_pos
+        self.gate_act = GATE_ACTIVATIONS[cfg.attn_gate_act]
+        if cfg.attn_gate == "headwise":
+            self.gate = nn.Linear(cfg.n_embd, cfg.n_head, bias=False)
+        elif cfg.attn_gate == "elementwise":
+            self.gate = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        elif cfg.attn_gate == "const":
+            self.gate_score = nn.Parameter(torch.zeros(cfg.n_embd))
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate in (B, nh, T, hs)-broadcastable form, from the normalised block input x (B, T, C)."""
+        b, t, c = x.shape
+        if self.gate_kind == "const":
+            return self.gate_act(self.gate_score).view(1, self.n_head, 1, c // self.n_head)
+        score = self.gate(x)  # (B, T, nh) or (B, T, C)
+        if self.gate_kind == "headwise":
+            return self.gate_act(score).transpose(1, 2).unsqueeze(-1)  # (B, nh, T, 1)
+        return self.gate_act(score).view(b, t, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
+        gate = None if self.gate_kind == "none" else self._gate(x)
+        if gate is not None and self.gate_pos == "value":
+            v = v * gate
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )  # (B, nh, T, hs)
+        if gate is not None and self.gate_pos == "sdpa":
+            y = y * gate
+        y = y.transpose(1, 2).contiguous().view(b, t, c)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT2(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                "wpe": nn.Embedding(cfg.block_size, cfg.n_embd),
+                "drop": nn.Dropout(cfg.dropout),
+                "h": nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+                "ln_f": nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+            }
+        )
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied: one tensor, two roles
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # residual projections
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters, each tied tensor once; ``non_embedding`` leaves out the position embedding (nanoGPT's
+        convention: the token embedding counts, as it is also the head)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> logits (B, T, vocab_size)."""
+        b, t = idx.shape
+        if t > self.config.block_size:
+            raise ValueError(f"sequence of {t} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(t, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)
+        return self.lm_head(self.transformer.ln_f(x))
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token, forward + backward: 6N for the weights plus 12·L·C·T for attention
+        scores and values (PaLM appendix B; N without the position embedding)."""
+        c = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_embd * c.block_size
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Append ``new_tokens`` sampled tokens to ``idx`` (B, T). ``temperature`` 0 is greedy; ``top_k``
+        keeps the k likeliest tokens; ``generator`` makes sampling reproducible."""
+        for _ in range(new_tokens):
+            logits = self(idx[:, -self.config.block_size :])[:, -1, :].float()  # (B, vocab)
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = F.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(idx.device)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
