@@ -47,7 +47,8 @@ class GPT2Tokenizer:
         try:
             import tiktoken
         except ImportError:
-            raise UserError("the gpt2 tokenizer needs tiktoken: `pip install tiktoken` (make quickstart does)") from None
+            message = "the gpt2 tokenizer needs tiktoken: `pip install tiktoken` (make quickstart installs it)"
+            raise UserError(message) from None
         try:
             self.encoding = tiktoken.get_encoding("gpt2")
         except Exception as e:  # network errors come as requests/urllib/OSError types, whatever tiktoken uses

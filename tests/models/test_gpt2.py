@@ -30,7 +30,8 @@ def test_vocab_is_padded_to_a_multiple_of_64():
 def test_parameter_count_per_preset(preset):
     n_layer, n_head, n_embd, block = PRESETS[preset]
     cfg = GPT2Config.preset(preset)
-    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size) == (n_layer, n_head, n_embd, block, 50304)
+    sizes = (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size)
+    assert sizes == (n_layer, n_head, n_embd, block, 50304)
     if preset == "medium":
         return  # same formula; 350M parameters are slow to initialise on a CPU
     model = GPT2(cfg)
@@ -63,7 +64,7 @@ def _reference_forward(model: GPT2, idx: torch.Tensor) -> torch.Tensor:
     for i in range(model.config.n_layer):
         p = f"transformer.h.{i}."
 
-        def ln(z, name):
+        def ln(z, name, p=p):
             return F.layer_norm(z, (c,), sd[p + name + ".weight"], sd[p + name + ".bias"])
 
         h = ln(x, "ln_1")

@@ -18,7 +18,7 @@ def test_round_trip_and_exact_layout(tmp_path: Path):
     assert len(raw) == HEADER_BYTES + 2 * 5
     header = np.frombuffer(raw[:HEADER_BYTES], dtype="<i4")
     assert header[:3].tolist() == [20240520, 1, 5] and not header[3:].any()
-    assert raw[HEADER_BYTES:] == b"\x00\x00\x01\x00\x2c\xc4\xff\xff\x07\x00"  # little-endian uint16
+    assert raw[HEADER_BYTES:] == b"\x00\x00\x01\x00\x50\xc4\xff\xff\x07\x00"  # little-endian uint16: 50256 = 0xC450
     assert read_shard(path).tolist() == tokens.tolist()
 
 

@@ -17,7 +17,7 @@ def test_byte_tokenizer_round_trip_with_document_separators():
 
 def test_embedded_corpus_is_the_python_documentation():
     docs = text.pydoc_documents()
-    assert len(docs) > 50 and any("for_stmt" in d or "The \"for\" statement" in d for d in docs)
+    assert len(docs) > 50 and any("for_stmt" in d or 'The "for" statement' in d for d in docs)
     assert docs == text.pydoc_documents()  # a fixed order
 
 
