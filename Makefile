@@ -23,6 +23,9 @@ CONFIG_ARG := --config $(call quote,$(KCONFIG_CONFIG))
 # Command-line overrides (`make EPOCHS=3 JOBS=2 SET="SEEDS='0 1'"`), taken only from the command line so a
 # stray environment variable never changes an experiment. They are validated against Kconfig.
 OVERRIDES :=
+ifeq ($(origin MAX_ITERS),command line)
+OVERRIDES += GPT2_MAX_ITERS=$(MAX_ITERS)
+endif
 ifeq ($(origin EPOCHS),command line)
 OVERRIDES += EPOCHS=$(EPOCHS)
 endif
@@ -116,6 +119,6 @@ clean-results: $(STAMP) ## Delete one matrix's results: MATRIX=<dir> (asks first
 	@exec $(PY) -m lib.runner clean-results $(MATRIX_ARG) $(YES_ARG)
 
 help: ## List the targets
-	@echo "Targets (variables: EPOCHS= JOBS= SET=\"SYM=VALUE ...\" MATRIX=<dir> DEFCONFIG=<name> TORCH=<version>"
+	@echo "Targets (variables: EPOCHS= MAX_ITERS= JOBS= SET=\"SYM=VALUE ...\" MATRIX=<dir> DEFCONFIG=<name> TORCH=<version>"
 	@echo "         YES=1 KCONFIG_CONFIG=<file, default .config>):"
 	@sed -nE 's/^([a-z%-]+):.*## (.*)$$/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20

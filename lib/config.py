@@ -173,6 +173,8 @@ STRING_TYPES: Mapping[str, Any] = MappingProxyType(
         "LR_MIN_RATIO": Float(0.0, 1.0),
         "LR_STEP_GAMMA": Float(0.0, 1.0, open_lo=True),
         "LR_ONECYCLE_DIV": Float(1.0),
+        # models/gpt2/Kconfig
+        "GPT2_DROPOUT": FRACTION,
         "GRAD_CLIP_NORM": NON_NEGATIVE,
         "LABEL_SMOOTHING": FRACTION,
         "ADAMWADV_LR": POSITIVE,
@@ -221,6 +223,9 @@ class Config:
 
     def __contains__(self, name: object) -> bool:
         return name in self.values
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.values.items()}

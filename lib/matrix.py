@@ -22,6 +22,7 @@ from lib.optimizers import OPTIMIZERS
 from lib.pruning import PRUNERS
 from lib.pruning.state import VARIANTS
 from models import MODELS
+from models.gpt2 import GATE_ACTIVATION_NAMES, GATE_POSITIONS, GATES
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,36 @@ def _variants(cfg: Config) -> list[str]:
     return list(cfg["ADAMWPRUNE_VARIANTS"])
 
 
+def _selected(cfg: Config, prefix: str, names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if cfg.get(f"{prefix}_{n.upper()}")]
+
+
+def _gated(cfg: Config) -> bool:
+    return any(g != "none" for g in _selected(cfg, "ATTN_GATE", GATES))
+
+
 AXES: tuple[Axis, ...] = (
     _registry_axis("model", MODELS),
+    Axis(
+        "attn_gate",
+        lambda c: _selected(c, "ATTN_GATE", GATES) if c.get("MODEL_GPT2") else [None],
+        label=lambda v: f"{v}gate" if v and v != "none" else "",
+        empty_hint="select at least one of " + ", ".join(f"ATTN_GATE_{g.upper()}" for g in GATES),
+    ),
+    Axis(
+        "attn_gate_pos",
+        lambda c: _selected(c, "ATTN_GATE_POS", GATE_POSITIONS) if _gated(c) else [None],
+        label=lambda v: f"at{v}" if v else "",
+        in_id="varies",
+        empty_hint="select ATTN_GATE_POS_SDPA and/or ATTN_GATE_POS_VALUE",
+    ),
+    Axis(
+        "attn_gate_act",
+        lambda c: _selected(c, "ATTN_GATE_ACT", GATE_ACTIVATION_NAMES) if _gated(c) else [None],
+        label=lambda v: v or "",
+        in_id="varies",
+        empty_hint="select ATTN_GATE_ACT_SIGMOID and/or ATTN_GATE_ACT_NS_SIGMOID",
+    ),
     _registry_axis("optimizer", OPTIMIZERS),
     Axis(
         "variant",
@@ -63,6 +92,9 @@ AXES: tuple[Axis, ...] = (
 )
 
 
+GATE_AXES = ("attn_gate", "attn_gate_pos", "attn_gate_act")
+
+
 @dataclass(frozen=True)
 class Rule:
     """A combination that makes no sense: ``collapse`` rewrites the cell; without it the cell is dropped."""
@@ -73,6 +105,16 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
+    Rule(
+        "attention gating is a GPT-2 axis: other models run ungated",
+        applies=lambda a: a["model"] != "gpt2" and any(a[k] is not None for k in GATE_AXES),
+        collapse=lambda a: {**a, **dict.fromkeys(GATE_AXES)},
+    ),
+    Rule(
+        "gate 'none' has no position or activation",
+        applies=lambda a: a["attn_gate"] == "none" and (a["attn_gate_pos"] or a["attn_gate_act"]),
+        collapse=lambda a: {**a, "attn_gate_pos": None, "attn_gate_act": None},
+    ),
     Rule(
         "AdamWPrune variants apply to the adamwprune optimizer only",
         applies=lambda a: a["variant"] is not None and a["optimizer"] != "adamwprune",

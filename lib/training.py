@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import math
 import random
 import sys
 import time
@@ -192,9 +191,11 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
     seed = axes["seed"]
     pruner_cls = PRUNERS[axes["pruning"]]
     variant = axes.get("variant")
-    epochs = math.ceil(cfg["EPOCHS"] * pruner_cls.budget_scale(cfg, variant))
-    steps_per_epoch = task.steps_per_epoch
-    total_steps = epochs * steps_per_epoch
+    # Training is a sequence of periods (epochs for images, EVAL_INTERVAL steps for tokens), each ending with
+    # an evaluation and a checkpoint; "epoch" below counts periods, "batch" the steps done in the current one.
+    periods = task.periods(cfg, pruner_cls.budget_scale(cfg, variant))
+    epochs = len(periods)
+    total_steps = sum(periods)
     metric = task.metric
 
     def improved(new: float, best: float) -> bool:
@@ -252,10 +253,10 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         results.write_jsonl(paths[results.METRICS], [])
         results.atomic_write_json(run_dir / results.ENV, environment(device))
         logger.info(
-            "starting %s: %d epochs x %d steps on %s, %d threads",
+            "starting %s: %d steps (%d evaluation periods) on %s, %d threads",
             spec.run_id,
+            total_steps,
             epochs,
-            steps_per_epoch,
             device,
             ctx.threads,
         )
@@ -295,11 +296,15 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
     loss_count = state["loss_count"]
     for epoch in range(state["epoch"], epochs):
         tick = time.perf_counter()
-        for batch in task.batches(seed, epoch, state["batch"]):
-            with speed.autocast(device):
-                loss = task.loss(forward, batch)
+        for batch in task.batches(seed, epoch, state["batch"], periods[epoch]):
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            micro_batches = task.micro_batches(batch)
+            loss = None
+            for micro in micro_batches:  # gradient accumulation: the mean of the micro-batch gradients
+                with speed.autocast(device):
+                    part = task.loss(forward, micro) / len(micro_batches)
+                part.backward()
+                loss = part.detach() if loss is None else loss + part.detach()
             pruner.before_step()
             if setup.clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), setup.clip_grad_norm)
@@ -308,13 +313,12 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
             schedule.step()
             state["step"] += 1
             state["batch"] += 1
-            state["samples"] += batch[0].shape[0]
-            detached = loss.detach()
-            nonfinite |= ~torch.isfinite(detached)
-            loss_sum += detached.double()
+            state["samples"] += task.units(batch)
+            nonfinite |= ~torch.isfinite(loss)
+            loss_sum += loss.double()
             loss_count += 1
             step = state["step"]
-            if step % cfg["LOG_INTERVAL"] == 0 or state["batch"] == steps_per_epoch:
+            if step % cfg["LOG_INTERVAL"] == 0 or state["batch"] == periods[epoch]:
                 if bool(nonfinite):
                     raise NonFiniteLoss(f"non-finite training loss at or before step {step}")
                 state["train_seconds"] += time.perf_counter() - tick
@@ -323,7 +327,7 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
                         {
                             "split": "train",
                             "step": step,
-                            "epoch": step / steps_per_epoch,
+                            **task.progress(step),
                             "loss": loss_sum.item() / loss_count,
                             "lr": schedule.get_last_lr(),
                             "sparsity": sparsity_of(model, cfg),
@@ -334,7 +338,7 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
                 loss_count = 0
                 status.write("running", step)
                 tick = time.perf_counter()
-            if step % cfg["CHECKPOINT_INTERVAL"] == 0 and state["batch"] < steps_per_epoch:
+            if step % cfg["CHECKPOINT_INTERVAL"] == 0 and state["batch"] < periods[epoch]:
                 state["train_seconds"] += time.perf_counter() - tick
                 save_checkpoint()
                 tick = time.perf_counter()
@@ -343,7 +347,7 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         with speed.autocast(device):
             evaluation = task.evaluate(forward)
         state["last_eval"] = evaluation
-        log_rows([{"split": "eval", "step": state["step"], "epoch": epoch + 1.0, **evaluation}])
+        log_rows([{"split": "eval", "step": state["step"], **task.progress(state["step"]), **evaluation}])
         if state["best"] is None or improved(evaluation[metric], state["best"][metric]):
             state["best"] = {**evaluation, "step": state["step"]}
             _atomic_torch_save(
@@ -351,10 +355,11 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
                 run_dir / results.BEST_CHECKPOINT,
             )
         logger.info(
-            "epoch %d/%d step %d: %s",
+            "period %d/%d step %d/%d: %s",
             epoch + 1,
             epochs,
             state["step"],
+            total_steps,
             ", ".join(f"{k} {v:.4f}" for k, v in evaluation.items()),
         )
         state["epoch"], state["batch"] = epoch + 1, 0
@@ -376,6 +381,7 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         "train_seconds": state["train_seconds"],
         "peak_memory_bytes": max(state["peak_memory_bytes"], peak_memory_bytes(device)),
         "throughput": state["samples"] / state["train_seconds"] if state["train_seconds"] else None,
+        "throughput_unit": f"{task.unit}/s",
         "steps": state["step"],
         "epochs": epochs,
     }

@@ -8,6 +8,7 @@ import pytest
 
 from lib import config as cfgmod
 from lib.data import DATASETS
+from lib.data.text import TOKENIZERS
 from lib.optimizers import OPTIMIZERS
 from lib.optimizers.schedules import LR_SCHEDULES
 from lib.pruning import PRUNERS
@@ -16,6 +17,7 @@ from lib.pruning.structured import NM_PATTERNS
 from lib.tracking import TRACKERS
 from lib.training import PRECISIONS
 from models import MODELS
+from models.gpt2.train import CORPORA, SIZES
 from models.lenet5.model import ACTIVATIONS, POOLS
 
 # Each named choice -> the names its implementation accepts (the suffixes of its members).
@@ -32,6 +34,9 @@ CHOICES = {
     "PRUNING_SCOPE": {"global", "layer"},  # lib.pruning.magnitude
     "ADAMWPRUNE_BASE": set(OPTIMIZERS),
     "PRECISION": set(PRECISIONS),
+    "GPT2_SIZE": set(SIZES),
+    "GPT2_DATASET": set(CORPORA),
+    "GPT2_TOKENIZER": set(TOKENIZERS),
 }
 # Multi-select axes: bool symbols <PREFIX>_<NAME> <-> registry entries.
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}

@@ -57,13 +57,21 @@ class BandedPruner(Pruner):
     def prepare(self) -> None:
         bandwidths = {"fc1": self.cfg["BANDED_FC1_BANDWIDTH"], "fc2": self.cfg["BANDED_FC2_BANDWIDTH"]}
         self.modules = []
+        # A model that knows its MLPs says so (``mlp_layers()``: (fc1, fc2) pairs); otherwise any Linear with an
+        # integer expansion ratio is taken for one.
+        declared = {}
+        for fc1, fc2 in getattr(self.model, "mlp_layers", lambda: [])():
+            declared[id(fc1)], declared[id(fc2)] = "fc1", "fc2"
         for name, mod in prunable_modules(self.model, self.cfg):
             out, inp = mod.weight.shape[0], mod.weight[0].numel()
-            kind = (
-                "fc1"
-                if isinstance(mod, nn.Linear) and out > inp and out % inp == 0
-                else ("fc2" if isinstance(mod, nn.Linear) and inp > out and inp % out == 0 else None)
-            )
+            if declared:
+                kind = declared.get(id(mod))
+            else:
+                kind = (
+                    "fc1"
+                    if isinstance(mod, nn.Linear) and out > inp and out % inp == 0
+                    else ("fc2" if isinstance(mod, nn.Linear) and inp > out and inp % out == 0 else None)
+                )
             if kind is None or bandwidths[kind] == 0:
                 continue
             mask = banded_mask(out, inp, bandwidths[kind]).to(mod.weight.device)

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.gpt2 import GATE_ACTIVATION_NAMES, GATE_POSITIONS, GATES
+
 GPT2_VOCAB = 50257  # tiktoken's "gpt2" encoding: 50256 BPE merges + <|endoftext|>
 
 # name -> (n_layer, n_head, n_embd, block_size)
@@ -44,8 +46,7 @@ GATE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "ns_sigmoid": lambda s: 0.5 + 0.5 * torch.sigmoid(s),
 }
-GATES = ("none", "headwise", "elementwise", "const")
-GATE_POSITIONS = ("sdpa", "value")
+assert tuple(GATE_ACTIVATIONS) == GATE_ACTIVATION_NAMES
 
 
 def padded_vocab(vocab: int, multiple: int = 64) -> int:
@@ -194,6 +195,10 @@ class GPT2(nn.Module):
         for block in self.transformer.h:
             x = block(x)
         return self.lm_head(self.transformer.ln_f(x))
+
+    def mlp_layers(self) -> list[tuple[nn.Linear, nn.Linear]]:
+        """(FC1, FC2) of every block, for banded pruning (the QKV projection is C -> 3C but no MLP)."""
+        return [(block.mlp.c_fc, block.mlp.c_proj) for block in self.transformer.h]
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token, forward + backward: 6N for the weights plus 12·L·C·T for attention

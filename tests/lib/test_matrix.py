@@ -57,6 +57,9 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
     sparse = runs["lenet5-sgd-magnitude-s0.7-seed1"]
     assert sparse.axes == {
         "model": "lenet5",
+        "attn_gate": None,  # GPT-2 axes: None for other models
+        "attn_gate_pos": None,
+        "attn_gate_act": None,
         "optimizer": "sgd",
         "variant": None,
         "pruning": "magnitude",
@@ -68,6 +71,9 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
     dense = runs["lenet5-adamw-none-seed0"]
     assert dense.axes == {
         "model": "lenet5",
+        "attn_gate": None,
+        "attn_gate_pos": None,
+        "attn_gate_act": None,
         "optimizer": "adamw",
         "variant": None,
         "pruning": "none",

@@ -1,0 +1,103 @@
+"""GPT-2 entrypoint: builds the model (size preset or custom, gating from the run's axes), tokenises its text
+once into llm.c ``.bin`` shards under ``DATA_DIR/gpt2/<dataset>-<tokenizer>/``, and hands model and
+:class:`~lib.tasks.LanguageModeling` task to the shared training loop. Started by the runner as
+``python -m models.gpt2.train --run-dir DIR``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from lib.data.shards import read_shard, write_shard
+from lib.data.text import TOKENIZERS, encode_documents, pydoc_documents
+from lib.errors import UserError
+from lib.tasks import LanguageModeling
+from lib.training import RunContext, run_training
+from models.gpt2.model import GPT2, PRESETS, GPT2Config, padded_vocab
+
+logger = logging.getLogger(__name__)
+
+VAL_FRACTION = 0.1  # of the documents, taken from the end
+
+# GPT2_DATASET_<NAME> -> the documents of the corpus, in a fixed order
+CORPORA: dict[str, Callable[[Path], list[str]]] = {"pydoc": lambda data_dir: pydoc_documents()}
+SIZES = (*PRESETS, "custom")
+
+
+def prepare_shards(dataset: str, tokenizer_name: str, data_dir: Path) -> tuple[Path, Path]:
+    """Tokenise the corpus into ``train.bin`` / ``val.bin`` (once; later runs read the shards)."""
+    out = data_dir / "gpt2" / f"{dataset}-{tokenizer_name}"
+    train, val = out / "train.bin", out / "val.bin"
+    if train.exists() and val.exists():
+        return train, val
+    tokenizer = TOKENIZERS[tokenizer_name]()
+    docs = CORPORA[dataset](data_dir)
+    split = len(docs) - max(1, round(len(docs) * VAL_FRACTION))
+    write_shard(val, np.array(encode_documents(tokenizer, docs[split:]), dtype=np.uint16))
+    write_shard(train, np.array(encode_documents(tokenizer, docs[:split]), dtype=np.uint16))
+    logger.info("tokenised %s with %s into %s", dataset, tokenizer_name, out)
+    return train, val
+
+
+def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
+    size = cfg["GPT2_SIZE"]
+    if size == "custom":
+        n_layer, n_head, n_embd, block = (cfg[f"GPT2_{k}"] for k in ("N_LAYER", "N_HEAD", "N_EMBD", "BLOCK_SIZE"))
+        if n_embd % n_head:
+            raise UserError(
+                f"GPT2_N_EMBD={n_embd} is not a multiple of GPT2_N_HEAD={n_head}; "
+                'pick sizes where it is (e.g. make SET="GPT2_N_EMBD=128 GPT2_N_HEAD=4")'
+            )
+    else:
+        n_layer, n_head, n_embd, block = PRESETS[size]
+    return GPT2Config(
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        block_size=block,
+        vocab_size=padded_vocab(vocab),
+        dropout=cfg["GPT2_DROPOUT"],
+        bias=cfg["GPT2_BIAS"],
+        attn_gate=axes.get("attn_gate") or "none",
+        attn_gate_pos=axes.get("attn_gate_pos") or "sdpa",
+        attn_gate_act=axes.get("attn_gate_act") or "sigmoid",
+    )
+
+
+def build(ctx: RunContext) -> tuple[nn.Module, LanguageModeling]:
+    cfg = ctx.cfg
+    tokenizer = TOKENIZERS[cfg["GPT2_TOKENIZER"]]
+    train, val = prepare_shards(cfg["GPT2_DATASET"], cfg["GPT2_TOKENIZER"], ctx.data_dir)
+    model_cfg = model_config(cfg, ctx.spec.axes, tokenizer.vocab_size)
+    model = GPT2(model_cfg)
+    logger.info(
+        "GPT-2 %s: %d layers, %d heads, C=%d, T=%d, vocab %d; %.2fM parameters; gate %s",
+        cfg["GPT2_SIZE"],
+        model_cfg.n_layer,
+        model_cfg.n_head,
+        model_cfg.n_embd,
+        model_cfg.block_size,
+        model_cfg.vocab_size,
+        model.num_params() / 1e6,
+        model_cfg.attn_gate,
+    )
+    task = LanguageModeling(
+        read_shard(train),
+        read_shard(val),
+        ctx.device,
+        batch_size=cfg["BATCH_SIZE"],
+        block_size=model_cfg.block_size,
+        grad_accum=cfg["GPT2_GRAD_ACCUM"],
+        max_iters=cfg["GPT2_MAX_ITERS"],
+        eval_interval=cfg["GPT2_EVAL_INTERVAL"],
+        eval_batches=cfg["GPT2_EVAL_BATCHES"],
+    )
+    return model, task
+
+
+if __name__ == "__main__":
+    run_training(build, __doc__)
