@@ -143,11 +143,16 @@ class Text:
 
 @dataclass(frozen=True)
 class Words:
-    """A non-empty, space-separated list of distinct names. Which names exist is the consumer's registry's
-    business (e.g. the matrix looks each ADAMWPRUNE_VARIANTS entry up and names the allowed ones)."""
+    """A space-separated list of distinct names, non-empty unless ``may_be_empty``. Which names exist is the
+    consumer's registry's business (e.g. the matrix looks each ADAMWPRUNE_VARIANTS entry up and names the
+    allowed ones)."""
+
+    may_be_empty: bool = False
 
     def parse(self, name: str, text: str) -> tuple[str, ...]:
         words = tuple(text.split())
+        if not words and self.may_be_empty:
+            return ()
         if not words or len(set(words)) != len(words):
             raise UserError(f"{name}={text!r} is not allowed: give a space-separated list of distinct names; {FIX}")
         return words
@@ -192,6 +197,7 @@ STRING_TYPES: Mapping[str, Any] = MappingProxyType(
         "TARGET_SPARSITIES": FloatList(0.0, 1.0, open_lo=True, open_hi=True),
         # lib/Kconfig.*
         "MATRIX_NAME": Name(),
+        "MATRIX_EXCLUDE": Words(may_be_empty=True),
         "MATRIX_DESCRIPTION": Text(may_be_empty=True),
         "SEEDS": IntList(),
         "DATA_DIR": Text(),

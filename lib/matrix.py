@@ -11,6 +11,7 @@ A run id is the axis values joined by ``-`` (``lenet5-adamw-magnitude-s0.7-seed0
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,11 +199,23 @@ def expand(cfg: Config) -> Plan:
             cells.append(cell)
 
     runs = []
+    excluded = dict.fromkeys(cfg.get("MATRIX_EXCLUDE") or (), 0)
     for cell in cells:
         parts = [a.label(cell[a.name]) for a in AXES if a.in_id == "always" or a.name in varies]
         run_id = "-".join(p for p in parts if p)
-        runs.append(RunSpec(run_id, cfg["MATRIX_NAME"], cell, cfg))
+        hits = [pattern for pattern in excluded if fnmatch.fnmatchcase(run_id, pattern)]
+        for pattern in hits:
+            excluded[pattern] += 1
+        if not hits:
+            runs.append(RunSpec(run_id, cfg["MATRIX_NAME"], cell, cfg))
     notes = [f"{reason} ({n} cells)" for reason, n in fired.items()]
+    notes += [f"MATRIX_EXCLUDE {pattern!r} ({n} run{'' if n == 1 else 's'})" for pattern, n in excluded.items()]
+    unused = [pattern for pattern, n in excluded.items() if n == 0]
+    if unused:
+        ids = ", ".join(r.run_id for r in runs)
+        raise UserError(f"MATRIX_EXCLUDE pattern {unused[0]!r} matches no run (the runs: {ids}); fix or remove it")
+    if not runs:
+        raise UserError("MATRIX_EXCLUDE removes every run of the matrix; narrow its patterns")
     return Plan(runs, notes)
 
 

@@ -139,7 +139,7 @@ def test_rule_does_not_fire_without_sparse_pruning(tmp_path: Path) -> None:
             "PRUNING_NONE, PRUNING_MAGNITUDE, PRUNING_MOVEMENT, PRUNING_RANDOM, PRUNING_NM, PRUNING_BANDED, "
             "PRUNING_STATE",
         ),
-        (("MODEL_LENET5=n",), "model", "MODEL_LENET5, MODEL_RESNET18, MODEL_RESNET50"),
+        (("MODEL_LENET5=n",), "model", "MODEL_GPT2, MODEL_LENET5, MODEL_RESNET18, MODEL_RESNET50"),
     ],
 )
 def test_empty_axis(tmp_path: Path, overrides: tuple[str, ...], axis: str, symbols: str) -> None:
@@ -212,3 +212,37 @@ def test_registries_match_kconfig() -> None:
             sym = kconf.syms.get(registry.symbol(name))
             assert sym is not None and sym.nodes, f"{registry.symbol(name)} is not in Kconfig"
             assert sym.nodes[0].prompt, f"{sym.name} has no prompt"
+
+
+def test_matrix_exclude_drops_matching_runs_and_says_how_many(tmp_path: Path) -> None:
+    plan = expand(make_cfg(tmp_path, *SIXTEEN, "MATRIX_EXCLUDE=*-s0.9-* lenet5-sgd-*seed1"))
+    ids = {r.run_id for r in plan.runs}
+    assert not any("-s0.9-" in i for i in ids) and not any(i.startswith("lenet5-sgd-") and "seed1" in i for i in ids)
+    assert len(ids) == 16 - 4 - 3  # 0.9: 2 optimizers x 2 seeds; sgd seed 1: none, 0.5, 0.7 (0.9 already gone)
+    assert "MATRIX_EXCLUDE '*-s0.9-*' (4 runs)" in plan.notes
+
+
+@pytest.mark.parametrize(
+    "pattern,message",
+    [("*resnet*", "matches no run (the runs: lenet5-"), ("*", "removes every run")],
+)
+def test_matrix_exclude_errors(tmp_path: Path, pattern: str, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        expand(make_cfg(tmp_path, *SIXTEEN, f"MATRIX_EXCLUDE={pattern}"))
+
+
+def test_gate_axes_apply_to_gpt2_only(tmp_path: Path) -> None:
+    cfg = make_cfg(
+        tmp_path,
+        "MODEL_GPT2=y",
+        "ATTN_GATE_HEADWISE=y",
+        "ATTN_GATE_POS_VALUE=y",
+        "ATTN_GATE_ACT_NS_SIGMOID=y",
+        "MATRIX_NAME=gates",
+    )
+    runs = {r.run_id: r.axes for r in expand(cfg).runs}
+    # lenet5: one ungated run; gpt2: ungated + headwise x {sdpa, value} x {sigmoid, ns_sigmoid}
+    assert len(runs) == 1 + 1 + 4
+    assert runs["lenet5-adamw-none-seed0"]["attn_gate"] is None
+    assert runs["gpt2-adamw-none-seed0"]["attn_gate"] == "none"
+    assert runs["gpt2-headwisegate-atvalue-ns_sigmoid-adamw-none-seed0"]["attn_gate_pos"] == "value"
