@@ -40,7 +40,7 @@ CONTINUE_JOBS := $(if $(filter command line,$(origin JOBS)),--jobs $(JOBS))
 YES_ARG := $(if $(filter 1 y yes,$(YES)),--yes)
 
 .PHONY: all run plan continue update-graphs quickstart menuconfig guiconfig defconfig savedefconfig \
-	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env
+	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample
 
 all: run ## Run the matrix of .config (same as `make run`)
 
@@ -68,6 +68,11 @@ continue: $(STAMP) ## Resume the latest matrix (or MATRIX=<dir>) from its ledger
 
 update-graphs: $(STAMP) ## Write graphs/*.png and report.md of the latest matrix (or MATRIX=<dir>)
 	@exec $(PY) -m scripts.update_graphs $(MATRIX_ARG)
+
+SAMPLE_ARGS := $(if $(PROMPT),--prompt $(call quote,$(PROMPT))) $(if $(TOKENS),--tokens $(TOKENS)) \
+	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(if $(TOP_K),--top-k $(TOP_K)) $(if $(SEED),--seed $(SEED))
+sample: $(STAMP) ## Generate text from a GPT-2 run: RUN=<run dir> [PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=]
+	@exec $(PY) -m scripts.sample $(call quote,$(RUN)) $(SAMPLE_ARGS)
 
 quickstart: $(STAMP) ## Set up, then run the embedded `quickstart` defconfig through to graphs and report
 	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig quickstart

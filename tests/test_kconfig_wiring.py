@@ -65,3 +65,12 @@ def test_every_registry_entry_has_a_prompted_bool_symbol(kconf, prefix):
 def test_selected_axes_follow_the_config():
     cfg = cfgmod.Config({OPTIMIZERS.symbol(n): n in ("sgd", "adamw", "muon") for n in OPTIMIZERS.names()})
     assert OPTIMIZERS.selected(cfg) == ["sgd", "adamw", "muon"]
+
+
+def test_every_attention_gate_symbol_is_an_axis_value(kconf):
+    from models.gpt2 import GATE_ACTIVATION_NAMES, GATE_POSITIONS, GATES
+
+    expected = {f"ATTN_GATE_{g.upper()}" for g in GATES}
+    expected |= {f"ATTN_GATE_POS_{p.upper()}" for p in GATE_POSITIONS}
+    expected |= {f"ATTN_GATE_ACT_{a.upper()}" for a in GATE_ACTIVATION_NAMES}
+    assert {name for name in kconf.syms if name.startswith("ATTN_GATE_") and kconf.syms[name].nodes} == expected

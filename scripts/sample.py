@@ -1,0 +1,95 @@
+"""Generate text from a GPT-2 run's checkpoint (``make sample RUN=<run dir>``).
+
+The model is rebuilt from the run's own ``config.json`` (size, gate axes, tokenizer), its weights loaded from
+``best.pt`` (the best validation loss; ``--checkpoint last`` for ``checkpoint.pt``), and ``--num`` samples of
+``--tokens`` tokens drawn after the prompt (each prompt starts with the end-of-text token, as every training
+document does). ``--temperature 0`` is greedy; ``--top-k`` keeps the k likeliest tokens; ``--seed`` makes the
+samples reproducible.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from lib import results
+from lib.data.text import TOKENIZERS
+from lib.errors import UserError, run_cli
+from lib.matrix import RunSpec
+from models.gpt2.model import GPT2
+from models.gpt2.train import model_config
+
+CHECKPOINTS = {"best": results.BEST_CHECKPOINT, "last": results.CHECKPOINT}
+
+
+def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
+    """The run's GPT-2 with the chosen checkpoint's weights (masks dropped: pruned weights are already 0)."""
+    config = results.read_json(run_dir / results.CONFIG)
+    if config is None:
+        raise UserError(f"{run_dir} is not a run directory (no {results.CONFIG}); give RUN=results/<matrix>/<run>")
+    spec = RunSpec.from_json(config)
+    if spec.axes["model"] != "gpt2":
+        raise UserError(f"{run_dir} is a {spec.axes['model']} run; sampling needs a gpt2 run")
+    path = run_dir / CHECKPOINTS[which]
+    if not path.exists():
+        raise UserError(f"{path} does not exist yet: the run has not evaluated once; try --checkpoint last")
+    tokenizer = TOKENIZERS[spec.cfg["GPT2_TOKENIZER"]]()
+    model = GPT2(model_config(spec.cfg, spec.axes, tokenizer.vocab_size))
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    model.load_state_dict({k: v for k, v in state.items() if not k.endswith("weight_mask")})
+    return model.eval(), tokenizer
+
+
+def sample(
+    run_dir: Path,
+    prompt: str = "",
+    tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    seed: int = 0,
+    num: int = 1,
+    which: str = "best",
+) -> list[str]:
+    model, tokenizer = load_model(run_dir, which)
+    start = [tokenizer.eot, *tokenizer.encode(prompt)]
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(num):
+        ids = model.generate(torch.tensor([start]), tokens, temperature, top_k, generator=generator)
+        out.append(prompt + tokenizer.decode(ids[0, len(start) :].tolist()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a GPT-2 run directory, results/<matrix>/<run-id>")
+    parser.add_argument("--prompt", default="")
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-k", type=int, default=200, help="0 keeps every token")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num", type=int, default=1)
+    parser.add_argument("--checkpoint", choices=sorted(CHECKPOINTS), default="best")
+    args = parser.parse_args(argv)
+    if args.tokens < 1 or args.temperature < 0 or args.top_k < 0 or args.num < 1:
+        raise UserError("sample: --tokens and --num must be >= 1, --temperature and --top-k >= 0")
+    texts = sample(
+        args.run_dir,
+        args.prompt,
+        tokens=args.tokens,
+        temperature=args.temperature,
+        top_k=args.top_k or None,
+        seed=args.seed,
+        num=args.num,
+        which=args.checkpoint,
+    )
+    for i, text in enumerate(texts):
+        print(f"--- sample {i} (seed {args.seed}, temperature {args.temperature}, top-k {args.top_k or 'all'})")
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
