@@ -109,7 +109,8 @@ test: $(STAMP) ## Run the test suite (pytest; under 10 minutes on 2 CPU cores)
 bench: $(STAMP) ## Run the benchmarks; tables go to docs/benchmarks/ (not part of make test)
 	@$(PY) -m scripts.bench_optimizers
 	@$(PY) -m scripts.bench_pruning
-	@exec $(PY) -m scripts.bench_resnet
+	@$(PY) -m scripts.bench_resnet
+	@exec $(PY) -m scripts.bench_gpt2
 
 lint: $(STAMP) ## ruff check and format check
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .

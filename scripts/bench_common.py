@@ -7,7 +7,10 @@ table under ``docs/benchmarks/``.
 from __future__ import annotations
 
 import csv
+import logging
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,6 +19,8 @@ from torch.nn import functional as F
 
 from lib.config import ROOT
 from lib.monitor import cpu_model
+
+logger = logging.getLogger(__name__)
 
 
 class GPT2Shapes(nn.Module):
@@ -70,3 +75,68 @@ def write_csv(path: Path, rows: list[dict], device: str, sha: str) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({"device": device, "torch": torch.__version__, "git_sha": sha, **row})
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def open_run(cfg, workdir: Path, name: str | None = None):
+    """A fresh run directory for the first run of ``cfg``'s matrix, opened as the entrypoints open theirs
+    (seeded, threads set), so the framework's loop and a hand-written one start from the same weights."""
+    from lib import results
+    from lib.matrix import expand
+    from lib.training import RunContext
+
+    spec = expand(cfg).runs[0]
+    run_dir = workdir / (name or spec.run_id)
+    if run_dir.exists():
+        for path in run_dir.iterdir():
+            path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.atomic_write_json(run_dir / results.CONFIG, spec.to_json())
+    return RunContext.open(run_dir, torch.get_num_threads())
+
+
+def time_fit(ctx, model: nn.Module, task) -> tuple[float, float]:
+    """(units per second of training, seconds spent outside the training steps) of the shared loop ``fit``.
+
+    The rate is ``fit``'s own (``summary.json``'s throughput: every step with its hooks, batch assembly, metric
+    rows and status writes); the other seconds are set-up and checkpoint saves. Evaluation is excluded from
+    both (a hand-written training loop does none)."""
+    from lib.training import fit
+
+    evaluate, eval_seconds = task.evaluate, [0.0]
+
+    def timed_evaluate(m):
+        tick = time.perf_counter()
+        out = evaluate(m)
+        eval_seconds[0] += time.perf_counter() - tick
+        return out
+
+    task.evaluate = timed_evaluate
+    sync(ctx.device)
+    tick = time.perf_counter()
+    summary = fit(ctx, model, task)
+    sync(ctx.device)
+    wall = time.perf_counter() - tick - eval_seconds[0]
+    return summary["throughput"], wall - summary["train_seconds"]
+
+
+def abba(ours: Callable[[], tuple[float, float]], minimal: Callable[[], float], pairs: int) -> list[dict]:
+    """``pairs`` measurements of (ours, minimal) in ABBA order, after one untimed run of each: the first
+    training in a process pays one-time costs (thread pool, allocator growth, kernel selection)."""
+    ours()
+    minimal()
+    rows = []
+    for pair in range(pairs):
+        if pair % 2:
+            low = minimal()
+            rate, other = ours()
+        else:
+            rate, other = ours()
+            low = minimal()
+        rows.append({"pair": pair, "ours_per_s": rate, "minimal_per_s": low, "ratio": rate / low, "other_s": other})
+        logger.warning("pair %d: %s", pair, rows[-1])
+    return rows

@@ -32,15 +32,13 @@ import torch
 from torch.nn import functional as F
 
 from lib import config as cfgmod
-from lib import results
 from lib.config import ROOT
 from lib.data.augment import crop_flip
 from lib.errors import run_cli
-from lib.matrix import expand
 from lib.monitor import peak_flops, training_flops
-from lib.training import PRECISIONS, RunContext, fit
+from lib.training import PRECISIONS
 from models.resnet.train import build
-from scripts.bench_common import machine, write_csv
+from scripts.bench_common import abba, machine, open_run, sync, time_fit, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -71,56 +69,28 @@ def _config(args: argparse.Namespace, results_dir: Path) -> cfgmod.Config:
     return cfgmod.to_config(kconf)
 
 
-def ours(cfg: cfgmod.Config, workdir: Path, threads: int) -> tuple[float, float, int]:
-    """(training seconds, seconds of everything else in ``fit`` but evaluation, images) of the framework's loop
-    on a fresh run directory. Training seconds are ``fit``'s own count (``summary.json``'s ``train_seconds``):
-    every step with its hooks, batch assembly, metric rows and status writes; the rest is set-up, checkpoint
-    saves and best-checkpoint saves."""
-    spec = expand(cfg).runs[0]
-    run_dir = workdir / spec.run_id
-    if run_dir.exists():
-        for path in run_dir.iterdir():
-            path.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_json(run_dir / results.CONFIG, spec.to_json())
-    ctx = RunContext.open(run_dir, threads)
+def ours(cfg: cfgmod.Config, workdir: Path) -> tuple[float, float]:
+    """(images/s of training, seconds outside the training steps) of the framework's loop: the real entrypoint's
+    ``build`` and the shared ``fit`` on a fresh run directory (see :func:`scripts.bench_common.time_fit`)."""
+    ctx = open_run(cfg, workdir)
     model, task = build(ctx)
-    _subset(task, cfg)
-    evaluate, eval_seconds = task.evaluate, [0.0]
-
-    def timed_evaluate(m):
-        tick = time.perf_counter()
-        out = evaluate(m)
-        eval_seconds[0] += time.perf_counter() - tick
-        return out
-
-    task.evaluate = timed_evaluate
-    _sync(ctx.device)
-    tick = time.perf_counter()
-    summary = fit(ctx, model, task)
-    _sync(ctx.device)
-    wall = time.perf_counter() - tick - eval_seconds[0]
-    assert summary["epochs"] == cfg["EPOCHS"]
-    return summary["train_seconds"], wall - summary["train_seconds"], task.num_train * cfg["EPOCHS"]
+    _subset(task)
+    return time_fit(ctx, model, task)
 
 
 IMAGES = 0  # set by --images: train on the first N training images (0: all)
 
 
-def _subset(task, cfg) -> None:
+def _subset(task) -> None:
     if IMAGES:
         task.train_x, task.train_y = task.train_x[:IMAGES], task.train_y[:IMAGES]
 
 
-def minimal(cfg: cfgmod.Config, workdir: Path, threads: int) -> tuple[float, int]:
-    """The same training as :func:`ours`, written as a plain PyTorch loop."""
-    spec = expand(cfg).runs[0]
-    run_dir = workdir / "minimal"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_json(run_dir / results.CONFIG, spec.to_json())
-    ctx = RunContext.open(run_dir, threads)  # seeds exactly as the framework does, so the weights are the same
+def minimal(cfg: cfgmod.Config, workdir: Path) -> float:
+    """Images/s of the same training as :func:`ours`, written as a plain PyTorch loop."""
+    ctx = open_run(cfg, workdir, "minimal")  # seeded as the framework does, so the weights are the same
     model, task = build(ctx)  # the same model and data tensors; from here on nothing of the framework is used
-    _subset(task, cfg)
+    _subset(task)
     device = ctx.device
     model.to(device)
     x_all, y_all = task.train_x, task.train_y
@@ -141,7 +111,7 @@ def minimal(cfg: cfgmod.Config, workdir: Path, threads: int) -> tuple[float, int
     steps = cfg["EPOCHS"] * math.ceil(n / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     dtype = PRECISIONS[cfg["PRECISION"]]
-    _sync(device)
+    sync(device)
     tick = time.perf_counter()
     model.train()
     for _ in range(cfg["EPOCHS"]):
@@ -155,21 +125,12 @@ def minimal(cfg: cfgmod.Config, workdir: Path, threads: int) -> tuple[float, int
             loss.backward()
             opt.step()
             sched.step()
-    _sync(device)
-    return time.perf_counter() - tick, n * cfg["EPOCHS"]
+    sync(device)
+    return n * cfg["EPOCHS"] / (time.perf_counter() - tick)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def flops_per_image(cfg: cfgmod.Config, workdir: Path, threads: int) -> float:
-    spec = expand(cfg).runs[0]
-    run_dir = workdir / "flops"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_json(run_dir / results.CONFIG, spec.to_json())
-    ctx = RunContext.open(run_dir, threads)
+def flops_per_image(cfg: cfgmod.Config, workdir: Path) -> float:
+    ctx = open_run(cfg, workdir, "flops")
     model, task = build(ctx)
     model.to(ctx.device)
     x = task._normalise(task.train_x[:8])
@@ -194,44 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     global IMAGES
     IMAGES = args.images
-    threads = args.threads or torch.get_num_threads()
-    rows = []
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         cfg = _config(args, workdir)
-        # The first training in a process pays one-time costs (thread pool, allocator growth, kernel
-        # selection) that would land on whichever loop runs first: one untimed run of each absorbs them.
-        ours(cfg, workdir, threads)
-        minimal(cfg, workdir, threads)
-        for pair in range(args.pairs):
-            if pair % 2:  # ABBA order: neither loop always runs first
-                min_s, min_n = minimal(cfg, workdir, threads)
-                ours_s, other_s, ours_n = ours(cfg, workdir, threads)
-            else:
-                ours_s, other_s, ours_n = ours(cfg, workdir, threads)
-                min_s, min_n = minimal(cfg, workdir, threads)
-            rows.append(
-                {
-                    "pair": pair,
-                    "ours_images_per_s": ours_n / ours_s,
-                    "minimal_images_per_s": min_n / min_s,
-                    "ratio": (ours_n / ours_s) / (min_n / min_s),
-                    "checkpoint_and_setup_s": other_s,
-                    "step_s": ours_s / (ours_n / cfg["BATCH_SIZE"]),
-                }
-            )
-            logger.warning("pair %d: %s", pair, rows[-1])
+        rows = abba(lambda: ours(cfg, workdir), lambda: minimal(cfg, workdir), args.pairs)
         device = torch.device(
             "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
         )
-        flops = flops_per_image(cfg, workdir, threads)
+        flops = flops_per_image(cfg, workdir)
     peak = peak_flops(device, args.precision)
-    ours_ips = statistics.median(r["ours_images_per_s"] for r in rows)
-    min_ips = statistics.median(r["minimal_images_per_s"] for r in rows)
+    ours_ips = statistics.median(r["ours_per_s"] for r in rows)
+    min_ips = statistics.median(r["minimal_per_s"] for r in rows)
     ratio = statistics.median(r["ratio"] for r in rows)
     mfu = ours_ips * flops / peak if peak else None
-    other = statistics.median(r["checkpoint_and_setup_s"] for r in rows)
-    step = statistics.median(r["step_s"] for r in rows)
+    other = statistics.median(r["other_s"] for r in rows)
+    step = args.batch / ours_ips
     # At CIFAR scale: 50,000 images per epoch, two checkpoint-sized saves per epoch (checkpoint.pt, best.pt)
     # plus one every CHECKPOINT_INTERVAL steps; set-up is paid once per run.
     cifar_steps = math.ceil(50_000 / args.batch)
@@ -257,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| pair | ours (images/s) | minimal (images/s) | ours / minimal |",
         "| --- | --- | --- | --- |",
-        *(
-            f"| {r['pair']} | {r['ours_images_per_s']:.1f} | {r['minimal_images_per_s']:.1f} | {r['ratio']:.3f} |"
-            for r in rows
-        ),
+        *(f"| {r['pair']} | {r['ours_per_s']:.1f} | {r['minimal_per_s']:.1f} | {r['ratio']:.3f} |" for r in rows),
         f"| median | {ours_ips:.1f} | {min_ips:.1f} | **{ratio:.3f}** |",
         "",
         f"Training FLOPs per image (forward + backward, FlopCounterMode): {flops / 1e9:.2f} GFLOP."

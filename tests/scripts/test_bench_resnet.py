@@ -18,7 +18,7 @@ def test_bench_resnet_writes_a_ratio_per_pair(tmp_path: Path):
     rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
     assert [r["pair"] for r in rows] == ["0"]
     for r in rows:
-        ours, minimal = float(r["ours_images_per_s"]), float(r["minimal_images_per_s"])
+        ours, minimal = float(r["ours_per_s"]), float(r["minimal_per_s"])
         assert ours > 0 and minimal > 0 and float(r["ratio"]) == pytest.approx(ours / minimal)
     text = out.read_text()
     assert "| median |" in text and "3.33 GFLOP" in text  # ResNet-18 CIFAR: 3 x 1.11 GFLOP per image
