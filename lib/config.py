@@ -180,6 +180,9 @@ STRING_TYPES: Mapping[str, Any] = MappingProxyType(
         "LR_ONECYCLE_DIV": Float(1.0),
         # models/gpt2/Kconfig
         "GPT2_DROPOUT": FRACTION,
+        # lib/pruning/Kconfig
+        "BANDED_FC1_BANDWIDTHS": IntList(0, 1_000_000),
+        "BANDED_FC2_BANDWIDTHS": IntList(0, 1_000_000),
         "GRAD_CLIP_NORM": NON_NEGATIVE,
         "LABEL_SMOOTHING": FRACTION,
         "ADAMWADV_LR": POSITIVE,

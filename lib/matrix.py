@@ -89,6 +89,16 @@ AXES: tuple[Axis, ...] = (
         lambda c: list(c["TARGET_SPARSITIES"]) if c["PRUNING_SPARSE"] else [0.0],
         label=lambda v: f"s{v!r}" if v else "",  # shortest repr that round-trips: distinct values, distinct ids
     ),
+    Axis(
+        "fc1_band",
+        lambda c: list(c["BANDED_FC1_BANDWIDTHS"]) if c.get("PRUNING_BANDED") else [None],
+        label=lambda v: f"fc1b{v}" if v else "",
+    ),
+    Axis(
+        "fc2_band",
+        lambda c: list(c["BANDED_FC2_BANDWIDTHS"]) if c.get("PRUNING_BANDED") else [None],
+        label=lambda v: f"fc2b{v}" if v else "",
+    ),
     Axis("seed", lambda c: list(c["SEEDS"]), label=lambda v: f"seed{v}"),
 )
 
@@ -101,47 +111,66 @@ class Rule:
     """A combination that makes no sense: ``collapse`` rewrites the cell; without it the cell is dropped."""
 
     reason: str
-    applies: Callable[[dict], bool]
+    applies: Callable[[dict, Config], bool]  # (cell, the matrix's config)
     collapse: Callable[[dict], dict] | None = None
 
 
 RULES: tuple[Rule, ...] = (
     Rule(
         "attention gating is a GPT-2 axis: other models run ungated",
-        applies=lambda a: a["model"] != "gpt2" and any(a[k] is not None for k in GATE_AXES),
+        applies=lambda a, c: a["model"] != "gpt2" and any(a[k] is not None for k in GATE_AXES),
         collapse=lambda a: {**a, **dict.fromkeys(GATE_AXES)},
     ),
     Rule(
         "gate 'none' has no position or activation",
-        applies=lambda a: a["attn_gate"] == "none" and (a["attn_gate_pos"] or a["attn_gate_act"]),
+        applies=lambda a, c: a["attn_gate"] == "none" and (a["attn_gate_pos"] or a["attn_gate_act"]),
         collapse=lambda a: {**a, "attn_gate_pos": None, "attn_gate_act": None},
     ),
     Rule(
         "AdamWPrune variants apply to the adamwprune optimizer only",
-        applies=lambda a: a["variant"] is not None and a["optimizer"] != "adamwprune",
+        applies=lambda a, c: a["variant"] is not None and a["optimizer"] != "adamwprune",
         collapse=lambda a: {**a, "variant": None},
     ),
     Rule(
         "adamwprune prunes with its own moments: it runs with pruning 'state' only",
-        applies=lambda a: a["optimizer"] == "adamwprune" and a["pruning"] != "state",
+        applies=lambda a, c: a["optimizer"] == "adamwprune" and a["pruning"] != "state",
     ),
     Rule(
         "pruning 'state' reads AdamWPrune's moments: it runs with optimizer adamwprune only",
-        applies=lambda a: a["pruning"] == "state" and a["optimizer"] != "adamwprune",
+        applies=lambda a, c: a["pruning"] == "state" and a["optimizer"] != "adamwprune",
     ),
     Rule(
         "N:M sparsity is fixed by its pattern: (M-N)/M = 50%",
-        applies=lambda a: a["pruning"] == "nm" and a["target_sparsity"] != 0.5,
+        applies=lambda a, c: a["pruning"] == "nm" and a["target_sparsity"] != 0.5,
         collapse=lambda a: {**a, "target_sparsity": 0.5},
     ),
     Rule(
-        "banded sparsity is set by BANDED_FC1/FC2_BANDWIDTH, not by a target",
-        applies=lambda a: a["pruning"] == "banded" and a["target_sparsity"] != 0.0,
+        "band widths apply to pruning 'banded' only",
+        applies=lambda a, c: a["pruning"] != "banded" and (a["fc1_band"] is not None or a["fc2_band"] is not None),
+        collapse=lambda a: {**a, "fc1_band": None, "fc2_band": None},
+    ),
+    Rule(
+        "banded with both widths 0 is the dense run (pruning 'none')",
+        applies=lambda a, c: a["pruning"] == "banded" and not a["fc1_band"] and not a["fc2_band"],
+    ),
+    Rule(
+        "without BANDED_FULL_GRID, FC1 and FC2 are banded together only at equal widths",
+        applies=lambda a, c: (
+            a["pruning"] == "banded"
+            and not c.get("BANDED_FULL_GRID")
+            and bool(a["fc1_band"])
+            and bool(a["fc2_band"])
+            and a["fc1_band"] != a["fc2_band"]
+        ),
+    ),
+    Rule(
+        "banded sparsity is set by the band widths, not by a target",
+        applies=lambda a, c: a["pruning"] == "banded" and a["target_sparsity"] != 0.0,
         collapse=lambda a: {**a, "target_sparsity": 0.0},
     ),
     Rule(
         "pruning 'none' is dense: one run per optimizer and seed, not one per target sparsity",
-        applies=lambda a: a["pruning"] == "none" and a["target_sparsity"] != 0.0,
+        applies=lambda a, c: a["pruning"] == "none" and a["target_sparsity"] != 0.0,
         collapse=lambda a: {**a, "target_sparsity": 0.0},
     ),
 )
@@ -190,7 +219,7 @@ def expand(cfg: Config) -> Plan:
     for combo in itertools.product(*axis_values):
         cell = {a.name: v for a, v in zip(AXES, combo, strict=True)}
         for rule in RULES:
-            if rule.applies(cell):
+            if rule.applies(cell, cfg):
                 fired[rule.reason] = fired.get(rule.reason, 0) + 1
                 cell = rule.collapse(cell) if rule.collapse else None
                 if cell is None:

@@ -204,7 +204,7 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
     model.to(device)
     speed = Speed.from_config(cfg)
     forward = speed.prepare(model, task, device)
-    pruner = pruner_cls(model, cfg, axes["target_sparsity"], total_steps, variant=variant)
+    pruner = pruner_cls(model, cfg, axes["target_sparsity"], total_steps, variant=variant, axes=axes)
     pruner.prepare()
     setup = OPTIMIZERS[axes["optimizer"]](model, cfg)
     optimizer = setup.optimizer

@@ -55,10 +55,17 @@ class Pruner:
     """Base class. Subclasses implement :meth:`update_mask`; ``none`` overrides nothing and prunes nothing."""
 
     def __init__(
-        self, model: nn.Module, cfg, target_sparsity: float, total_steps: int, variant: str | None = None
+        self,
+        model: nn.Module,
+        cfg,
+        target_sparsity: float,
+        total_steps: int,
+        variant: str | None = None,
+        axes: dict | None = None,
     ) -> None:
         self.model = model
         self.cfg = cfg
+        self.axes = axes or {}  # the run's matrix axes, for methods with an axis of their own (banded widths)
         self.target = target_sparsity
         self.variant = variant
         self.schedule = SparsitySchedule.from_config(cfg, target_sparsity, total_steps) if target_sparsity else None

@@ -4,9 +4,9 @@ N:M keeps N of every M consecutive input weights of each output row by ``|W|`` (
 2:4 or 4:8: 50% sparsity either way); on a gradual schedule the number of zeros per group grows with the
 schedule and ends at M − N. Layers whose flattened input size is not a multiple of M stay dense (logged).
 
-Banded puts a static diagonal band on transformer-MLP layers (``BANDED_FC1_BANDWIDTH`` on C → rC layers,
-``BANDED_FC2_BANDWIDTH`` on rC → C ones; 0 = dense): the masks are set before the first step and never change.
-The formula is in :mod:`lib.pruning.patterns`.
+Banded puts a static diagonal band on transformer-MLP layers (the run's ``fc1_band`` on C → rC layers and
+``fc2_band`` on rC → C ones, axes from ``BANDED_FC1_BANDWIDTHS`` / ``_FC2_``; 0 = dense): the masks are set
+before the first step and never change. The formula is in :mod:`lib.pruning.patterns`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class BandedPruner(Pruner):
     """Static band on MLP layers with an integer expansion ratio; no schedule and no target sparsity."""
 
     def prepare(self) -> None:
-        bandwidths = {"fc1": self.cfg["BANDED_FC1_BANDWIDTH"], "fc2": self.cfg["BANDED_FC2_BANDWIDTH"]}
+        bandwidths = {"fc1": self.axes.get("fc1_band") or 0, "fc2": self.axes.get("fc2_band") or 0}
         self.modules = []
         # A model that knows its MLPs says so (``mlp_layers()``: (fc1, fc2) pairs); otherwise any Linear with an
         # integer expansion ratio is taken for one.
@@ -91,7 +91,7 @@ class BandedPruner(Pruner):
         if not self.modules:
             raise UserError(
                 "PRUNING_BANDED: no Linear layer with an integer expansion ratio (C -> rC or rC -> C) "
-                "and a non-zero BANDED_FC1_BANDWIDTH / BANDED_FC2_BANDWIDTH; banded is for "
+                "and a non-zero FC1 / FC2 band width (BANDED_FC1_BANDWIDTHS / BANDED_FC2_BANDWIDTHS); banded is for "
                 "transformer MLPs"
             )
 

@@ -64,6 +64,8 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "variant": None,
         "pruning": "magnitude",
         "target_sparsity": 0.7,
+        "fc1_band": None,  # banded widths: None for other methods
+        "fc2_band": None,
         "seed": 1,
     }
     assert sparse.matrix == "sixteen"
@@ -78,6 +80,8 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "variant": None,
         "pruning": "none",
         "target_sparsity": 0.0,
+        "fc1_band": None,
+        "fc2_band": None,
         "seed": 0,
     }
     assert [a.name for a in AXES] == list(sparse.axes)
@@ -246,3 +250,34 @@ def test_gate_axes_apply_to_gpt2_only(tmp_path: Path) -> None:
     assert runs["lenet5-adamw-none-seed0"]["attn_gate"] is None
     assert runs["gpt2-adamw-none-seed0"]["attn_gate"] == "none"
     assert runs["gpt2-headwisegate-atvalue-ns_sigmoid-adamw-none-seed0"]["attn_gate_pos"] == "value"
+
+
+BANDS = (
+    "MODEL_LENET5=n",
+    "MODEL_GPT2=y",
+    "PRUNING_BANDED=y",
+    "BANDED_FC1_BANDWIDTHS=0 1024 512 256",
+    "BANDED_FC2_BANDWIDTHS=0 1024 512 256",
+    "MATRIX_NAME=bands",
+)
+
+
+def _bands(cfg: Config) -> set[tuple]:
+    return {(r.axes["pruning"], r.axes["fc1_band"], r.axes["fc2_band"]) for r in expand(cfg).runs}
+
+
+def test_banded_baseline_fc1_fc2_and_both_is_ten_runs(tmp_path: Path) -> None:
+    cells = _bands(make_cfg(tmp_path, *BANDS))
+    widths = (1024, 512, 256)
+    expected = {("none", None, None)}
+    expected |= {("banded", w, 0) for w in widths} | {("banded", 0, w) for w in widths}
+    expected |= {("banded", w, w) for w in widths}
+    assert cells == expected and len(cells) == 10
+    ids = {r.run_id for r in expand(make_cfg(tmp_path, *BANDS)).runs}
+    assert "gpt2-adamw-banded-fc1b512-fc2b512-seed0" in ids and "gpt2-adamw-banded-fc2b256-seed0" in ids
+
+
+def test_banded_full_grid_is_every_pair(tmp_path: Path) -> None:
+    cells = _bands(make_cfg(tmp_path, *BANDS, "BANDED_FULL_GRID=y"))
+    assert len(cells) == 1 + 4 * 4 - 1  # dense + every (fc1, fc2) pair but (0, 0)
+    assert ("banded", 1024, 256) in cells and ("banded", 256, 1024) in cells

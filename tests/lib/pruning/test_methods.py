@@ -164,8 +164,7 @@ def test_banded_pruner_masks_mlp_layers_with_the_formula():
 
     c, r = 4, 4
     model = nn.Sequential(nn.Linear(c, r * c), nn.GELU(), nn.Linear(r * c, c), nn.Linear(c, 3))
-    cfg = Config({**_cfg().values, "BANDED_FC1_BANDWIDTH": 4, "BANDED_FC2_BANDWIDTH": 2})
-    pruner = PRUNERS["banded"](model, cfg, 0.0, total_steps=10)
+    pruner = PRUNERS["banded"](model, _cfg(), 0.0, total_steps=10, axes={"fc1_band": 4, "fc2_band": 2})
     pruner.prepare()
     assert torch.equal(model[0].weight_mask, banded_mask(r * c, c, 4))
     assert torch.equal(model[2].weight_mask, banded_mask(c, r * c, 2))
