@@ -106,6 +106,29 @@ class ImageClassification:
         return {"loss": loss_sum.item() / n, "accuracy": correct.item() / n}
 
 
+class ConcatTokens:
+    """Several token arrays (shards) read as one: ``len`` and slicing across shard boundaries."""
+
+    def __init__(self, parts) -> None:
+        self.parts = [p for p in parts if len(p)]
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, s: slice) -> np.ndarray:
+        start, stop, _ = s.indices(len(self))
+        i = int(np.searchsorted(self.starts, start, side="right")) - 1
+        out = []
+        while start < stop:
+            local = start - self.starts[i]
+            piece = self.parts[i][local : local + (stop - start)]
+            out.append(np.asarray(piece))
+            start += len(piece)
+            i += 1
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+
 class LanguageModeling:
     """Next-token prediction on token arrays (a NumPy array or a shard's memory map; only the windows a batch
     needs are read and moved to the device).

@@ -111,3 +111,40 @@ def ensure_files(
                 ) from None
         paths.append(path)
     return paths
+
+
+def fetch(url: str, path: Path, hint: str) -> Path:
+    """Stream ``url`` into ``path`` (for files too large to hold in memory), atomically: a temporary file in
+    the same directory is renamed into place only when the transfer completed with the advertised length.
+    ``path`` already present is trusted. A failure is one :class:`UserError` naming the URL, the reason and
+    ``hint`` (where to put the file by hand)."""
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    logger.info("downloading %s", url)
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:
+            length = response.headers.get("Content-Length")
+            size = 0
+            with tqdm(
+                total=int(length) if length else None,
+                unit="B",
+                unit_scale=True,
+                desc=path.name,
+                leave=False,
+                disable=None,
+            ) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+                    bar.update(len(chunk))
+            if length and size != int(length):
+                raise http.client.IncompleteRead(b"", int(length) - size)
+        tmp.replace(path)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        reason = str(getattr(e, "reason", None) or e).splitlines()[0]
+        raise UserError(f"could not download {url} ({reason}); {hint}") from None
+    logger.info("wrote %s", path)
+    return path

@@ -1,46 +1,25 @@
-"""GPT-2 entrypoint: builds the model (size preset or custom, gating from the run's axes), tokenises its text
-once into llm.c ``.bin`` shards under ``DATA_DIR/gpt2/<dataset>-<tokenizer>/``, and hands model and
+"""GPT-2 entrypoint: builds the model (size preset or custom, gating from the run's axes), gets its text as
+llm.c ``.bin`` shards (:mod:`lib.data.corpora`: downloaded and tokenised once), and hands model and
 :class:`~lib.tasks.LanguageModeling` task to the shared training loop. Started by the runner as
 ``python -m models.gpt2.train --run-dir DIR``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
 from torch import nn
 
-from lib.data.shards import read_shard, write_shard
-from lib.data.text import TOKENIZERS, encode_documents, pydoc_documents
+from lib.data.corpora import CORPORA
+from lib.data.shards import read_shard
+from lib.data.text import TOKENIZERS
 from lib.errors import UserError
-from lib.tasks import LanguageModeling
+from lib.tasks import ConcatTokens, LanguageModeling
 from lib.training import RunContext, run_training
 from models.gpt2.model import GPT2, PRESETS, GPT2Config, padded_vocab
 
 logger = logging.getLogger(__name__)
 
-VAL_FRACTION = 0.1  # of the documents, taken from the end
-
-# GPT2_DATASET_<NAME> -> the documents of the corpus, in a fixed order
-CORPORA: dict[str, Callable[[Path], list[str]]] = {"pydoc": lambda data_dir: pydoc_documents()}
 SIZES = (*PRESETS, "custom")
-
-
-def prepare_shards(dataset: str, tokenizer_name: str, data_dir: Path) -> tuple[Path, Path]:
-    """Tokenise the corpus into ``train.bin`` / ``val.bin`` (once; later runs read the shards)."""
-    out = data_dir / "gpt2" / f"{dataset}-{tokenizer_name}"
-    train, val = out / "train.bin", out / "val.bin"
-    if train.exists() and val.exists():
-        return train, val
-    tokenizer = TOKENIZERS[tokenizer_name]()
-    docs = CORPORA[dataset](data_dir)
-    split = len(docs) - max(1, round(len(docs) * VAL_FRACTION))
-    write_shard(val, np.array(encode_documents(tokenizer, docs[split:]), dtype=np.uint16))
-    write_shard(train, np.array(encode_documents(tokenizer, docs[:split]), dtype=np.uint16))
-    logger.info("tokenised %s with %s into %s", dataset, tokenizer_name, out)
-    return train, val
 
 
 def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
@@ -71,7 +50,7 @@ def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
 def build(ctx: RunContext) -> tuple[nn.Module, LanguageModeling]:
     cfg = ctx.cfg
     tokenizer = TOKENIZERS[cfg["GPT2_TOKENIZER"]]
-    train, val = prepare_shards(cfg["GPT2_DATASET"], cfg["GPT2_TOKENIZER"], ctx.data_dir)
+    train, val = CORPORA[cfg["GPT2_DATASET"]](cfg).shards(ctx.data_dir, cfg["GPT2_TOKENIZER"])
     model_cfg = model_config(cfg, ctx.spec.axes, tokenizer.vocab_size)
     model = GPT2(model_cfg)
     logger.info(
@@ -86,8 +65,8 @@ def build(ctx: RunContext) -> tuple[nn.Module, LanguageModeling]:
         model_cfg.attn_gate,
     )
     task = LanguageModeling(
-        read_shard(train),
-        read_shard(val),
+        ConcatTokens(read_shard(p) for p in train),
+        ConcatTokens(read_shard(p) for p in val),
         ctx.device,
         batch_size=cfg["BATCH_SIZE"],
         block_size=model_cfg.block_size,

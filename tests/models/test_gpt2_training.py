@@ -65,7 +65,7 @@ def test_gpt2_learns_the_embedded_corpus_well_below_its_byte_entropy(tmp_path: P
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "results/learn/gpt2-adamw-none-seed0"
     summary = json.loads((run / "summary.json").read_text())
-    val = read_shard(tmp_path / "data/gpt2/pydoc-byte/val.bin")
+    val = read_shard(tmp_path / "data/gpt2/pydoc-byte/val_000000.bin")
     unigram = _entropy_nats(np.asarray(val))  # ~3.3 nats: the best a model without context can do
     assert summary["final"]["loss"] < unigram - 0.3, (summary["final"], unigram)
     assert summary["final"]["perplexity"] == pytest.approx(math.exp(summary["final"]["loss"]))

@@ -1,0 +1,236 @@
+"""GPT-2 training text: ``CORPORA[name].shards(data_dir, tokenizer)`` -> (train shard paths, val shard paths).
+
+Text corpora are downloaded once into ``DATA_DIR/<name>/`` (streamed to disk, renamed into place when
+complete), split into documents, tokenised with an end-of-text token before every document (in parallel
+worker processes for the large ones) and written as llm.c ``.bin`` shards of at most ``SHARD_TOKENS`` tokens
+under ``DATA_DIR/gpt2/<name>-<tokenizer>/``; later runs read the shards. FineWeb10B comes already tokenised
+with GPT-2's BPE in that format and is only downloaded.
+
+| name | source | validation split |
+| --- | --- | --- |
+| pydoc | ``pydoc_data.topics`` (ships with CPython) | last 10% of the topics |
+| shakespeare | Karpathy's char-rnn ``tinyshakespeare/input.txt`` (1.1 MB) | last 10% of the text (nanoGPT) |
+| tinystories | ``roneneldan/TinyStories`` V2 (GPT-4) train / valid text files | the published valid file |
+| fineweb_edu | ``HuggingFaceFW/fineweb-edu`` ``sample/10BT`` parquet files (read with duckdb) | every 100th document |
+| fineweb10b | ``kjj0/fineweb10B-gpt2`` pre-tokenised shards (GPT-2 BPE only) | ``fineweb_val_000000.bin`` |
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lib.data.download import fetch
+from lib.data.shards import write_shard
+from lib.data.text import TOKENIZERS, pydoc_documents
+from lib.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+SHARD_TOKENS = 100_000_000  # per .bin shard, as llm.c's data scripts
+HF = "https://huggingface.co/datasets"
+EOT_TEXT = "<|endoftext|>"
+
+
+# --------------------------------------------------------------------------- tokenisation into shards
+
+_worker_tokenizer = None
+
+
+def _init_worker(name: str) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = TOKENIZERS[name]()
+
+
+def _encode(doc: str) -> np.ndarray:
+    tok = _worker_tokenizer
+    return np.array([tok.eot, *tok.encode(doc)], dtype=np.uint16)
+
+
+def tokenize_to_shards(
+    documents: Iterable[str],
+    tokenizer: str,
+    out: Path,
+    split: str,
+    shard_tokens: int = SHARD_TOKENS,
+    processes: int = 1,
+) -> list[Path]:
+    """Tokenise ``documents`` (each preceded by end-of-text) into ``out/<split>_NNNNNN.bin`` shards of at
+    most ``shard_tokens`` tokens, in document order; ``processes`` > 1 encodes in a worker pool."""
+    paths: list[Path] = []
+    buf: list[np.ndarray] = []
+    filled = 0
+
+    def flush() -> None:
+        nonlocal buf, filled
+        if buf:
+            paths.append(write_shard(out / f"{split}_{len(paths):06d}.bin", np.concatenate(buf)))
+            buf, filled = [], 0
+
+    def consume(tokens: np.ndarray) -> None:
+        nonlocal filled
+        while len(tokens):
+            take = tokens[: shard_tokens - filled]
+            buf.append(take)
+            filled += len(take)
+            tokens = tokens[len(take) :]
+            if filled == shard_tokens:
+                flush()
+
+    if processes > 1:
+        with multiprocessing.get_context("spawn").Pool(processes, _init_worker, (tokenizer,)) as pool:
+            for tokens in pool.imap(_encode, documents, chunksize=16):
+                consume(tokens)
+    else:
+        _init_worker(tokenizer)
+        for doc in documents:
+            consume(_encode(doc))
+    flush()
+    return paths
+
+
+# --------------------------------------------------------------------------- corpora
+
+
+def _hint(directory: Path, files: str) -> str:
+    return f"download {files} by hand into {directory.resolve()}/ and re-run"
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """A corpus of documents: subclasses give ``splits`` (train and validation documents)."""
+
+    name: str
+    processes: int = 1  # worker processes for tokenisation (the large corpora use every core)
+
+    def splits(self, data_dir: Path) -> tuple[Iterable[str], Iterable[str]]:
+        raise NotImplementedError
+
+    def shards(self, data_dir: Path, tokenizer: str) -> tuple[list[Path], list[Path]]:
+        out = data_dir / "gpt2" / f"{self.name}-{tokenizer}"
+        done = out / "DONE"
+        if done.exists():
+            return sorted(out.glob("train_*.bin")), sorted(out.glob("val_*.bin"))
+        TOKENIZERS[tokenizer]()  # a tokenizer that cannot load says so before anything is downloaded
+        train_docs, val_docs = self.splits(data_dir)
+        procs = self.processes if self.processes > 0 else max(1, (multiprocessing.cpu_count() or 1))
+        val = tokenize_to_shards(val_docs, tokenizer, out, "val", processes=procs)
+        train = tokenize_to_shards(train_docs, tokenizer, out, "train", processes=procs)
+        done.write_text("")
+        logger.info(
+            "tokenised %s with %s: %d train, %d val shards in %s", self.name, tokenizer, len(train), len(val), out
+        )
+        return train, val
+
+
+class Pydoc(TextCorpus):
+    def splits(self, data_dir: Path) -> tuple[list[str], list[str]]:
+        docs = pydoc_documents()
+        cut = len(docs) - max(1, round(len(docs) * 0.1))
+        return docs[:cut], docs[cut:]
+
+
+class Shakespeare(TextCorpus):
+    URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+    def splits(self, data_dir: Path) -> tuple[list[str], list[str]]:
+        directory = data_dir / "shakespeare"
+        path = fetch(self.URL, directory / "input.txt", _hint(directory, "input.txt from " + self.URL))
+        text = path.read_text(encoding="utf-8")
+        cut = int(len(text) * 0.9)
+        return [text[:cut]], [text[cut:]]
+
+
+def _eot_documents(path: Path) -> Iterator[str]:
+    """Documents of a text file where a line ``<|endoftext|>`` ends each one (TinyStories), streamed."""
+    lines: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip() == EOT_TEXT:
+                if doc := "".join(lines).strip():
+                    yield doc
+                lines = []
+            else:
+                lines.append(line)
+    if doc := "".join(lines).strip():
+        yield doc
+
+
+class TinyStories(TextCorpus):
+    BASE = f"{HF}/roneneldan/TinyStories/resolve/main"
+    FILES = ("TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-valid.txt")
+
+    def splits(self, data_dir: Path) -> tuple[Iterator[str], Iterator[str]]:
+        directory = data_dir / "tinystories"
+        train, val = (
+            fetch(f"{self.BASE}/{name}", directory / name, _hint(directory, " and ".join(self.FILES)))
+            for name in self.FILES
+        )
+        return _eot_documents(train), _eot_documents(val)
+
+
+@dataclass(frozen=True)
+class FineWebEdu(TextCorpus):
+    files: int = 1  # parquet files of sample/10BT, about 1 GB of text each
+    BASE = f"{HF}/HuggingFaceFW/fineweb-edu/resolve/main/sample/10BT"
+    VAL_EVERY = 100
+
+    def _documents(self, paths: list[Path]) -> Iterator[tuple[int, str]]:
+        try:
+            import duckdb
+        except ImportError:
+            raise UserError("fineweb_edu reads parquet with duckdb: `pip install duckdb`") from None
+        index = 0
+        con = duckdb.connect()
+        for path in paths:
+            rows = con.execute("SELECT text FROM read_parquet(?)", [str(path)])
+            while batch := rows.fetchmany(4096):
+                for (text,) in batch:
+                    yield index, text
+                    index += 1
+
+    def splits(self, data_dir: Path) -> tuple[Iterator[str], Iterator[str]]:
+        directory = data_dir / "fineweb_edu"
+        names = [f"{i:03d}_00000.parquet" for i in range(self.files)]
+        paths = [fetch(f"{self.BASE}/{n}", directory / n, _hint(directory, ", ".join(names))) for n in names]
+        val = (text for i, text in self._documents(paths) if i % self.VAL_EVERY == 0)
+        train = (text for i, text in self._documents(paths) if i % self.VAL_EVERY)
+        return train, val
+
+
+@dataclass(frozen=True)
+class FineWeb10B:
+    """Pre-tokenised GPT-2 shards (modded-nanogpt's source): only downloaded."""
+
+    name: str
+    files: int = 1
+    BASE = f"{HF}/kjj0/fineweb10B-gpt2/resolve/main"
+
+    def shards(self, data_dir: Path, tokenizer: str) -> tuple[list[Path], list[Path]]:
+        if tokenizer != "gpt2":
+            raise UserError("fineweb10b is pre-tokenised with GPT-2's BPE: choose GPT2_TOKENIZER=gpt2")
+        directory = data_dir / "fineweb10b"
+        names = [f"fineweb_train_{i:06d}.bin" for i in range(1, self.files + 1)]
+        hint = _hint(directory, "fineweb_val_000000.bin and " + ", ".join(names) + f" from {self.BASE}")
+        val = [fetch(f"{self.BASE}/fineweb_val_000000.bin", directory / "fineweb_val_000000.bin", hint)]
+        return [fetch(f"{self.BASE}/{n}", directory / n, hint) for n in names], val
+
+
+def corpus(name: str, cfg) -> TextCorpus | FineWeb10B:
+    """``GPT2_DATASET`` -> the corpus object (with its file count where it has one)."""
+    return CORPORA[name](cfg)
+
+
+# GPT2_DATASET_<NAME> -> a builder from the config
+CORPORA = {
+    "pydoc": lambda cfg: Pydoc("pydoc"),
+    "shakespeare": lambda cfg: Shakespeare("shakespeare"),
+    "tinystories": lambda cfg: TinyStories("tinystories", processes=0),
+    "fineweb_edu": lambda cfg: FineWebEdu("fineweb_edu", processes=0, files=cfg["GPT2_DATA_FILES"]),
+    "fineweb10b": lambda cfg: FineWeb10B("fineweb10b", cfg["GPT2_DATA_FILES"]),
+}
