@@ -201,6 +201,7 @@ STRING_TYPES: Mapping[str, Any] = MappingProxyType(
         # lib/Kconfig.*
         "MATRIX_NAME": Name(),
         "MATRIX_EXCLUDE": Words(may_be_empty=True),
+        "DDP_TORCHRUN_ARGS": Text(may_be_empty=True),
         "MATRIX_DESCRIPTION": Text(may_be_empty=True),
         "SEEDS": IntList(),
         "DATA_DIR": Text(),

@@ -20,6 +20,7 @@ import ctypes.util
 import fcntl
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -43,7 +44,7 @@ POLL_SECONDS = 0.2
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: deliver SIGKILL to this process when its parent dies (a no-op elsewhere)."""
     if not sys.platform.startswith("linux"):
         return
@@ -143,6 +144,14 @@ def _visible_gpus(device: str) -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
+def gpu_groups(visible: list[str], procs: int) -> list[str]:
+    """CUDA_VISIBLE_DEVICES values, one per job slot: ``procs`` GPUs each (one without DDP); GPUs left over
+    when ``procs`` does not divide their number stay idle."""
+    if visible and len(visible) < procs:
+        raise UserError(f"DDP_PROCS={procs} needs {procs} GPUs per run but {len(visible)} are visible; lower DDP_PROCS")
+    return [",".join(visible[i : i + procs]) for i in range(0, len(visible) - procs + 1, procs)]
+
+
 @dataclass
 class Job:
     run_id: str
@@ -173,8 +182,12 @@ def _outcome(run_dir: Path, returncode: int) -> tuple[str, str | None]:
     return "failed", status.get("reason") or f"exit status {returncode}; see {run_dir / results.LOG}"
 
 
-def execute(matrix_dir: Path, ledger: Ledger, jobs: int, jobs_per_gpu: int, device: str) -> int:
-    """Train every run of the ledger that is not done; returns the number of failed runs."""
+def execute(
+    matrix_dir: Path, ledger: Ledger, jobs: int, jobs_per_gpu: int, device: str, procs: int = 1, torchrun: str = ""
+) -> int:
+    """Train every run of the ledger that is not done; returns the number of failed runs. With ``procs`` > 1
+    each run is ``procs`` data-parallel processes started by torchrun (``torchrun`` = extra arguments), on
+    ``procs`` GPUs of its own when there are GPUs."""
     entries = list(ledger.runs.values())
     todo = []
     for e in entries:
@@ -189,13 +202,14 @@ def execute(matrix_dir: Path, ledger: Ledger, jobs: int, jobs_per_gpu: int, devi
     if done_before:
         logger.info("%d of %d runs already done, skipped", done_before, len(entries))
 
-    gpus = _visible_gpus(device)
+    gpus = gpu_groups(_visible_gpus(device), procs)
     slots = jobs
     if gpus:
         slots = min(jobs, len(gpus) * jobs_per_gpu)
         if slots < jobs:
-            logger.info("JOBS=%d capped to %d: %d GPU(s) x JOBS_PER_GPU=%d", jobs, slots, len(gpus), jobs_per_gpu)
-    threads = max(1, (os.cpu_count() or 1) // slots)
+            unit = "GPU(s)" if procs == 1 else f"group(s) of {procs} GPUs"
+            logger.info("JOBS=%d capped to %d: %d %s x JOBS_PER_GPU=%d", jobs, slots, len(gpus), unit, jobs_per_gpu)
+    threads = max(1, (os.cpu_count() or 1) // (slots * procs))
 
     matrix_bar = tqdm(
         total=len(entries),
@@ -216,7 +230,7 @@ def execute(matrix_dir: Path, ledger: Ledger, jobs: int, jobs_per_gpu: int, devi
                 entry = queue.pop(0)
                 slot = free.pop(0)
                 gpu = gpus[slot % len(gpus)] if gpus else None
-                running.append(_launch(matrix_dir, ledger, entry, slot, gpu, threads))
+                running.append(_launch(matrix_dir, ledger, entry, slot, gpu, threads, procs, torchrun))
             time.sleep(POLL_SECONDS)
             for job in list(running):
                 status = results.read_json(matrix_dir / job.run_id / results.STATUS, {})
@@ -264,7 +278,16 @@ def execute(matrix_dir: Path, ledger: Ledger, jobs: int, jobs_per_gpu: int, devi
     return failed
 
 
-def _launch(matrix_dir: Path, ledger: Ledger, entry: dict, slot: int, gpu: str | None, threads: int) -> Job:
+def _launch(
+    matrix_dir: Path,
+    ledger: Ledger,
+    entry: dict,
+    slot: int,
+    gpu: str | None,
+    threads: int,
+    procs: int = 1,
+    torchrun: str = "",
+) -> Job:
     run_dir = _prepare_run_dir(matrix_dir, entry)
     entry["state"] = "running"
     entry["attempts"] += 1
@@ -275,6 +298,9 @@ def _launch(matrix_dir: Path, ledger: Ledger, entry: dict, slot: int, gpu: str |
         env["CUDA_VISIBLE_DEVICES"] = gpu
     model = entry["config"]["axes"]["model"]
     cmd = [sys.executable, "-m", MODELS[model], "--run-dir", str(run_dir), "--threads", str(threads)]
+    if procs > 1:  # torchrun starts the entrypoint `procs` times; extra arguments (multi-node) as given
+        launcher = shlex.split(torchrun) or ["--standalone"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, f"--nproc-per-node={procs}", *cmd[1:]]
     log = open(run_dir / results.LOG, "a")
     log.write(f"$ {' '.join(cmd)}{'  # CUDA_VISIBLE_DEVICES=' + gpu if gpu else ''}\n")
     log.flush()
@@ -285,7 +311,7 @@ def _launch(matrix_dir: Path, ledger: Ledger, entry: dict, slot: int, gpu: str |
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     bar = tqdm(
         total=1,
@@ -362,7 +388,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         _point_latest(matrix_dir)
         logger.info("matrix %s: %d runs, JOBS=%d", matrix_dir, len(ledger.runs), cfg["JOBS"])
         with logging_redirect_tqdm():  # log lines print above the progress bars instead of through them
-            failed = execute(matrix_dir, ledger, cfg["JOBS"], cfg["JOBS_PER_GPU"], cfg["DEVICE"])
+            failed = execute(
+                matrix_dir,
+                ledger,
+                cfg["JOBS"],
+                cfg["JOBS_PER_GPU"],
+                cfg["DEVICE"],
+                cfg["DDP_PROCS"],
+                cfg["DDP_TORCHRUN_ARGS"],
+            )
         return _finish(matrix_dir, ledger, failed)
 
 
@@ -385,7 +419,15 @@ def cmd_continue(args: argparse.Namespace) -> int:
         jobs = args.jobs or values["JOBS"]
         logger.info("continuing %s from its ledger: %d runs, JOBS=%d", matrix_dir, len(ledger.runs), jobs)
         with logging_redirect_tqdm():
-            failed = execute(matrix_dir, ledger, jobs, values["JOBS_PER_GPU"], values["DEVICE"])
+            failed = execute(
+                matrix_dir,
+                ledger,
+                jobs,
+                values["JOBS_PER_GPU"],
+                values["DEVICE"],
+                values.get("DDP_PROCS", 1),
+                values.get("DDP_TORCHRUN_ARGS", ""),
+            )
         return _finish(matrix_dir, ledger, failed)
 
 
@@ -429,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--jobs", type=int, default=0, help="parallel runs (default: the ledger's JOBS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    _die_with_parent()  # when `make` is killed, this runner and its training processes go with it
+    die_with_parent()  # when `make` is killed, this runner and its training processes go with it
     return args.func(args)
 
 

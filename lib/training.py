@@ -16,8 +16,10 @@ that was never interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import logging
+import os
 import random
 import sys
 import time
@@ -71,6 +73,12 @@ class RunContext:
     spec: RunSpec
     device: torch.device
     threads: int
+    rank: int = 0  # DDP: this process's rank; only rank 0 writes anything
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
 
     @property
     def cfg(self) -> Config:
@@ -95,7 +103,24 @@ class RunContext:
         torch.set_num_threads(threads)
         # Seeded before the entrypoint builds anything, so weight initialisation is a function of the seed.
         seed_everything(spec.axes["seed"])
-        return cls(run_dir, spec, select_device(spec.cfg["DEVICE"]), threads)
+        device = select_device(spec.cfg["DEVICE"])
+        rank, world = _init_distributed(device)
+        if world > 1 and device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        return cls(run_dir, spec, device, threads, rank, world)
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size): torchrun's environment, with the process group joined (NCCL on CUDA, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world
 
 
 # PRECISION_<NAME> -> the autocast dtype (None: no autocast).
@@ -168,14 +193,18 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 class StatusWriter:
-    """``status.json``: the live state the runner's progress bars read; written at most once a second."""
+    """``status.json``: the live state the runner's progress bars read; written at most once a second (by
+    rank 0 only, under DDP)."""
 
-    def __init__(self, path: Path, total_steps: int) -> None:
+    def __init__(self, path: Path, total_steps: int, enabled: bool = True) -> None:
         self.path = path
         self.total_steps = total_steps
+        self.enabled = enabled
         self.last = 0.0
 
     def write(self, state: str, step: int, force: bool = False, **extra: Any) -> None:
+        if not self.enabled:
+            return
         now = time.monotonic()
         if force or now - self.last >= STATUS_EVERY_SECONDS:
             self.last = now
@@ -206,6 +235,11 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
     forward = speed.prepare(model, task, device)
     pruner = pruner_cls(model, cfg, axes["target_sparsity"], total_steps, variant=variant, axes=axes)
     pruner.prepare()
+    train_forward = forward
+    if ctx.world > 1:  # DDP: gradients averaged over the processes during backward
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     setup = OPTIMIZERS[axes["optimizer"]](model, cfg)
     optimizer = setup.optimizer
     pruner.attach(optimizer, setup.elementwise)
@@ -234,13 +268,18 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         pruner.load_state_dict(ckpt["pruner"])
         set_rng_state(ckpt["rng"])
         state.update(ckpt["state"])
-        rows = results.read_jsonl(paths[results.METRICS])[: state["metric_rows"]]
-        results.write_jsonl(paths[results.METRICS], rows)
-        env = results.read_json(run_dir / results.ENV, {})
-        env.setdefault("resumed", []).append(
-            {"at_step": state["step"], "time": time.time(), **_short_env(environment(device))}
-        )
-        results.atomic_write_json(run_dir / results.ENV, env)
+        if not ctx.main:  # the saved partial loss sum is the mean over ranks: rank 0 alone carries it on
+            state["loss_sum"] = 0.0
+        elif ctx.world > 1:
+            state["loss_sum"] *= ctx.world
+        if ctx.main:
+            rows = results.read_jsonl(paths[results.METRICS])[: state["metric_rows"]]
+            results.write_jsonl(paths[results.METRICS], rows)
+            env = results.read_json(run_dir / results.ENV, {})
+            env.setdefault("resumed", []).append(
+                {"at_step": state["step"], "time": time.time(), **_short_env(environment(device))}
+            )
+            results.atomic_write_json(run_dir / results.ENV, env)
         logger.info(
             "resumed %s at step %d/%d (epoch %d, batch %d)",
             spec.run_id,
@@ -249,9 +288,9 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
             state["epoch"],
             state["batch"],
         )
-    else:
+    elif ctx.main:
         results.write_jsonl(paths[results.METRICS], [])
-        results.atomic_write_json(run_dir / results.ENV, environment(device))
+        results.atomic_write_json(run_dir / results.ENV, {**environment(device), "world_size": ctx.world})
         logger.info(
             "starting %s: %d steps (%d evaluation periods) on %s, %d threads",
             spec.run_id,
@@ -261,20 +300,26 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
             ctx.threads,
         )
 
-    tracker = TRACKERS[cfg["TRACKER"]](cfg["TRACKER_PROJECT"], f"{spec.matrix}/{spec.run_id}", spec.to_json())
-    status = StatusWriter(paths[results.STATUS], total_steps)
+    tracker = TRACKERS[cfg["TRACKER"] if ctx.main else "none"](
+        cfg["TRACKER_PROJECT"], f"{spec.matrix}/{spec.run_id}", spec.to_json()
+    )
+    status = StatusWriter(paths[results.STATUS], total_steps, enabled=ctx.main)
     status.write("running", state["step"], force=True)
     reset_peak_memory(device)
 
     def log_rows(rows: list[dict]) -> None:
+        if not ctx.main:
+            return
         results.append_jsonl(paths[results.METRICS], rows)
         state["metric_rows"] += len(rows)
         for row in rows:
             tracker.log(row, row["step"])
 
     def save_checkpoint() -> None:
-        # The running mean of the loss since the last log row, so a resumed run logs the same numbers.
-        state["loss_sum"], state["loss_count"] = loss_sum.item(), loss_count
+        # The running sum of the loss since the last log row, so a resumed run logs the same numbers.
+        state["loss_sum"], state["loss_count"] = _mean_over_ranks(loss_sum, ctx.world).item(), loss_count
+        if not ctx.main:
+            return
         state["peak_memory_bytes"] = max(state["peak_memory_bytes"], peak_memory_bytes(device))
         _atomic_torch_save(
             {
@@ -299,11 +344,19 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         for batch in task.batches(seed, epoch, state["batch"], periods[epoch]):
             optimizer.zero_grad(set_to_none=True)
             micro_batches = task.micro_batches(batch)
+            if len(micro_batches) % ctx.world:
+                raise UserError(
+                    f"DDP_PROCS={ctx.world} needs a multiple of {ctx.world} micro-batches per step, this task has "
+                    f"{len(micro_batches)}; raise GPT2_GRAD_ACCUM or lower DDP_PROCS"
+                )
+            mine = micro_batches[ctx.rank :: ctx.world]  # DDP: this rank's share of the global batch
             loss = None
-            for micro in micro_batches:  # gradient accumulation: the mean of the micro-batch gradients
-                with speed.autocast(device):
-                    part = task.loss(forward, micro) / len(micro_batches)
-                part.backward()
+            for i, micro in enumerate(mine):  # gradient accumulation: the mean of the micro-batch gradients
+                sync = ctx.world == 1 or i == len(mine) - 1  # DDP averages gradients once, on the last one
+                with contextlib.nullcontext() if sync else train_forward.no_sync():
+                    with speed.autocast(device):
+                        part = task.loss(train_forward, micro) / len(mine)
+                    part.backward()
                 loss = part.detach() if loss is None else loss + part.detach()
             pruner.before_step()
             if setup.clip_grad_norm:
@@ -319,7 +372,7 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
             loss_count += 1
             step = state["step"]
             if step % cfg["LOG_INTERVAL"] == 0 or state["batch"] == periods[epoch]:
-                if bool(nonfinite):
+                if bool(_any_over_ranks(nonfinite, ctx.world)):
                     raise NonFiniteLoss(f"non-finite training loss at or before step {step}")
                 state["train_seconds"] += time.perf_counter() - tick
                 log_rows(
@@ -328,7 +381,7 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
                             "split": "train",
                             "step": step,
                             **task.progress(step),
-                            "loss": loss_sum.item() / loss_count,
+                            "loss": _mean_over_ranks(loss_sum, ctx.world).item() / loss_count,
                             "lr": schedule.get_last_lr(),
                             "sparsity": sparsity_of(model, cfg),
                         }
@@ -343,6 +396,10 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
                 save_checkpoint()
                 tick = time.perf_counter()
         state["train_seconds"] += time.perf_counter() - tick
+        if not ctx.main:  # rank 0 evaluates and saves; the others meet it in save_checkpoint's collective
+            state["epoch"], state["batch"] = epoch + 1, 0
+            save_checkpoint()
+            continue
 
         with speed.autocast(device):
             evaluation = task.evaluate(forward)
@@ -366,8 +423,11 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         save_checkpoint()
         status.write("running", state["step"], force=True)
 
+    if not ctx.main:
+        return {}
     summary = {
         **_identity(spec),
+        "world_size": ctx.world,
         "status": "done",
         "reason": None,
         "metric": metric,
@@ -391,6 +451,27 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
     return summary
 
 
+def _mean_over_ranks(value: torch.Tensor, world: int) -> torch.Tensor:
+    """``value`` averaged over the DDP processes (itself without DDP); a collective: every rank calls it."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    total = value.clone()
+    dist.all_reduce(total)
+    return total / world
+
+
+def _any_over_ranks(flag: torch.Tensor, world: int) -> torch.Tensor:
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    total = flag.to(torch.int32)
+    dist.all_reduce(total, op=dist.ReduceOp.MAX)
+    return total.bool()
+
+
 def _short_env(env: dict) -> dict:
     return {k: env[k] for k in ("git_sha", "git_dirty", "torch", "device", "gpu", "torch_threads")}
 
@@ -402,7 +483,10 @@ def _identity(spec: RunSpec) -> dict:
 
 
 def _fail(run_dir: Path, spec: RunSpec | None, reason: str) -> None:
-    """Record a failure in status.json and summary.json; checkpoints are left as they are."""
+    """Record a failure in status.json and summary.json; checkpoints are left as they are. Under DDP only
+    rank 0 records."""
+    if int(os.environ.get("RANK", "0")):
+        return
     status = results.read_json(run_dir / results.STATUS, {})
     results.atomic_write_json(run_dir / results.STATUS, {**status, "state": "failed", "reason": reason})
     if spec is not None:
@@ -439,7 +523,16 @@ def run_training(
 
     Exit status: 0 done, 1 the run failed (reason in status.json), 2 a user error, 130 interrupted.
     """
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun; only rank 0 logs and records
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if "WORLD_SIZE" in os.environ:
+        from lib.runner import die_with_parent
+
+        die_with_parent()  # a killed torchrun takes its workers with it
     args = entrypoint_args(description, argv)
     run_dir = args.run_dir.resolve()
     config = results.read_json(run_dir / results.CONFIG)
@@ -448,6 +541,11 @@ def run_training(
         ctx = RunContext.open(run_dir, args.threads)
         model, task = build(ctx)
         fit(ctx, model, task)
+        if ctx.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
     except UserError as e:
         if spec is not None:
             _fail(run_dir, spec, str(e))

@@ -195,6 +195,16 @@ def test_one_gpu_per_job(tmp_path: Path, monkeypatch):
     assert sorted(first_two) == ["5", "7"]
 
 
+def test_ddp_runs_get_groups_of_gpus():
+    from lib.errors import UserError
+    from lib.runner import gpu_groups
+
+    assert gpu_groups(["0", "1", "2", "3", "4"], 2) == ["0,1", "2,3"]  # GPU 4 idles: 2 does not divide 5
+    assert gpu_groups(["5", "7"], 1) == ["5", "7"] and gpu_groups([], 4) == []
+    with pytest.raises(UserError, match="DDP_PROCS=4 needs 4 GPUs per run but 2 are visible"):
+        gpu_groups(["0", "1"], 4)
+
+
 def test_every_optimizer_end_to_end(tmp_path: Path):
     """The lenet5-optimizers defconfig, shortened: every optimizer trains; AdamWPrune prunes to its target
     with state pruning, and bitter2 trains ADAMWPRUNE_BUDGET_SCALE times longer."""
