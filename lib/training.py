@@ -37,7 +37,7 @@ from lib import results
 from lib.config import ROOT, Config
 from lib.errors import UserError
 from lib.matrix import RunSpec
-from lib.monitor import environment, peak_memory_bytes, reset_peak_memory
+from lib.monitor import environment, peak_flops, peak_memory_bytes, reset_peak_memory
 from lib.optimizers import OPTIMIZERS
 from lib.optimizers.schedules import LRSchedule
 from lib.pruning import PRUNERS
@@ -442,6 +442,7 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         "peak_memory_bytes": max(state["peak_memory_bytes"], peak_memory_bytes(device)),
         "throughput": state["samples"] / state["train_seconds"] if state["train_seconds"] else None,
         "throughput_unit": f"{task.unit}/s",
+        "mfu": _mfu(model, task, state, device, speed),
         "steps": state["step"],
         "epochs": epochs,
     }
@@ -449,6 +450,16 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
     status.write("done", state["step"], force=True)
     tracker.finish()
     return summary
+
+
+def _mfu(model: nn.Module, task, state: dict, device: torch.device, speed: Speed) -> float | None:
+    """Model FLOPs utilisation: training FLOPs per second over the device's dense peak, for models that know
+    their FLOPs per token (GPT-2: 6N + 12·L·C·T) on a GPU listed in :data:`lib.monitor.PEAK_FLOPS`."""
+    flops = getattr(model, "flops_per_token", None)
+    peak = peak_flops(device, speed.precision)
+    if flops is None or task.unit != "tokens" or not peak or not state["train_seconds"]:
+        return None
+    return state["samples"] / state["train_seconds"] * flops() / peak
 
 
 def _mean_over_ranks(value: torch.Tensor, world: int) -> torch.Tensor:

@@ -155,3 +155,46 @@ def test_flops_per_token_follows_6n_plus_attention():
     n = model.num_params() - cfg.block_size * cfg.n_embd
     assert model.flops_per_token() == 6 * n + 12 * 4 * 128 * 256
     assert math.isclose(model.flops_per_token() / 1e6, (6 * n + 1_572_864) / 1e6)
+
+
+def _plan(name: str) -> list[dict]:
+    from lib import config as cfgmod
+    from lib.matrix import expand
+
+    return [r.axes for r in expand(cfgmod.load(cfgmod.DEFCONFIGS / name)).runs]
+
+
+def test_banded_fc_comparison_is_baseline_plus_fc1_fc2_both_at_three_widths():
+    cells = {(a["pruning"], a["fc1_band"], a["fc2_band"]) for a in _plan("gpt2-banded-fc-comparison")}
+    widths = (1024, 512, 256)
+    assert cells == {("none", None, None)} | {("banded", w, 0) for w in widths} | {("banded", 0, w) for w in widths} | {
+        ("banded", w, w) for w in widths
+    }
+
+
+def test_banded_fc1_tinystories_is_fc1_1024_vs_dense():
+    cells = {(a["pruning"], a["fc1_band"], a["fc2_band"]) for a in _plan("gpt2-banded-fc1-tinystories")}
+    assert cells == {("none", None, None), ("banded", 1024, 0)}
+
+
+def test_attn_gating_is_every_gate_and_activation_over_two_seeds():
+    cells = {
+        (a["attn_gate"], a["attn_gate_pos"], a["attn_gate_act"], a["optimizer"], a["seed"])
+        for a in _plan("gpt2-attn-gating")
+    }
+    expected = {("none", None, None, "muon", s) for s in (0, 1)}
+    expected |= {
+        (g, "sdpa", act, "muon", s)
+        for g in ("headwise", "elementwise", "const")
+        for act in ("sigmoid", "ns_sigmoid")
+        for s in (0, 1)
+    }
+    assert cells == expected
+
+
+def test_adamwprune_bitter_is_adamwspam_magnitude_vs_six_variants_at_half_sparsity():
+    cells = {
+        (a["optimizer"], a["variant"], a["pruning"], a["target_sparsity"]) for a in _plan("gpt2-adamwprune-bitter")
+    }
+    variants = ("bitter0", "bitter1", "bitter2", "bitter3", "bitter4", "bitter7")
+    assert cells == {("adamwspam", None, "magnitude", 0.5)} | {("adamwprune", v, "state", 0.5) for v in variants}

@@ -146,3 +146,15 @@ def test_gpt2_sigkill_then_continue_is_bit_identical(tmp_path: Path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     ref_rows = results.read_jsonl(tmp_path / "results/reference/gpt2-adamw-none-seed0/metrics.jsonl")
     assert results.read_jsonl(run / "metrics.jsonl") == ref_rows
+
+
+def test_mfu_is_tokens_per_second_times_flops_per_token_over_the_peak(monkeypatch):
+    from lib import training
+    from lib.training import Speed
+
+    model = GPT2(GPT2Config(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64))
+    task, state = _task(), {"samples": 3_000_000, "train_seconds": 2.0}
+    assert training._mfu(model, task, state, torch.device("cpu"), Speed()) is None  # no peak on a CPU
+    monkeypatch.setattr(training, "peak_flops", lambda device, precision: 1e12)
+    expected = 1_500_000 * model.flops_per_token() / 1e12
+    assert training._mfu(model, task, state, torch.device("cpu"), Speed()) == pytest.approx(expected)
