@@ -17,8 +17,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lib import results
 from lib.config import ROOT
+from lib.matrix import expand
 from lib.monitor import cpu_model
+from lib.training import RunContext, fit
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,13 @@ def write_csv(path: Path, rows: list[dict], device: str, sha: str) -> None:
             writer.writerow({"device": device, "torch": torch.__version__, "git_sha": sha, **row})
 
 
+def write_table(path: Path, lines: list[str]) -> None:
+    """The Markdown report: written to ``path`` and printed."""
+    text = "\n".join(lines)
+    path.write_text(text)
+    print(text)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -85,10 +95,6 @@ def sync(device: torch.device) -> None:
 def open_run(cfg, workdir: Path, name: str | None = None):
     """A fresh run directory for the first run of ``cfg``'s matrix, opened as the entrypoints open theirs
     (seeded, threads set), so the framework's loop and a hand-written one start from the same weights."""
-    from lib import results
-    from lib.matrix import expand
-    from lib.training import RunContext
-
     spec = expand(cfg).runs[0]
     run_dir = workdir / (name or spec.run_id)
     if run_dir.exists():
@@ -105,8 +111,6 @@ def time_fit(ctx, model: nn.Module, task) -> tuple[float, float]:
     The rate is ``fit``'s own (``summary.json``'s throughput: every step with its hooks, batch assembly, metric
     rows and status writes); the other seconds are set-up and checkpoint saves. Evaluation is excluded from
     both (a hand-written training loop does none)."""
-    from lib.training import fit
-
     evaluate, eval_seconds = task.evaluate, [0.0]
 
     def timed_evaluate(m):

@@ -30,7 +30,7 @@ from lib.errors import run_cli
 from lib.monitor import peak_flops
 from lib.training import PRECISIONS
 from models.gpt2.train import build
-from scripts.bench_common import abba, machine, open_run, sync, time_fit, write_csv
+from scripts.bench_common import abba, machine, open_run, sync, time_fit, write_csv, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "Target (issue 6): ours / minimal >= 0.97.",
         "",
     ]
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_table(args.out, lines)
     return 0
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from lib.config import ROOT, Config
 from lib.errors import run_cli
 from lib.pruning import PRUNERS
-from scripts.bench_common import GPT2Shapes, machine, write_csv
+from scripts.bench_common import GPT2Shapes, machine, write_csv, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "Targets (issue): step <= 1.15x AdamW; state <= AdamW's + 1 byte per prunable weight + O(1).",
         "",
     ]
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_table(args.out, lines)
     return 0
 
 

@@ -31,7 +31,7 @@ from lib.errors import run_cli
 from lib.pruning import PRUNERS
 from models.lenet5.model import LeNet5, LeNet5Config
 from models.resnet.model import ResNet, ResNetConfig
-from scripts.bench_common import GPT2Shapes, machine, write_csv
+from scripts.bench_common import GPT2Shapes, machine, write_csv, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {100 * r['amortised_overhead']:+.1f}% | {r['mask_bytes_per_weight']:.2f} |"
         )
     lines += ["", "Targets (issue 4): <= 3% when masks are only applied; <= 5% amortised.", ""]
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_table(args.out, lines)
     return 0
 
 

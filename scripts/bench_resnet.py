@@ -38,7 +38,7 @@ from lib.errors import run_cli
 from lib.monitor import peak_flops, training_flops
 from lib.training import PRECISIONS
 from models.resnet.train import build
-from scripts.bench_common import abba, machine, open_run, sync, time_fit, write_csv
+from scripts.bench_common import abba, machine, open_run, sync, time_fit, write_csv, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -69,28 +69,26 @@ def _config(args: argparse.Namespace, results_dir: Path) -> cfgmod.Config:
     return cfgmod.to_config(kconf)
 
 
-def ours(cfg: cfgmod.Config, workdir: Path) -> tuple[float, float]:
+def ours(cfg: cfgmod.Config, workdir: Path, images: int) -> tuple[float, float]:
     """(images/s of training, seconds outside the training steps) of the framework's loop: the real entrypoint's
     ``build`` and the shared ``fit`` on a fresh run directory (see :func:`scripts.bench_common.time_fit`)."""
     ctx = open_run(cfg, workdir)
     model, task = build(ctx)
-    _subset(task)
+    _subset(task, images)
     return time_fit(ctx, model, task)
 
 
-IMAGES = 0  # set by --images: train on the first N training images (0: all)
+def _subset(task, images: int) -> None:
+    """Train on the first ``images`` training images (0: all)."""
+    if images:
+        task.train_x, task.train_y = task.train_x[:images], task.train_y[:images]
 
 
-def _subset(task) -> None:
-    if IMAGES:
-        task.train_x, task.train_y = task.train_x[:IMAGES], task.train_y[:IMAGES]
-
-
-def minimal(cfg: cfgmod.Config, workdir: Path) -> float:
+def minimal(cfg: cfgmod.Config, workdir: Path, images: int) -> float:
     """Images/s of the same training as :func:`ours`, written as a plain PyTorch loop."""
     ctx = open_run(cfg, workdir, "minimal")  # seeded as the framework does, so the weights are the same
     model, task = build(ctx)  # the same model and data tensors; from here on nothing of the framework is used
-    _subset(task)
+    _subset(task, images)
     device = ctx.device
     model.to(device)
     x_all, y_all = task.train_x, task.train_y
@@ -153,14 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "resnet.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    global IMAGES
-    IMAGES = args.images
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         cfg = _config(args, workdir)
-        rows = abba(lambda: ours(cfg, workdir), lambda: minimal(cfg, workdir), args.pairs)
+        rows = abba(lambda: ours(cfg, workdir, args.images), lambda: minimal(cfg, workdir, args.images), args.pairs)
         device = torch.device(
             "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
         )
@@ -212,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "Target (issue 5): ours / minimal >= 0.97.",
         "",
     ]
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_table(args.out, lines)
     return 0
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from lib.data.download import fetch
 from lib.data.shards import write_shard
-from lib.data.text import TOKENIZERS, pydoc_documents
+from lib.data.text import TOKENIZERS, document_tokens, pydoc_documents
 from lib.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ def _init_worker(name: str) -> None:
 
 
 def _encode(doc: str) -> np.ndarray:
-    tok = _worker_tokenizer
-    return np.array([tok.eot, *tok.encode(doc)], dtype=np.uint16)
+    return np.array(document_tokens(_worker_tokenizer, doc), dtype=np.uint16)
 
 
 def tokenize_to_shards(

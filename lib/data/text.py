@@ -70,13 +70,9 @@ class GPT2Tokenizer:
 TOKENIZERS = {"byte": ByteTokenizer, "gpt2": GPT2Tokenizer}
 
 
-def encode_documents(tokenizer, documents: Iterable[str]) -> list[int]:
-    """Every document's tokens, each preceded by the end-of-text token (GPT-2's document separator)."""
-    out: list[int] = []
-    for doc in documents:
-        out.append(tokenizer.eot)
-        out.extend(tokenizer.encode(doc))
-    return out
+def document_tokens(tokenizer, doc: str) -> list[int]:
+    """A document's tokens, preceded by the end-of-text token (GPT-2's document separator)."""
+    return [tokenizer.eot, *tokenizer.encode(doc)]
 
 
 def pydoc_documents() -> list[str]:

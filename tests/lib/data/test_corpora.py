@@ -11,7 +11,7 @@ import pytest
 from lib.data import corpora
 from lib.data.download import fetch
 from lib.data.shards import read_shard, write_shard
-from lib.data.text import ByteTokenizer, encode_documents
+from lib.data.text import ByteTokenizer, document_tokens
 from lib.errors import UserError
 from lib.tasks import ConcatTokens
 
@@ -23,7 +23,7 @@ def _tokens(paths: list[Path]) -> list[int]:
 def test_shards_hold_every_document_after_an_eot_and_split_at_the_shard_size(tmp_path: Path):
     docs = ["alpha", "béta", "", "gamma delta"]
     paths = corpora.tokenize_to_shards(docs, "byte", tmp_path, "train", shard_tokens=7)
-    expected = encode_documents(ByteTokenizer(), docs)
+    expected = [t for doc in docs for t in document_tokens(ByteTokenizer(), doc)]
     assert _tokens(paths) == expected
     assert [p.name for p in paths] == [f"train_{i:06d}.bin" for i in range(len(paths))]
     assert [len(read_shard(p)) for p in paths] == [7] * (len(expected) // 7) + ([len(expected) % 7] or [])
