@@ -80,13 +80,17 @@ class Float:
 
 @dataclass(frozen=True)
 class FloatList(Float):
-    """A non-empty, space-separated list of distinct numbers, each in the interval."""
+    """A space-separated list of distinct numbers, each in the interval; non-empty unless ``may_be_empty``."""
+
+    may_be_empty: bool = False
 
     def describe(self) -> str:
         return "a space-separated list, each " + super().describe()
 
     def parse(self, name: str, text: str) -> tuple[float, ...]:
         items = text.split()
+        if not items and self.may_be_empty:
+            return ()
         if not items:
             raise UserError(f"{name} is empty: must be {self.describe()}; {FIX}")
         values = tuple(self.parse_one(name, item) for item in items)
@@ -175,6 +179,7 @@ STRING_TYPES: Mapping[str, Any] = MappingProxyType(
         "ADAM_BETA1": FRACTION,
         "ADAM_BETA2": FRACTION,
         "ADAM_EPS": POSITIVE,
+        "LEARNING_RATES": FloatList(0.0, open_lo=True, may_be_empty=True),
         "LR_MIN_RATIO": Float(0.0, 1.0),
         "LR_STEP_GAMMA": Float(0.0, 1.0, open_lo=True),
         "LR_ONECYCLE_DIV": Float(1.0),

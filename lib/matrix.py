@@ -99,6 +99,7 @@ AXES: tuple[Axis, ...] = (
         lambda c: list(c["BANDED_FC2_BANDWIDTHS"]) if c.get("PRUNING_BANDED") else [None],
         label=lambda v: f"fc2b{v}" if v else "",
     ),
+    Axis("lr", lambda c: list(c["LEARNING_RATES"]) or [None], label=lambda v: f"lr{v!r}" if v else "", in_id="varies"),
     Axis("seed", lambda c: list(c["SEEDS"]), label=lambda v: f"seed{v}"),
 )
 

@@ -38,7 +38,7 @@ from lib.config import ROOT, Config
 from lib.errors import UserError
 from lib.matrix import RunSpec
 from lib.monitor import environment, peak_flops, peak_memory_bytes, reset_peak_memory
-from lib.optimizers import OPTIMIZERS
+from lib.optimizers import OPTIMIZERS, set_peak_lr
 from lib.optimizers.schedules import LRSchedule
 from lib.pruning import PRUNERS
 from lib.pruning.base import sparsity_of
@@ -242,6 +242,8 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         train_forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     setup = OPTIMIZERS[axes["optimizer"]](model, cfg)
     optimizer = setup.optimizer
+    if axes.get("lr"):
+        set_peak_lr(optimizer, axes["lr"])
     pruner.attach(optimizer, setup.elementwise)
     schedule = LRSchedule(optimizer, total_steps, cfg, setup.schedule)
 

@@ -35,6 +35,17 @@ class Setup:
 OPTIMIZERS: Registry = Registry("optimizer", "OPTIMIZER")
 
 
+def set_peak_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The matrix's lr axis: the first group's peak learning rate becomes ``lr`` and every group is scaled by
+    the same factor, so the ratios between groups (Muon's AdamW part to its Muon part) are kept. Called before
+    the LR schedule records each group's peak."""
+    peak = optimizer.param_groups[0]["lr"]
+    for group in optimizer.param_groups:
+        for key in ("lr", "base_lr"):
+            if key in group:  # groups at the first one's rate get ``lr`` exactly, not ``lr / peak * peak``
+                group[key] = lr if group[key] == peak else group[key] * (lr / peak)
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: decayed (``dim >= 2``) and not decayed (``dim < 2``); sizes logged once."""
     decay, no_decay = [], []

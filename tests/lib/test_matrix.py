@@ -66,6 +66,7 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "target_sparsity": 0.7,
         "fc1_band": None,  # banded widths: None for other methods
         "fc2_band": None,
+        "lr": None,  # LEARNING_RATES empty: each optimizer's own rate
         "seed": 1,
     }
     assert sparse.matrix == "sixteen"
@@ -82,6 +83,7 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "target_sparsity": 0.0,
         "fc1_band": None,
         "fc2_band": None,
+        "lr": None,
         "seed": 0,
     }
     assert [a.name for a in AXES] == list(sparse.axes)
@@ -281,3 +283,18 @@ def test_banded_full_grid_is_every_pair(tmp_path: Path) -> None:
     cells = _bands(make_cfg(tmp_path, *BANDS, "BANDED_FULL_GRID=y"))
     assert len(cells) == 1 + 4 * 4 - 1  # dense + every (fc1, fc2) pair but (0, 0)
     assert ("banded", 1024, 256) in cells and ("banded", 256, 1024) in cells
+
+
+def test_learning_rates_are_an_axis_named_in_ids_when_several(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, "LEARNING_RATES=0.0036 0.00396", "SEEDS=0")
+    runs = expand(cfg).runs
+    assert [r.run_id for r in runs] == ["lenet5-adamw-none-lr0.0036-seed0", "lenet5-adamw-none-lr0.00396-seed0"]
+    assert [r.axes["lr"] for r in runs] == [0.0036, 0.00396]
+    (single,) = expand(make_cfg(tmp_path, "LEARNING_RATES=0.01")).runs
+    assert single.run_id == "lenet5-adamw-none-seed0" and single.axes["lr"] == 0.01
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-3", "fast", "0.1 0.1"])
+def test_bad_learning_rates_are_one_clear_error(tmp_path: Path, value: str) -> None:
+    with pytest.raises(UserError, match="LEARNING_RATES="):
+        make_cfg(tmp_path, f"LEARNING_RATES={value}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,8 +10,9 @@ import torch
 from torch import nn
 
 from lib.config import Config
-from lib.optimizers import OPTIMIZERS, param_groups
+from lib.optimizers import OPTIMIZERS, param_groups, set_peak_lr
 from lib.optimizers.schedules import LRSchedule
+from tests.helpers import runner, write_config
 
 CFG = Config(
     {
@@ -158,3 +160,59 @@ def test_adamwprune_builds_its_base_optimizer():
     for base, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
         setup = OPTIMIZERS["adamwprune"](_model(), _cfg(ADAMWPRUNE_BASE=base))
         assert type(setup.optimizer) is cls
+
+
+def test_set_peak_lr_is_the_optimizer_built_at_that_rate():
+    """The lr axis: AdamW whose peak is replaced follows torch AdamW built at the new rate bit for bit."""
+    ours, ref = _model(), _model()
+    opt = OPTIMIZERS["adamw"](ours, CFG).optimizer
+    set_peak_lr(opt, 0.0036)
+    assert [g["lr"] for g in opt.param_groups] == [0.0036, 0.0036]
+    ref_opt = torch.optim.AdamW(param_groups(ref, 0.01), lr=0.0036, betas=(0.9, 0.999), eps=1e-8)
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    for _ in range(3):
+        for m, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            nn.functional.cross_entropy(m(x), y).backward()
+            o.step()
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_set_peak_lr_on_muon_keeps_the_adamw_to_muon_ratio():
+    cfg = Config(
+        {
+            **CFG.values,
+            "MUON_LR": 0.02,
+            "MUON_WEIGHT_DECAY": 0.0,
+            "MUON_MOMENTUM": 0.95,
+            "MUON_NESTEROV": True,
+            "MUON_NS_STEPS": 5,
+        }
+    )
+    opt = OPTIMIZERS["muon"](_model(), cfg).optimizer
+    set_peak_lr(opt, 0.04)
+    for group in opt.param_groups:  # ADAMW_LR / MUON_LR = 1e-3 / 0.02 before and after
+        expected = 0.04 if group["optimizer"] == "muon" else pytest.approx(2e-3, rel=1e-12)
+        assert group["lr"] == expected and group["base_lr"] == expected
+    assert {g["optimizer"] for g in opt.param_groups} == {"muon", "adamw"}
+
+
+def test_lr_axis_reaches_the_training_loop(tmp_path):
+    """Two runs of one matrix differing only in LEARNING_RATES train at those rates (constant schedule)."""
+    cfg = write_config(
+        tmp_path / ".config",
+        tmp_path / "results",
+        "OPTIMIZER_SGD=n",
+        "PRUNING_MAGNITUDE=n",
+        "EPOCHS=1",
+        "LR_SCHEDULE_CONSTANT=y",
+        "LR_WARMUP_STEPS=0",
+        "LEARNING_RATES=0.002 0.004",
+        "MATRIX_NAME=lrs",
+    )
+    proc = runner("run", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    for lr in (0.002, 0.004):
+        rows = (tmp_path / f"results/lrs/lenet5-adamw-none-lr{lr}-seed0/metrics.jsonl").read_text().splitlines()
+        assert {json.loads(r)["lr"] for r in rows if json.loads(r)["split"] == "train"} == {lr}
