@@ -12,7 +12,9 @@ writes into the matrix directory:
                                     "none") as dashed horizontal lines; one figure per model when there are
                                     several
 ``report.md``                       counts, the graphs, a table of every run, the failed runs and why, and
-                                    the final metric per target sparsity
+                                    the final metric per target sparsity; for banded-MLP runs, one table
+                                    per band width (rows = evaluation steps, columns = dense baseline /
+                                    FC1 / FC2 / FC1+FC2) and a final table with the change vs the baseline
 
 Seeds are aggregated as mean ± sample standard deviation (ddof=1); a single seed has no ± and no error bar.
 Only runs whose state is "done" enter the vs-sparsity figures and tables.
@@ -259,6 +261,123 @@ def sparsity_groups(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Banded MLP comparisons
+
+BAND_AXES = ("fc1_band", "fc2_band")
+# The axes a banded comparison spans; the others (optimizer, gate, lr, ...) pick out the baseline it is against.
+BANDED_SPAN = ("pruning", *BAND_AXES, "target_sparsity", "seed")
+BAND_CONFIGS = (("FC1", lambda w: (w, 0)), ("FC2", lambda w: (0, w)), ("FC1+FC2", lambda w: (w, w)))
+
+
+@dataclass
+class BandedGroup:
+    """Dense baseline and banded runs (seeds together) that differ only in the band widths."""
+
+    label: str  # the other varying axes, "name=value ..."; "" when the matrix has one group
+    fmt: MetricFormat
+    baseline: list[Run]
+    banded: dict[tuple[int, int], list[Run]]  # (FC1 width, FC2 width), 0 = dense -> runs
+
+    def widths(self) -> list[int]:
+        return sorted({w for pair in self.banded for w in pair if w}, reverse=True)
+
+    def columns(self, width: int) -> list[tuple[str, list[Run]]]:
+        cells = [(name, self.banded.get(pair(width))) for name, pair in BAND_CONFIGS]
+        return [("baseline", self.baseline), *((name, runs) for name, runs in cells if runs)]
+
+
+def _band(run: Run) -> tuple[int, int]:
+    return tuple(int(run.axes.get(a) or 0) for a in BAND_AXES)
+
+
+def banded_groups(runs: Sequence[Run], metrics: dict[str, str | None], formats: dict[str, MetricFormat]):
+    """One group per eval metric and combination of the non-band axes that has banded runs."""
+    relevant = [r for r in runs if r.axes.get("pruning") in ("banded", DENSE) and metrics[r.run_id] is not None]
+    others = [
+        a for a in ordered_axes(relevant) if a not in BANDED_SPAN and len({str(r.axes.get(a)) for r in relevant}) > 1
+    ]
+    groups: dict[tuple, BandedGroup] = {}
+    for run in relevant:
+        metric, values = metrics[run.run_id], tuple(run.axes.get(a) for a in others)
+        label = " ".join(f"{a}={v}" for a, v in zip(others, values, strict=True) if v is not None)
+        group = groups.setdefault((metric, values), BandedGroup(label, formats[metric], [], {}))
+        if run.axes.get("pruning") == DENSE:
+            group.baseline.append(run)
+        else:
+            group.banded.setdefault(_band(run), []).append(run)
+    return [g for _, g in sorted(groups.items(), key=lambda kv: str(kv[0])) if g.banded]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _summary_mean(runs: Sequence[Run], key: str) -> float | None:
+    return _mean([r.summary[key] for r in runs if r.summary and r.summary.get(key) is not None])
+
+
+def banded_checkpoint_table(group: BandedGroup, width: int) -> list[str]:
+    """Rows: the evaluation steps; columns: baseline, FC1, FC2, FC1+FC2 at ``width``; cells: mean over seeds."""
+    metric = group.fmt.name
+    columns = [
+        (name, [dict(zip(*r.series("eval", metric), strict=True)) for r in rs]) for name, rs in group.columns(width)
+    ]
+    steps = sorted({step for _, series in columns for s in series for step in s})
+    rows = [
+        [step, *(group.fmt.number(_mean([s[step] for s in series if step in s])) for _, series in columns)]
+        for step in steps
+    ]
+    return md_table(["step", *(name for name, _ in columns)], rows)
+
+
+def banded_final_table(group: BandedGroup) -> list[str]:
+    """Baseline, then each width's FC1 / FC2 / FC1+FC2, then any other (FC1, FC2) pair: the final metric of the
+    done runs (mean over seeds) and its change relative to the baseline."""
+    metric = group.fmt.name
+
+    def finals(runs: Sequence[Run]) -> list[float]:
+        return [v for r in runs if run_state(r) == "done" and (v := final_value(r, metric)) is not None]
+
+    order = [(name, pair(w)) for w in group.widths() for name, pair in BAND_CONFIGS if pair(w) in group.banded]
+    order += [(f"FC1 {a} / FC2 {b}", (a, b)) for a, b in sorted(group.banded) if (a, b) not in {p for _, p in order}]
+    base = _mean(finals(group.baseline))
+    rows = [["baseline", "dense", "dense", _fmt(_summary_mean(group.baseline, "sparsity"), ".2f", 100.0)]]
+    rows[0] += [group.fmt.number(base), MISSING]
+    for name, (fc1, fc2) in order:
+        runs = group.banded[(fc1, fc2)]
+        value = _mean(finals(runs))
+        delta = MISSING if value is None or not base else f"{100 * (value - base) / base:+.2f}%"
+        sparsity = _fmt(_summary_mean(runs, "sparsity"), ".2f", 100.0)
+        rows.append([name, fc1 or "dense", fc2 or "dense", sparsity, group.fmt.number(value), delta])
+    header = ["run", "FC1 width", "FC2 width", "sparsity (%)", group.fmt.label("final "), "Δ vs baseline"]
+    return md_table(header, rows)
+
+
+def banded_section(groups: Sequence[BandedGroup]) -> list[str]:
+    if not groups:
+        return []
+    lines = [
+        "## Banded MLP",
+        "",
+        "Validation metric at each evaluation, mean over seeds; columns are the dense baseline and FC1 / FC2 /"
+        " FC1+FC2 banded at one width. Δ is relative to the baseline's final value.",
+        "",
+    ]
+    for group in groups:
+        suffix = f" — {group.label}" if group.label else ""
+        for width in group.widths():
+            if len(group.columns(width)) > 1:
+                lines += [
+                    f"### Bandwidth {width}: eval {group.fmt.label()}{suffix}",
+                    "",
+                    *banded_checkpoint_table(group, width),
+                    "",
+                ]
+        lines += [f"### Final eval {group.fmt.label()}{suffix}", "", *banded_final_table(group), ""]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Figures
 
 
@@ -499,6 +618,7 @@ def write_report(
     overlays: list[tuple[str, str]],
     curves: set[str],
     several_models: bool,
+    banded: Sequence[BandedGroup] = (),
 ) -> Path:
     states = Counter(run_state(r) for r in runs)
     order = ["done", "failed", "running", "pending"]
@@ -522,6 +642,7 @@ def write_report(
         for group, _ in groups:
             heading = f"final {group.fmt.label()}" + (f" — {group.model}" if several_models else "")
             lines += [f"### {heading}", "", *sparsity_table(group), ""]
+    lines += banded_section(banded)
     if overlays:
         lines += ["## Training curves", ""]
         for title, file in overlays:
@@ -622,7 +743,8 @@ def update_graphs(matrix_dir: Path) -> Path:
         log.info("no done run with a final metric yet: no vs-sparsity figure")
 
     log.info("%d graphs in %s", len(curves) + len(overlays) + len(drawn), graphs)
-    return write_report(matrix_dir, name, runs, metrics, formats, drawn, overlays, curves, several_models)
+    banded = banded_groups(runs, metrics, formats)
+    return write_report(matrix_dir, name, runs, metrics, formats, drawn, overlays, curves, several_models, banded)
 
 
 def main(argv: list[str] | None = None) -> int:

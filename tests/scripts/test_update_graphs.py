@@ -95,10 +95,10 @@ def write_run(
         "reason": reason,
         "metric": metric,
         "metric_mode": mode,
-        "final": None if final is None else {metric: final, "loss": 0.1},
+        "final": None if final is None else {"loss": 0.1, metric: final},  # the metric may be the loss
         "best": None
         if final is None
-        else {metric: final + (0.001 if mode == "max" else -0.1), "loss": 0.09, "step": steps - 10},
+        else {"loss": 0.09, metric: final + (0.001 if mode == "max" else -0.1), "step": steps - 10},
         "sparsity": axes["target_sparsity"] + 0.0003,
         "train_seconds": 12.3,
         "peak_memory_bytes": 123456789,
@@ -276,3 +276,60 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, kind: str) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert looked_for in lines[0] and "make" in lines[0] and "MATRIX=" in lines[0]
+
+
+def eval_value(final: float, step: int) -> float:
+    """The eval metric write_run logs at ``step`` for a "min" run ending at ``final``."""
+    return final + (60.0 - final) * math.exp(-step / 25)
+
+
+def test_banded_report_has_a_table_per_width_and_the_change_vs_baseline(tmp_path: Path) -> None:
+    # (fc1 width, fc2 width) -> final validation loss of seeds 0 and 1; (0, 0) is the dense baseline
+    finals = {
+        (0, 0): (3.0, 3.2),
+        (512, 0): (3.4, 3.42),
+        (0, 512): (3.255, 3.255),
+        (512, 512): (3.7, 3.74),
+        (1024, 0): (3.1, 3.1),
+        (512, 256): (3.41, 3.41),  # an off-diagonal pair of the full grid
+    }
+    matrix_dir = tmp_path / "banded"
+    for (fc1, fc2), values in finals.items():
+        for seed, final in enumerate(values):
+            pruning = "banded" if fc1 or fc2 else "none"
+            bands = {"fc1_band": fc1, "fc2_band": fc2} if pruning == "banded" else {"fc1_band": None, "fc2_band": None}
+            run_axes = axes("gpt2", "adamw", pruning, 0.0, seed, **bands)
+            write_run(matrix_dir, run_axes, final=final, metric="loss", mode="min", matrix="banded")
+    assert main(["--matrix", str(matrix_dir)]) == 0
+    report = (matrix_dir / "report.md").read_text()
+    lines = report.splitlines()
+
+    def mean_at(pair: tuple[int, int], step: int) -> str:
+        return f"{statistics.mean(eval_value(f, step) for f in finals[pair]):#.4g}"
+
+    start = lines.index("### Bandwidth 512: eval loss")
+    assert lines[start + 2] == "| step | baseline | FC1 | FC2 | FC1+FC2 |"
+    assert lines[start + 4 : start + 9] == [
+        f"| {step} | {mean_at((0, 0), step)} | {mean_at((512, 0), step)} | {mean_at((0, 512), step)} "
+        f"| {mean_at((512, 512), step)} |"
+        for step in (20, 40, 60, 80, 100)
+    ]
+    start = lines.index("### Bandwidth 1024: eval loss")  # FC1 only at this width
+    assert lines[start + 2] == "| step | baseline | FC1 |"
+    assert "### Bandwidth 256: eval loss" not in lines  # only in an off-diagonal pair: final table only
+
+    start = lines.index("### Final eval loss")
+    assert lines[start + 2] == "| run | FC1 width | FC2 width | sparsity (%) | final loss | Δ vs baseline |"
+    assert lines[start + 4 : start + 10] == [
+        "| baseline | dense | dense | 0.03 | 3.100 | — |",
+        "| FC1 | 1024 | dense | 0.03 | 3.100 | +0.00% |",
+        "| FC1 | 512 | dense | 0.03 | 3.410 | +10.00% |",
+        "| FC2 | dense | 512 | 0.03 | 3.255 | +5.00% |",
+        "| FC1+FC2 | 512 | 512 | 0.03 | 3.720 | +20.00% |",
+        "| FC1 512 / FC2 256 | 512 | 256 | 0.03 | 3.410 | +10.00% |",
+    ]
+
+
+def test_no_banded_section_without_banded_runs(quickstart: tuple[Path, list[str]]) -> None:
+    matrix_dir, _ = quickstart
+    assert "## Banded MLP" not in (matrix_dir / "report.md").read_text()
