@@ -185,6 +185,7 @@ STRING_TYPES: Mapping[str, Any] = MappingProxyType(
         "LR_ONECYCLE_DIV": Float(1.0),
         # models/gpt2/Kconfig
         "GPT2_DROPOUT": FRACTION,
+        "GPT2_REPORT_SAMPLE_PROMPT": Text(may_be_empty=True),
         # lib/pruning/Kconfig
         "BANDED_FC1_BANDWIDTHS": IntList(0, 1_000_000),
         "BANDED_FC2_BANDWIDTHS": IntList(0, 1_000_000),

@@ -36,6 +36,7 @@ ENV = "env.json"
 LEDGER = "matrix.json"
 GRAPHS = "graphs"
 REPORT = "report.md"
+SAMPLE = "sample.json"  # the report's text sample of a GPT-2 run, with what it was generated from
 
 
 def _fsync_dir(path: Path) -> None:

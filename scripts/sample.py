@@ -22,6 +22,7 @@ from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
 
 CHECKPOINTS = {"best": results.BEST_CHECKPOINT, "last": results.CHECKPOINT}
+DEFAULTS = {"tokens": 200, "temperature": 0.8, "top_k": 200, "seed": 0}
 
 
 def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
@@ -45,10 +46,10 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
 def sample(
     run_dir: Path,
     prompt: str = "",
-    tokens: int = 200,
-    temperature: float = 0.8,
-    top_k: int | None = 200,
-    seed: int = 0,
+    tokens: int = DEFAULTS["tokens"],
+    temperature: float = DEFAULTS["temperature"],
+    top_k: int | None = DEFAULTS["top_k"],
+    seed: int = DEFAULTS["seed"],
     num: int = 1,
     which: str = "best",
 ) -> list[str]:
@@ -62,14 +63,27 @@ def sample(
     return out
 
 
+def report_sample(run_dir: Path, prompt: str, tokens: int, best_step: int | None) -> str:
+    """The report's sample of a run: ``tokens`` tokens after ``prompt`` from ``best.pt`` with the default
+    temperature, top-k and seed, cached in the run's ``sample.json`` until any of those or the best step
+    changes."""
+    request = {**DEFAULTS, "prompt": prompt, "tokens": tokens, "best_step": best_step}
+    cached = results.read_json(run_dir / results.SAMPLE)
+    if cached and cached.get("request") == request:
+        return cached["text"]
+    (text,) = sample(run_dir, prompt, tokens, DEFAULTS["temperature"], DEFAULTS["top_k"], DEFAULTS["seed"])
+    results.atomic_write_json(run_dir / results.SAMPLE, {"request": request, "text": text})
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a GPT-2 run directory, results/<matrix>/<run-id>")
     parser.add_argument("--prompt", default="")
-    parser.add_argument("--tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-k", type=int, default=200, help="0 keeps every token")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokens", type=int, default=DEFAULTS["tokens"])
+    parser.add_argument("--temperature", type=float, default=DEFAULTS["temperature"])
+    parser.add_argument("--top-k", type=int, default=DEFAULTS["top_k"], help="0 keeps every token")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--num", type=int, default=1)
     parser.add_argument("--checkpoint", choices=sorted(CHECKPOINTS), default="best")
     args = parser.parse_args(argv)

@@ -14,7 +14,9 @@ writes into the matrix directory:
 ``report.md``                       counts, the graphs, a table of every run, the failed runs and why, and
                                     the final metric per target sparsity; for banded-MLP runs, one table
                                     per band width (rows = evaluation steps, columns = dense baseline /
-                                    FC1 / FC2 / FC1+FC2) and a final table with the change vs the baseline
+                                    FC1 / FC2 / FC1+FC2) and a final table with the change vs the baseline;
+                                    for GPT-2 runs with GPT2_REPORT_SAMPLE_TOKENS > 0, a text sample of each
+                                    (cached in the run's ``sample.json``)
 
 Seeds are aggregated as mean ± sample standard deviation (ddof=1); a single seed has no ± and no error bar.
 Only runs whose state is "done" enter the vs-sparsity figures and tables.
@@ -378,6 +380,50 @@ def banded_section(groups: Sequence[BandedGroup]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Text samples (GPT-2 runs with GPT2_REPORT_SAMPLE_TOKENS > 0)
+
+
+def report_samples(runs: Sequence[Run]) -> list[tuple[str, str]]:
+    """(run id, sample text or why there is none) for each done run whose config asks for a sample."""
+    wanted = [r for r in runs if run_state(r) == "done" and r.config["values"].get("GPT2_REPORT_SAMPLE_TOKENS")]
+    if not wanted:
+        return []
+    from scripts.sample import report_sample  # torch: only when a run asks for samples
+
+    out = []
+    for run in wanted:
+        values = run.config["values"]
+        best_step = ((run.summary or {}).get("best") or {}).get("step")
+        try:
+            text = report_sample(
+                run.path, values.get("GPT2_REPORT_SAMPLE_PROMPT") or "", values["GPT2_REPORT_SAMPLE_TOKENS"], best_step
+            )
+        except (UserError, OSError, RuntimeError) as exc:  # the rest of the report is still written
+            log.warning("%s: no sample: %s", run.run_id, exc)
+            text = f"(no sample: {exc})"
+        out.append((run.run_id, text))
+    return out
+
+
+def samples_section(samples: Sequence[tuple[str, str]], runs: Sequence[Run]) -> list[str]:
+    if not samples:
+        return []
+    first = next(r for r in runs if r.run_id == samples[0][0])
+    prompt = first.config["values"].get("GPT2_REPORT_SAMPLE_PROMPT") or ""
+    lines = [
+        "## Samples",
+        "",
+        f"Each done run's best checkpoint continues the prompt {prompt!r} with `make sample`'s default seed,"
+        " temperature and top-k; `make sample RUN=<run dir>` draws more.",
+        "",
+    ]
+    for run_id, text in samples:
+        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
+        lines += [f"### `{run_id}`", "", f"{fence}text", text, fence, ""]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Figures
 
 
@@ -619,6 +665,7 @@ def write_report(
     curves: set[str],
     several_models: bool,
     banded: Sequence[BandedGroup] = (),
+    samples: Sequence[tuple[str, str]] = (),
 ) -> Path:
     states = Counter(run_state(r) for r in runs)
     order = ["done", "failed", "running", "pending"]
@@ -652,6 +699,7 @@ def write_report(
     lines += ["## Failed runs", ""]
     lines += [f"- `{r.run_id}`: {failure_reason(r)}" for r in failed] if failed else ["None."]
     lines.append("")
+    lines += samples_section(samples, runs)
     if curves:
         lines += ["## Per-run curves", ""]
         for run in runs:
@@ -744,7 +792,10 @@ def update_graphs(matrix_dir: Path) -> Path:
 
     log.info("%d graphs in %s", len(curves) + len(overlays) + len(drawn), graphs)
     banded = banded_groups(runs, metrics, formats)
-    return write_report(matrix_dir, name, runs, metrics, formats, drawn, overlays, curves, several_models, banded)
+    samples = report_samples(runs)
+    return write_report(
+        matrix_dir, name, runs, metrics, formats, drawn, overlays, curves, several_models, banded, samples
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from lib import results
 from lib.matrix import expand
 from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
-from scripts import sample
+from scripts import sample, update_graphs
 from tests.helpers import make_cmd, make_env
 
 
@@ -49,3 +49,25 @@ def test_make_sample_errors_are_one_line(tmp_path: Path):
     )
     assert proc.returncode != 0 and "is not a run directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_report_shows_each_runs_sample_and_caches_it(tmp_path: Path):
+    run, _ = _run_dir(tmp_path, "GPT2_REPORT_SAMPLE_TOKENS=12", "GPT2_REPORT_SAMPLE_PROMPT=def ")
+    results.atomic_write_json(run / results.STATUS, {"state": "done"})
+    summary = {"status": "done", "metric": "loss", "metric_mode": "min", "best": {"loss": 4.0, "step": 10}}
+    results.atomic_write_json(run / results.SUMMARY, summary)
+    expected = sample.sample(run, "def ", tokens=12)[0]  # make sample's defaults
+    assert update_graphs.main(["--matrix", str(tmp_path)]) == 0
+    report = (tmp_path / results.REPORT).read_text()
+    assert f"### `{run.name}`\n\n```text\n{expected}\n```" in report
+    assert "continues the prompt 'def '" in report
+    cached = results.read_json(run / results.SAMPLE)
+    assert cached["text"] == expected and cached["request"]["best_step"] == 10
+
+    (run / results.BEST_CHECKPOINT).unlink()  # the cache answers while nothing it depends on changed
+    assert update_graphs.main(["--matrix", str(tmp_path)]) == 0
+    assert f"```text\n{expected}\n```" in (tmp_path / results.REPORT).read_text()
+    results.atomic_write_json(run / results.SUMMARY, {**summary, "best": {"loss": 3.9, "step": 20}})
+    assert update_graphs.main(["--matrix", str(tmp_path)]) == 0  # a new best: regenerated, and it is gone
+    report = (tmp_path / results.REPORT).read_text()
+    assert "(no sample: " in report and "does not exist yet" in report
