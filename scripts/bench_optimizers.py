@@ -1,7 +1,7 @@
-"""Optimizer step time and optimizer-state bytes on a GPT-2-124M-sized parameter set (``make bench``).
+"""Optimizer step time and optimizer-state bytes on GPT-2 124M's parameters (``make bench``).
 
-The parameter set has GPT-2 124M's shapes (token and position embeddings, 12 blocks of attention and MLP
-Linear layers with biases and LayerNorms; 124.4M parameters). Gradients are random and fixed; no forward pass
+The parameters are the framework's GPT-2 ``124m`` preset (models/gpt2; vocabulary padded to 50304, head tied
+to the token embedding; 124.5M parameters). Gradients are random and fixed; no forward pass
 is run, so the numbers isolate the optimizer. For each optimizer: warm-up steps, then the median wall time of
 the measured steps, and the bytes of every tensor in the optimizer state (plus masks for AdamWPrune).
 
@@ -26,11 +26,10 @@ from torch import nn
 from lib.config import ROOT, Config
 from lib.errors import run_cli
 from lib.pruning import PRUNERS
-from scripts.bench_common import GPT2Shapes, machine, write_csv, write_table
+from models.gpt2.model import GPT2, GPT2Config
+from scripts.bench_common import machine, write_csv, write_table
 
 logger = logging.getLogger(__name__)
-
-GPT2_124M = {"c": 768, "layers": 12, "heads": 12, "vocab": 50257, "block": 1024}
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -49,12 +48,12 @@ def _groups(model: nn.Module) -> list[dict]:
 
 
 class Subject:
-    """One optimizer (and pruner) over its own GPT-2-shaped parameters with fixed random gradients."""
+    """One optimizer (and pruner) over its own GPT-2 124M with fixed random gradients."""
 
     def __init__(self, kind: str, interval: int) -> None:
         torch.manual_seed(0)
         self.kind = kind
-        self.model = GPT2Shapes(**GPT2_124M)
+        self.model = GPT2(GPT2Config.preset("124m"))
         for p in self.model.parameters():
             p.grad = torch.randn_like(p) * 1e-3
         self.optimizer = torch.optim.AdamW(_groups(self.model), lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
@@ -68,8 +67,8 @@ class Subject:
                     "PRUNING_INTERVAL": interval,
                     "PRUNING_SCHEDULE": "cubic",
                     "ADAM_EPS": 1e-8,
-                    # GPT-2's head is tied to the embedding, so no Linear here is the head
-                    "PRUNING_EXCLUDE_HEAD": False,
+                    # the head (lm_head, tied to the token embedding) stays dense, as in training
+                    "PRUNING_EXCLUDE_HEAD": True,
                     "PRUNING_EXCLUDE_FIRST_CONV": False,
                 }
             )
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = prune["state_bytes"] + prune["mask_bytes"] - adamw["state_bytes"]
     prune_mib = (prune["state_bytes"] + prune["mask_bytes"]) / 2**20
     lines = [
-        "# Optimizer step time and state (GPT-2 124M-sized parameters)",
+        "# Optimizer step time and state (GPT-2 124M)",
         "",
         f"Command: `make bench` (`python -m scripts.bench_optimizers`). Machine: {device}; torch {torch.__version__};"
         f" {platform.python_implementation()} {platform.python_version()}; git {sha}.",

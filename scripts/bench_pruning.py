@@ -7,8 +7,7 @@ Reported: the median step time of each, the overhead of steps that only apply ma
 ratios), the cost of one mask update, and the average
 overhead with a mask update every ``--interval`` steps; mask bytes per weight of the pruned layers.
 
-Models: LeNet-5 and ResNet-18 (CIFAR), the real ones, and GPT-2-tiny as a shape-faithful stand-in
-(scripts/bench_common.py) until the GPT-2 model lands (issue 6). Writes
+Models: the framework's LeNet-5, ResNet-18 (CIFAR) and GPT-2 ``tiny`` preset. Writes
 ``docs/benchmarks/pruning.md`` and a CSV beside it.
 """
 
@@ -29,9 +28,10 @@ from lib import config as cfgmod
 from lib.config import ROOT
 from lib.errors import run_cli
 from lib.pruning import PRUNERS
+from models.gpt2.model import GPT2, GPT2Config
 from models.lenet5.model import LeNet5, LeNet5Config
 from models.resnet.model import ResNet, ResNetConfig
-from scripts.bench_common import GPT2Shapes, machine, write_csv, write_table
+from scripts.bench_common import machine, write_csv, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,9 @@ def _resnet18() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
 
 def _gpt2_tiny() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
     gen = torch.Generator().manual_seed(0)
-    idx = torch.randint(0, 50304, (4, 257), generator=gen)
-    return GPT2Shapes(), lambda model: F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+    model = GPT2(GPT2Config.preset("tiny"))
+    idx = torch.randint(0, model.config.vocab_size, (4, 257), generator=gen)
+    return model, lambda model: F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
 
 
 # name -> (builder, measured steps): fewer steps where a step takes long on a CPU
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         f" git {sha}. AdamW, one fixed batch (LeNet-5 128 images; ResNet-18 32 CIFAR-sized images;"
         f" GPT-2-tiny 4 x 256 tokens); dense and pruned steps in ABBA order, {args.warmup} warm-up steps, then"
         " 400 / 20 / 40 measured pairs; 70% target (N:M: 2:4). Default prunable set: the first convolution and"
-        " the last Linear stay dense (GPT-2's head is tied to the embedding, so there its last fc2 stays dense).",
+        " the last Linear stay dense (GPT-2: the head, tied to the token embedding).",
         "",
         "| model | method | dense step (ms) | masks applied (ms) | overhead | one mask update (ms) |"
         f" overhead, update every {args.interval} steps | mask bytes per weight of a pruned layer |",

@@ -52,14 +52,21 @@ def test_trajectory_equals_torch_optim_bitwise(name):
     ours, ref = _model(), _model()
     opt = OPTIMIZERS[name](ours, CFG).optimizer
     ref_opt = REFERENCE[name](param_groups(ref, DECAY[name]))
+    assert_same_trajectory((ours, opt), (ref, ref_opt), steps=5)
+
+
+def assert_same_trajectory(*pairs: tuple[nn.Module, torch.optim.Optimizer], steps: int) -> None:
+    """Train each (model, optimizer) on the same batch for ``steps`` steps; the weights must end bitwise equal."""
     x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
-    for _ in range(5):
-        for m, o in ((ours, opt), (ref, ref_opt)):
+    for _ in range(steps):
+        for m, o in pairs:
             o.zero_grad()
             nn.functional.cross_entropy(m(x), y).backward()
             o.step()
-    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
-        assert torch.equal(a, b)
+    (first, _), *rest = pairs
+    for other, _ in rest:
+        for a, b in zip(first.parameters(), other.parameters(), strict=True):
+            assert torch.equal(a, b)
 
 
 def test_weight_decay_only_on_matrices():
@@ -169,14 +176,7 @@ def test_set_peak_lr_is_the_optimizer_built_at_that_rate():
     set_peak_lr(opt, 0.0036)
     assert [g["lr"] for g in opt.param_groups] == [0.0036, 0.0036]
     ref_opt = torch.optim.AdamW(param_groups(ref, 0.01), lr=0.0036, betas=(0.9, 0.999), eps=1e-8)
-    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
-    for _ in range(3):
-        for m, o in ((ours, opt), (ref, ref_opt)):
-            o.zero_grad()
-            nn.functional.cross_entropy(m(x), y).backward()
-            o.step()
-    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert_same_trajectory((ours, opt), (ref, ref_opt), steps=3)
 
 
 def test_set_peak_lr_on_muon_keeps_the_adamw_to_muon_ratio():
