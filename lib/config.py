@@ -457,6 +457,16 @@ def load(config_path: str | os.PathLike = DOTCONFIG, overrides: Iterable[str] = 
         )
     kconf = load_kconfig()
     load_file(kconf, config_path)
+    return _finish(kconf, overrides)
+
+
+def from_defaults(overrides: Iterable[str] = ()) -> Config:
+    """The Kconfig tree's defaults with ``overrides`` applied and validated, no ``.config`` read (benchmarks
+    and tests that describe a config entirely by its differences from the defaults)."""
+    return _finish(load_kconfig(), overrides)
+
+
+def _finish(kconf: kconfiglib.Kconfig, overrides: Iterable[str]) -> Config:
     apply_overrides(kconf, overrides)
     cfg = to_config(kconf)
     validate(cfg)

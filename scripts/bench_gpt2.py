@@ -36,9 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 def _config(args: argparse.Namespace, workdir: Path) -> cfgmod.Config:
-    kconf = cfgmod.load_kconfig()
-    cfgmod.apply_overrides(
-        kconf,
+    return cfgmod.from_defaults(
         [
             "MODEL_LENET5=n",
             "MODEL_GPT2=y",
@@ -62,7 +60,6 @@ def _config(args: argparse.Namespace, workdir: Path) -> cfgmod.Config:
             "MATRIX_NAME=bench",
         ],
     )
-    return cfgmod.to_config(kconf)
 
 
 def ours(cfg: cfgmod.Config, workdir: Path) -> tuple[float, float]:

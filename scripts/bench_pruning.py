@@ -60,9 +60,7 @@ SHAPE_SETS = {"lenet5": (_lenet, 400), "resnet18": (_resnet18, 20), "gpt2-tiny":
 
 
 def _cfg(method: str, interval: int) -> cfgmod.Config:
-    kconf = cfgmod.load_kconfig()
-    cfgmod.apply_overrides(
-        kconf,
+    return cfgmod.from_defaults(
         [
             f"PRUNING_{method.upper()}=y",
             "PRUNING_START_PERCENT=0",
@@ -70,7 +68,6 @@ def _cfg(method: str, interval: int) -> cfgmod.Config:
             f"PRUNING_INTERVAL={interval}",
         ],
     )
-    return cfgmod.to_config(kconf)
 
 
 def bench(name: str, method: str, steps: int, warmup: int, interval: int) -> dict:

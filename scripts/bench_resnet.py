@@ -44,9 +44,7 @@ logger = logging.getLogger(__name__)
 
 
 def _config(args: argparse.Namespace, results_dir: Path) -> cfgmod.Config:
-    kconf = cfgmod.load_kconfig()
-    cfgmod.apply_overrides(
-        kconf,
+    return cfgmod.from_defaults(
         [
             "MODEL_LENET5=n",
             f"MODEL_{args.model.upper()}=y",
@@ -66,7 +64,6 @@ def _config(args: argparse.Namespace, results_dir: Path) -> cfgmod.Config:
             "MATRIX_NAME=bench",
         ],
     )
-    return cfgmod.to_config(kconf)
 
 
 def ours(cfg: cfgmod.Config, workdir: Path, images: int) -> tuple[float, float]:

@@ -19,10 +19,8 @@ NONE_RULE = "pruning 'none' is dense: one run per optimizer and seed, not one pe
 
 
 def make_cfg(tmp_path: Path, *overrides: str) -> Config:
-    """Defaults (an empty .config) plus overrides."""
-    path = tmp_path / ".config"
-    path.write_text("")
-    return cfgmod.load(path, overrides)
+    """Defaults plus overrides."""
+    return cfgmod.from_defaults(overrides)
 
 
 def ids(cfg: Config) -> list[str]:

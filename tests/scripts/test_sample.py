@@ -19,8 +19,7 @@ from tests.helpers import make_cmd, make_env
 def _run_dir(tmp_path: Path, *extra: str) -> tuple[Path, GPT2]:
     overrides = ["MODEL_LENET5=n", "MODEL_GPT2=y", "PRUNING_MAGNITUDE=n", "OPTIMIZER_SGD=n", "GPT2_SIZE=custom"]
     overrides += ["GPT2_N_LAYER=1", "GPT2_N_EMBD=32", "GPT2_N_HEAD=2", "GPT2_BLOCK_SIZE=32", *extra]
-    (tmp_path / ".config").write_text("")
-    spec = expand(cfgmod.load(tmp_path / ".config", overrides)).runs[0]
+    spec = expand(cfgmod.from_defaults(overrides)).runs[0]
     run = tmp_path / spec.run_id
     run.mkdir()
     results.atomic_write_json(run / results.CONFIG, spec.to_json())

@@ -15,9 +15,7 @@ from lib.pruning import PRUNERS
 
 @pytest.fixture(scope="module")
 def cfg() -> cfgmod.Config:
-    kconf = cfgmod.load_kconfig()
-    cfgmod.apply_overrides(
-        kconf,
+    return cfgmod.from_defaults(
         [f"{OPTIMIZERS.symbol(n)}=y" for n in OPTIMIZERS.names()]
         + [
             "PRUNING_MAGNITUDE=y",
@@ -28,7 +26,6 @@ def cfg() -> cfgmod.Config:
             "ADAMWADV_CLIP_NORM=0.5",
         ],
     )
-    return cfgmod.to_config(kconf)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
