@@ -311,7 +311,7 @@ def banded_groups(runs: Sequence[Run], metrics: dict[str, str | None], formats: 
 
 
 def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if values else None
+    return mean_std(values)[0] if values else None
 
 
 def _summary_mean(runs: Sequence[Run], key: str) -> float | None:
@@ -341,7 +341,8 @@ def banded_final_table(group: BandedGroup) -> list[str]:
         return [v for r in runs if run_state(r) == "done" and (v := final_value(r, metric)) is not None]
 
     order = [(name, pair(w)) for w in group.widths() for name, pair in BAND_CONFIGS if pair(w) in group.banded]
-    order += [(f"FC1 {a} / FC2 {b}", (a, b)) for a, b in sorted(group.banded) if (a, b) not in {p for _, p in order}]
+    listed = {pair for _, pair in order}
+    order += [(f"FC1 {a} / FC2 {b}", (a, b)) for a, b in sorted(group.banded) if (a, b) not in listed]
     base = _mean(finals(group.baseline))
     rows = [["baseline", "dense", "dense", _fmt(_summary_mean(group.baseline, "sparsity"), ".2f", 100.0)]]
     rows[0] += [group.fmt.number(base), MISSING]
@@ -383,8 +384,8 @@ def banded_section(groups: Sequence[BandedGroup]) -> list[str]:
 # Text samples (GPT-2 runs with GPT2_REPORT_SAMPLE_TOKENS > 0)
 
 
-def report_samples(runs: Sequence[Run]) -> list[tuple[str, str]]:
-    """(run id, sample text or why there is none) for each done run whose config asks for a sample."""
+def report_samples(runs: Sequence[Run]) -> list[tuple[Run, str]]:
+    """(run, sample text or why there is none) for each done run whose config asks for a sample."""
     wanted = [r for r in runs if run_state(r) == "done" and r.config["values"].get("GPT2_REPORT_SAMPLE_TOKENS")]
     if not wanted:
         return []
@@ -401,15 +402,14 @@ def report_samples(runs: Sequence[Run]) -> list[tuple[str, str]]:
         except (UserError, OSError, RuntimeError) as exc:  # the rest of the report is still written
             log.warning("%s: no sample: %s", run.run_id, exc)
             text = f"(no sample: {exc})"
-        out.append((run.run_id, text))
+        out.append((run, text))
     return out
 
 
-def samples_section(samples: Sequence[tuple[str, str]], runs: Sequence[Run]) -> list[str]:
+def samples_section(samples: Sequence[tuple[Run, str]]) -> list[str]:
     if not samples:
         return []
-    first = next(r for r in runs if r.run_id == samples[0][0])
-    prompt = first.config["values"].get("GPT2_REPORT_SAMPLE_PROMPT") or ""
+    prompt = samples[0][0].config["values"].get("GPT2_REPORT_SAMPLE_PROMPT") or ""
     lines = [
         "## Samples",
         "",
@@ -417,9 +417,9 @@ def samples_section(samples: Sequence[tuple[str, str]], runs: Sequence[Run]) -> 
         " temperature and top-k; `make sample RUN=<run dir>` draws more.",
         "",
     ]
-    for run_id, text in samples:
+    for run, text in samples:
         fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
-        lines += [f"### `{run_id}`", "", f"{fence}text", text, fence, ""]
+        lines += [f"### `{run.run_id}`", "", f"{fence}text", text, fence, ""]
     return lines
 
 
@@ -665,7 +665,7 @@ def write_report(
     curves: set[str],
     several_models: bool,
     banded: Sequence[BandedGroup] = (),
-    samples: Sequence[tuple[str, str]] = (),
+    samples: Sequence[tuple[Run, str]] = (),
 ) -> Path:
     states = Counter(run_state(r) for r in runs)
     order = ["done", "failed", "running", "pending"]
@@ -699,7 +699,7 @@ def write_report(
     lines += ["## Failed runs", ""]
     lines += [f"- `{r.run_id}`: {failure_reason(r)}" for r in failed] if failed else ["None."]
     lines.append("")
-    lines += samples_section(samples, runs)
+    lines += samples_section(samples)
     if curves:
         lines += ["## Per-run curves", ""]
         for run in runs:
