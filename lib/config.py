@@ -295,11 +295,37 @@ def _explain_dep(expr) -> str:
     return text
 
 
+def _bound(sym: kconfiglib.Symbol, bound: kconfiglib.Symbol) -> str:
+    """A range bound (a number or another symbol) as kconfiglib evaluates it: its value, 0 if not a number."""
+    hexadecimal = sym.orig_type == kconfiglib.HEX
+    try:
+        value = int(bound.str_value, 16 if hexadecimal else 10)
+    except ValueError:
+        value = 0
+    return hex(value) if hexadecimal else str(value)
+
+
 def _range_text(sym: kconfiglib.Symbol) -> str:
-    for low, high, cond in sym.ranges:
-        if kconfiglib.expr_value(cond):
-            return f"{low.str_value}..{high.str_value}"
-    return ""
+    """``"lo..hi"`` of the range kconfiglib applies to an int/hex symbol: the first whose condition holds or,
+    while the symbol's own dependencies are unmet (which turns every range off), the first that will hold once
+    they are met (as the range's own ``if``, without the dependencies, says); ``""`` when no range applies."""
+    active = [(low, high) for low, high, cond in sym.ranges if kconfiglib.expr_value(cond)]
+    once_visible = [
+        (low, high) for node in sym.nodes for low, high, cond in node.orig_ranges if kconfiglib.expr_value(cond)
+    ]
+    ranges = active or once_visible
+    if not ranges:
+        return ""
+    low, high = ranges[0]
+    return f"{_bound(sym, low)}..{_bound(sym, high)}"
+
+
+def _int_allowed(sym: kconfiglib.Symbol) -> str:
+    """What an int/hex symbol accepts, e.g. "an integer in 1..100000" or "any integer"."""
+    span = _range_text(sym)
+    if sym.orig_type == kconfiglib.HEX:
+        return f"a hexadecimal integer in {span}" if span else "any hexadecimal integer"
+    return f"an integer in {span}" if span else "any integer"
 
 
 def _did_not_stick(sym: kconfiglib.Symbol, wanted: str, where: str) -> UserError:
@@ -342,14 +368,20 @@ def _check_assignments(kconf: kconfiglib.Kconfig, where: str) -> None:
 
 def _take_warnings(kconf: kconfiglib.Kconfig, where: str) -> None:
     warnings, kconf.warnings = kconf.warnings, []
+    # Overrides are applied after the file is read, so only editing the file (or menuconfig) fixes it.
+    fix = "correct or remove that line (`make menuconfig` rewrites the file)"
     for w in warnings:
         m = re.search(r"undefined symbol (\w+)", w)
         if m:
             raise _unknown_symbol_error(kconf, m.group(1).removeprefix(kconf.config_prefix), where)
+        m = re.search(r"the value '(.*)' is invalid for (\w+) ", w)  # kconfiglib names the symbol, not the file
+        sym = kconf.syms.get(m.group(2)) if m else None
+        if sym is not None and sym.orig_type in (kconfiglib.INT, kconfiglib.HEX):
+            raise UserError(f"{where}: {sym.name}={m.group(1)}: {sym.name} takes {_int_allowed(sym)}; {fix}")
     if warnings:
         first = warnings[0].replace("\n", " ").strip()
         first = first.replace("warning: ignoring ", "")  # fatal here, and kconfiglib already names the file
-        raise UserError(f"{first}; correct or remove that line (`make menuconfig` rewrites the file)")
+        raise UserError(f"{first}; {fix}")
 
 
 def load_file(kconf: kconfiglib.Kconfig, path: str | os.PathLike, replace: bool = True) -> None:
@@ -390,8 +422,7 @@ def apply_overrides(kconf: kconfiglib.Kconfig, overrides: Iterable[str]) -> None
             try:
                 _int(sym, value)
             except ValueError:
-                kind = "a hexadecimal integer" if sym.orig_type == kconfiglib.HEX else "an integer"
-                raise UserError(f"override {name}={value}: {name} is {kind} ({_range_text(sym)})") from None
+                raise UserError(f"override {name}={value}: {name} takes {_int_allowed(sym)}; {FIX}") from None
         if not any(n.prompt for n in sym.nodes):
             raise _did_not_stick(sym, value, "override")
         sym.set_value(value)

@@ -3,8 +3,12 @@
 Text corpora are downloaded once into ``DATA_DIR/<name>/`` (streamed to disk, renamed into place when
 complete), split into documents, tokenised with an end-of-text token before every document (in parallel
 worker processes for the large ones) and written as llm.c ``.bin`` shards of at most ``SHARD_TOKENS`` tokens
-under ``DATA_DIR/gpt2/<name>-<tokenizer>/``; later runs read the shards. FineWeb10B comes already tokenised
-with GPT-2's BPE in that format and is only downloaded.
+under ``DATA_DIR/gpt2/<name>-<tokenizer>/``. A ``DONE`` file there, written last, lists every shard of the
+finished tokenisation with its size in bytes (JSON ``{"train": {name: bytes}, "val": {...}}``); later runs read
+the shards it lists, and tokenise again when one of them is missing or has another size (a deleted or truncated
+shard is simply made again) or when ``DONE`` lists nothing (written by an older version, or damaged).
+FineWeb10B comes already tokenised with GPT-2's BPE in that format and is only downloaded; a shard of it that
+is missing is downloaded again.
 
 | name | source | validation split |
 | --- | --- | --- |
@@ -17,6 +21,7 @@ with GPT-2's BPE in that format and is only downloaded.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 from collections.abc import Iterable, Iterator
@@ -29,6 +34,8 @@ from lib.data.download import fetch
 from lib.data.shards import write_shard
 from lib.data.text import TOKENIZERS, document_tokens, pydoc_documents
 from lib.errors import UserError
+from lib.process import usable_cpus
+from lib.results import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +107,37 @@ def _hint(directory: Path, files: str) -> str:
     return f"download {files} by hand into {directory.resolve()}/ and re-run"
 
 
+DONE = "DONE"  # written last into a shard directory: what the finished tokenisation produced
+
+
+def _sizes(paths: list[Path]) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in paths}
+
+
+def _complete_shards(out: Path) -> tuple[list[Path], list[Path]] | None:
+    """The (train, val) shards ``out/DONE`` lists when every one is there with its listed size; else None,
+    logging why (the caller tokenises again)."""
+    done = out / DONE
+    if not done.is_file():
+        return None
+    try:
+        listing = json.loads(done.read_text())
+        splits = [
+            sorted((out / name, int(size)) for name, size in listing[split].items()) for split in ("train", "val")
+        ]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        logger.warning("%s does not list the shards (older version, or damaged): tokenising again", done)
+        return None
+    for path, size in splits[0] + splits[1]:
+        found = path.stat().st_size if path.is_file() else None
+        if found != size:
+            what = "missing" if found is None else f"{found} bytes"
+            logger.warning("%s is %s, expected %d bytes: tokenising %s again", path, what, size, out)
+            return None
+    train, val = ([path for path, _ in split] for split in splits)
+    return train, val
+
+
 @dataclass(frozen=True)
 class TextCorpus:
     """A corpus of documents: subclasses give ``splits`` (train and validation documents)."""
@@ -112,15 +150,20 @@ class TextCorpus:
 
     def shards(self, data_dir: Path, tokenizer: str) -> tuple[list[Path], list[Path]]:
         out = data_dir / "gpt2" / f"{self.name}-{tokenizer}"
-        done = out / "DONE"
-        if done.exists():
-            return sorted(out.glob("train_*.bin")), sorted(out.glob("val_*.bin"))
+        done = out / DONE
+        if (complete := _complete_shards(out)) is not None:
+            return complete
         TOKENIZERS[tokenizer]()  # a tokenizer that cannot load says so before anything is downloaded
+        done.unlink(missing_ok=True)  # an interrupted tokenisation must not leave the old listing behind
         train_docs, val_docs = self.splits(data_dir)
-        procs = self.processes if self.processes > 0 else max(1, (multiprocessing.cpu_count() or 1))
+        procs = self.processes if self.processes > 0 else usable_cpus()
         val = tokenize_to_shards(val_docs, tokenizer, out, "val", processes=procs)
         train = tokenize_to_shards(train_docs, tokenizer, out, "train", processes=procs)
-        done.write_text("")
+        for split, paths in (("train", train), ("val", val)):
+            for stale in set(out.glob(f"{split}_*.bin")) - set(paths):  # left by an earlier, longer tokenisation
+                stale.unlink()
+        out.mkdir(parents=True, exist_ok=True)  # no documents at all: no shard made the directory
+        atomic_write_json(done, {"train": _sizes(train), "val": _sizes(val)})
         logger.info(
             "tokenised %s with %s: %d train, %d val shards in %s", self.name, tokenizer, len(train), len(val), out
         )

@@ -36,7 +36,7 @@ def write_shard(path: Path, tokens: np.ndarray) -> Path:
 def _bad(path: Path, problem: str) -> UserError:
     return UserError(
         f"{path}: {problem}; not an llm.c token shard (256 x int32 header, magic {MAGIC}, uint16 tokens): "
-        "delete it so that it is made again, or replace it"
+        "delete it and re-run, which tokenises or downloads it again, or replace it with a good copy"
     )
 
 

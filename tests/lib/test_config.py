@@ -195,8 +195,11 @@ def test_int_out_of_range_names_the_range(tmp_path: Path, text: str, symbol: str
 
 
 def test_int_that_is_not_a_number(tmp_path: Path) -> None:
-    message = load_error(tmp_path, "CONFIG_EPOCHS=abc\n")
-    assert "'abc'" in message and "EPOCHS" in message and "int" in message
+    message = load_error(tmp_path, "CONFIG_MODEL_GPT2=y\nCONFIG_GPT2_MAX_ITERS=abc\n")
+    assert message == (
+        f"{tmp_path / '.config'}: GPT2_MAX_ITERS=abc: GPT2_MAX_ITERS takes an integer in 1..1000000000; "
+        "correct or remove that line (`make menuconfig` rewrites the file)"
+    )
 
 
 def test_int_with_leading_zero(tmp_path: Path) -> None:
@@ -425,7 +428,75 @@ def test_bool_override_needs_y_or_n(tmp_path: Path, value: str) -> None:
 @pytest.mark.parametrize("value", ["abc", "1.5", ""])
 def test_int_override_must_be_an_integer(tmp_path: Path, value: str) -> None:
     message = load_error(tmp_path, "", [f"EPOCHS={value}"])
-    assert f"override EPOCHS={value}: EPOCHS is an integer (1..100000)" in message
+    assert message == (
+        f"override EPOCHS={value}: EPOCHS takes an integer in 1..100000; "
+        'fix it with `make menuconfig` or `make SET="SYM=VALUE"`'
+    )
+
+
+def test_int_override_of_a_symbol_whose_dependencies_are_unmet_names_its_range(tmp_path: Path) -> None:
+    # MODEL_GPT2 is off, which turns GPT2_MAX_ITERS's range off too; the message gives the one it will have.
+    message = load_error(tmp_path, "", ["GPT2_MAX_ITERS=abc"])
+    assert message == (
+        "override GPT2_MAX_ITERS=abc: GPT2_MAX_ITERS takes an integer in 1..1000000000; "
+        'fix it with `make menuconfig` or `make SET="SYM=VALUE"`'
+    )
+
+
+TOY_KCONFIG = """\
+config WIDE
+\tbool "wide"
+
+config LIMIT
+\tint "limit"
+\tdefault 10
+\trange 1 100
+
+config COUNT
+\tint "count"
+\tdefault 1
+\trange 1 LIMIT if !WIDE
+\trange 1 1000 if WIDE
+
+config FREE
+\tint "free"
+\tdefault 0
+
+config ADDRESS
+\thex "address"
+\tdefault 0x10
+\trange 0x10 0xff
+
+config GATE
+\tbool "gate"
+
+if GATE
+config INNER
+\tint "inner"
+\tdefault 3
+\trange 2 9
+endif
+"""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "allowed"),
+    [
+        (["COUNT=x"], "COUNT takes an integer in 1..10"),  # a bound that is another symbol: its value
+        (["LIMIT=20", "COUNT=x"], "COUNT takes an integer in 1..20"),
+        (["WIDE=y", "COUNT=x"], "COUNT takes an integer in 1..1000"),  # the range whose condition holds
+        (["FREE=x"], "FREE takes any integer"),
+        (["ADDRESS=zz"], "ADDRESS takes a hexadecimal integer in 0x10..0xff"),
+        (["INNER=x"], "INNER takes an integer in 2..9"),  # GATE is off: the range INNER has once it is on
+    ],
+)
+def test_int_override_names_the_range_kconfiglib_applies(tmp_path: Path, overrides: list[str], allowed: str) -> None:
+    kconfig = write(tmp_path, TOY_KCONFIG, "Kconfig")
+    kconf = kconfiglib.Kconfig(str(kconfig), warn_to_stderr=False)
+    with pytest.raises(UserError) as info:
+        cfgmod.apply_overrides(kconf, overrides)
+    bad = overrides[-1]
+    assert str(info.value) == f"override {bad}: {allowed}; {cfgmod.FIX}"
 
 
 def test_int_override_out_of_range(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ streamed downloads and their failures."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,79 @@ def test_concatenated_shards_slice_across_boundaries():
     tokens = ConcatTokens([np.arange(0, 5), np.arange(5, 8), np.arange(0), np.arange(8, 12)])
     assert len(tokens) == 12
     assert tokens[3:10].tolist() == list(range(3, 10)) and tokens[5:8].tolist() == [5, 6, 7]
+
+
+# --------------------------------------------------------------------------- damaged shards are made again
+
+
+def _pydoc_shards(data_dir: Path) -> tuple[list[Path], list[Path]]:
+    return corpora.CORPORA["pydoc"](None).shards(data_dir, "byte")
+
+
+def _contents(paths: list[Path]) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in paths}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda raw: raw[: len(raw) // 2], id="truncated"),
+        pytest.param(lambda raw: b"\x00" * 4 + raw[4:], id="bad-magic"),
+    ],
+)
+def test_the_advice_for_a_damaged_shard_works(tmp_path: Path, damage):
+    train, val = _pydoc_shards(tmp_path)
+    before = _contents(train + val)
+    shard = train[0]
+    shard.write_bytes(damage(shard.read_bytes()))
+    with pytest.raises(UserError) as e:
+        read_shard(shard)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{shard}: ") and "delete it and re-run" in message
+    shard.unlink()  # the advice, exactly
+    assert _pydoc_shards(tmp_path) == (train, val)
+    assert _contents(train + val) == before
+    assert len(read_shard(shard)) == (len(before[shard.name]) - 1024) // 2
+
+
+def test_a_truncated_or_missing_shard_is_tokenised_again_without_being_asked(tmp_path: Path, caplog):
+    train, val = _pydoc_shards(tmp_path)
+    before = _contents(train + val)
+    train[0].write_bytes(train[0].read_bytes()[:-2])
+    val[0].unlink()
+    assert _pydoc_shards(tmp_path) == (train, val)
+    assert _contents(train + val) == before
+    assert f"{train[0]} is {len(before[train[0].name]) - 2} bytes, expected" in caplog.text
+
+
+def test_done_lists_every_shard_with_its_size(tmp_path: Path):
+    train, val = _pydoc_shards(tmp_path)
+    done = json.loads((tmp_path / "gpt2/pydoc-byte/DONE").read_text())
+    assert done == {"train": {p.name: p.stat().st_size for p in train}, "val": {p.name: p.stat().st_size for p in val}}
+
+
+def test_an_empty_done_from_an_older_version_means_tokenise_again(tmp_path: Path):
+    train, val = _pydoc_shards(tmp_path)
+    before = _contents(train + val)
+    out = tmp_path / "gpt2/pydoc-byte"
+    (out / "DONE").write_text("")  # what shards() wrote before DONE listed the shards
+    train[0].unlink()  # deleted as the old advice said: the old DONE stopped the rebuild
+    stale = write_shard(out / "train_000007.bin", np.arange(3))  # left by an earlier, longer tokenisation
+    assert _pydoc_shards(tmp_path) == (train, val)
+    assert _contents(train + val) == before and not stale.exists()
+    assert json.loads((out / "DONE").read_text())["train"] == {train[0].name: len(before[train[0].name])}
+
+
+def test_a_deleted_fineweb10b_shard_is_downloaded_again(tmp_path: Path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    write_shard(mirror / "fineweb_val_000000.bin", np.array([50256, 1, 2]))
+    write_shard(mirror / "fineweb_train_000001.bin", np.array([50256, 10, 11]))
+    monkeypatch.setattr(corpora.FineWeb10B, "BASE", mirror.as_uri())
+    fineweb = corpora.CORPORA["fineweb10b"]({"GPT2_DATA_FILES": 1})
+    train, val = fineweb.shards(tmp_path / "data", "gpt2")
+    train[0].write_bytes(train[0].read_bytes()[:-1])
+    with pytest.raises(UserError, match="delete it and re-run"):
+        read_shard(train[0])
+    train[0].unlink()
+    assert fineweb.shards(tmp_path / "data", "gpt2") == (train, val)
+    assert _tokens(train) == [50256, 10, 11]
