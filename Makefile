@@ -4,53 +4,74 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 
-quote = '$(subst ','\'',$(strip $(1)))'
+# What a user types reaches the shell as text, never as code. `$(call quote,NAME)` is variable NAME's raw
+# text ($(value): make expands nothing in it) as one single-quoted shell word (`*`: a pattern rule's stem), so
+# `make sample PROMPT='$(shell date); id'` samples after that very text. Conditions read user variables
+# through $(value) too, and none is exported (see below).
+quote = '$(subst ','\'',$(value $(1)))'
+# `FLAG 'value'` when variable NAME is set, else nothing: $(call option,FLAG,NAME).
+option = $(if $(value $(2)),$(1) $(call quote,$(2)))
 
 # The environment: the active virtualenv if there is one, else ./.venv (created on first use).
 TORCH ?= 2.13.0
 PYTHON3 ?= python3
 ifdef VIRTUAL_ENV
-VENV := $(VIRTUAL_ENV)
+VENV := $(value VIRTUAL_ENV)
 else
 VENV := $(CURDIR)/.venv
 endif
-PY := $(VENV)/bin/python
+PY := $(call quote,VENV)/bin/python
 STAMP := $(VENV)/.sparsity-lab-installed
 # As in kbuild: the configuration file every target reads and writes.
 KCONFIG_CONFIG ?= .config
-CONFIG_ARG := --config $(call quote,$(KCONFIG_CONFIG))
+CONFIG_ARG := --config $(call quote,KCONFIG_CONFIG)
 
 # Command-line overrides (`make EPOCHS=3 JOBS=2 SET="SEEDS='0 1'"`), taken only from the command line so a
-# stray environment variable never changes an experiment. They are validated against Kconfig.
+# stray environment variable never changes an experiment. They are validated against Kconfig; each value is
+# quoted inside the override string too, so `EPOCHS='1 2'` is one (bad) value, not two assignments.
 OVERRIDES :=
 ifeq ($(origin MAX_ITERS),command line)
-OVERRIDES += GPT2_MAX_ITERS=$(MAX_ITERS)
+OVERRIDES += GPT2_MAX_ITERS=$(call quote,MAX_ITERS)
 endif
 ifeq ($(origin EPOCHS),command line)
-OVERRIDES += EPOCHS=$(EPOCHS)
+OVERRIDES += EPOCHS=$(call quote,EPOCHS)
 endif
 ifeq ($(origin JOBS),command line)
-OVERRIDES += JOBS=$(JOBS)
+OVERRIDES += JOBS=$(call quote,JOBS)
 endif
 ifeq ($(origin SET),command line)
-OVERRIDES += $(SET)
+OVERRIDES += $(value SET)
 endif
-MATRIX_ARG := $(if $(MATRIX),--matrix $(call quote,$(MATRIX)))
-CONTINUE_JOBS := $(if $(filter command line,$(origin JOBS)),--jobs $(JOBS))
-YES_ARG := $(if $(filter 1 y yes,$(YES)),--yes)
+MATRIX_ARG := $(call option,--matrix,MATRIX)
+CONTINUE_JOBS := $(if $(filter command line,$(origin JOBS)),--jobs $(call quote,JOBS))
+# YES is one word, 1, y or yes: a destructive flag is never read out of a longer value.
+YES_ARG := $(if $(filter 1,$(words $(value YES))),$(if $(filter 1 y yes,$(value YES)),--yes))
+# make would expand a command-line variable to put it in the recipes' environment. After the `?=` defaults:
+# `unexport` defines a variable, and `?=` leaves a defined one alone.
+unexport TOKENS TEMPERATURE TOP_K SEED PROMPT RUN JOBS EPOCHS MAX_ITERS SET MATRIX DEFCONFIG KCONFIG_CONFIG TORCH \
+	YES PYTHON3
+
+# The runner names make (the recipe shell's parent) as its starter: if make is killed before the runner has
+# tied itself to it (PR_SET_PDEATHSIG, in lib/process.py), the runner sees a stranger as its parent and exits.
+TIED := SPARSITY_LAB_PARENT=$$PPID
 
 .PHONY: all run plan continue update-graphs quickstart menuconfig guiconfig defconfig savedefconfig \
 	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample
 
 all: run ## Run the matrix of .config (same as `make run`)
 
+# TORCH is checked first, so a value that is not a PEP 440 version (2.13.0, 2.14.1+cpu, 2.5.0rc1) stops
+# before anything is created or installed.
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	@torch=$(call quote,TORCH); \
+	pep440='^([0-9]+!)?[0-9]+(\.[0-9]+)*((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?(\+[a-z0-9]+(\.[a-z0-9]+)*)?$$'; \
+	[[ $$torch =~ $$pep440 ]] || { echo "error: TORCH=$$torch is not a version (e.g. TORCH=2.13.0)" >&2; exit 2; }
+	@test -x $(PY) || $(call quote,PYTHON3) -m venv $(call quote,VENV)
 	@if ! $(PY) -c "import torch" 2>/dev/null; then \
-		echo "installing torch==$(TORCH) (override with TORCH=<version>)"; \
-		$(PY) -m pip install "torch==$(TORCH)"; \
+		echo installing torch==$(call quote,TORCH) "(override with TORCH=<version>)"; \
+		$(PY) -m pip install torch==$(call quote,TORCH); \
 	elif [ "$(origin TORCH)" = "command line" ]; then \
-		$(PY) -m pip install "torch==$(TORCH)"; \
+		$(PY) -m pip install torch==$(call quote,TORCH); \
 	fi
 	$(PY) -m pip install -e ".[dev]"
 	@touch $@
@@ -58,25 +79,25 @@ $(STAMP): pyproject.toml
 env: $(STAMP) ## Create or update the Python environment (.venv, or the active virtualenv)
 
 run: $(STAMP) ## Train every run of the matrix that is not done yet (EPOCHS= JOBS= SET= override)
-	@exec $(PY) -m lib.runner run $(CONFIG_ARG) --set $(call quote,$(OVERRIDES))
+	@$(TIED) exec $(PY) -m lib.runner run $(CONFIG_ARG) --set $(call quote,OVERRIDES)
 
 plan: $(STAMP) ## Print the runs the matrix expands into, without running anything
-	@exec $(PY) -m lib.runner plan $(CONFIG_ARG) --set $(call quote,$(OVERRIDES))
+	@$(TIED) exec $(PY) -m lib.runner plan $(CONFIG_ARG) --set $(call quote,OVERRIDES)
 
 continue: $(STAMP) ## Resume the latest matrix (or MATRIX=<dir>) from its ledger
-	@exec $(PY) -m lib.runner continue $(CONFIG_ARG) $(MATRIX_ARG) $(CONTINUE_JOBS)
+	@$(TIED) exec $(PY) -m lib.runner continue $(CONFIG_ARG) $(MATRIX_ARG) $(CONTINUE_JOBS)
 
 update-graphs: $(STAMP) ## Write graphs/*.png and report.md of the latest matrix (or MATRIX=<dir>)
 	@exec $(PY) -m scripts.update_graphs $(MATRIX_ARG)
 
-SAMPLE_ARGS := $(if $(PROMPT),--prompt $(call quote,$(PROMPT))) $(if $(TOKENS),--tokens $(TOKENS)) \
-	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(if $(TOP_K),--top-k $(TOP_K)) $(if $(SEED),--seed $(SEED))
+SAMPLE_ARGS := $(call option,--prompt,PROMPT) $(call option,--tokens,TOKENS) \
+	$(call option,--temperature,TEMPERATURE) $(call option,--top-k,TOP_K) $(call option,--seed,SEED)
 sample: $(STAMP) ## Generate text from a GPT-2 run: RUN=<run dir> [PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=]
-	@exec $(PY) -m scripts.sample $(call quote,$(RUN)) $(SAMPLE_ARGS)
+	@exec $(PY) -m scripts.sample $(call quote,RUN) $(SAMPLE_ARGS)
 
 quickstart: $(STAMP) ## Set up, then run the embedded `quickstart` defconfig through to graphs and report
 	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig quickstart
-	@exec $(PY) -m lib.runner run $(CONFIG_ARG) --set $(call quote,$(OVERRIDES))
+	@$(TIED) exec $(PY) -m lib.runner run $(CONFIG_ARG) --set $(call quote,OVERRIDES)
 	@exec $(PY) -m scripts.update_graphs
 
 menuconfig: $(STAMP) ## Edit .config in the terminal UI
@@ -86,10 +107,10 @@ guiconfig: $(STAMP) ## Edit .config in the Tk UI
 	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) guiconfig
 
 defconfig: $(STAMP) ## Write .config from defconfigs/$(DEFCONFIG) (see list-defconfigs)
-	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig $(call quote,$(DEFCONFIG))
+	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig $(call quote,DEFCONFIG)
 
 defconfig-%: $(STAMP) ## Same as `make defconfig DEFCONFIG=%`
-	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig $(call quote,$*)
+	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig $(call quote,*)
 
 savedefconfig: $(STAMP) ## Write ./defconfig, the minimal file that reproduces .config
 	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) savedefconfig
@@ -116,13 +137,13 @@ lint: $(STAMP) ## ruff check and format check
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 clean: ## Remove caches and build products (never results, .config or the environment)
-	@exec $(PYTHON3) -m lib.housekeeping clean
+	@exec $(call quote,PYTHON3) -m lib.housekeeping clean
 
 mrproper: ## clean, and remove .config, ./defconfig and ./.venv (never an active virtualenv)
-	@exec $(PYTHON3) -m lib.housekeeping mrproper
+	@exec $(call quote,PYTHON3) -m lib.housekeeping mrproper
 
 clean-results: $(STAMP) ## Delete one matrix's results: MATRIX=<dir> (asks first; YES=1 skips the question)
-	@exec $(PY) -m lib.runner clean-results $(MATRIX_ARG) $(YES_ARG)
+	@$(TIED) exec $(PY) -m lib.runner clean-results $(MATRIX_ARG) $(YES_ARG)
 
 help: ## List the targets
 	@echo "Targets (variables: EPOCHS= MAX_ITERS= JOBS= SET=\"SYM=VALUE ...\" MATRIX=<dir> DEFCONFIG=<name> TORCH=<version>"

@@ -17,13 +17,16 @@ either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lib.errors import UserError
 
 CONFIG = "config.json"
 STATUS = "status.json"
@@ -48,9 +51,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file + fsync + rename + directory fsync)."""
+    """Replace ``path`` with ``data`` atomically (temp file + fsync + rename + directory fsync).
+
+    The file gets the mode any new file gets (0666 less the user's umask), so colleagues sharing a machine
+    can read results when the umask says so; ``tempfile.mkstemp`` would make every result private (0600).
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -62,6 +70,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def writable_dir(path: str | os.PathLike, what: str, fix: str) -> Path:
+    """Create directory ``path`` if needed and check that files can be written in it; otherwise one
+    :class:`UserError` naming ``what`` (e.g. ``RESULTS_DIR``), the reason and ``fix``."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno in (errno.ENOTDIR, errno.EEXIST):
+            blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+            reason = f"{blocker} is a file, not a directory" if blocker else reason
+        raise UserError(f"{what}: cannot write in {path}: {reason}; {fix}") from None
+    return path
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -14,42 +14,41 @@ are retried once per invocation, and said so.
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import ctypes.util
-import fcntl
-import logging
-import os
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
+if __name__ == "__main__":  # before the slow imports: a `make` killed in its first instant takes us with it
+    from lib.process import die_with_parent
 
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+    die_with_parent()
 
-from lib import config as config_mod
-from lib import results
-from lib.errors import UserError, run_cli
-from lib.matrix import RunSpec, expand, format_plan
-from models import MODELS
+import argparse  # noqa: E402 (imports follow the parent-death check on purpose)
+import fcntl  # noqa: E402
+import functools  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tqdm import tqdm  # noqa: E402
+from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
+
+from lib import config as config_mod  # noqa: E402
+from lib import results  # noqa: E402
+from lib.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from lib.matrix import RunSpec, expand, format_plan  # noqa: E402
+from lib.process import STOP_SIGNALS, child_env, die_with_parent, usable_cpus  # noqa: E402
+from models import MODELS  # noqa: E402
 
 logger = logging.getLogger("runner")
 
 POLL_SECONDS = 0.2
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """Linux: deliver SIGKILL to this process when its parent dies (a no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+# After a stop signal, how long a training process may take to reach its next step boundary and save its
+# checkpoint before it is killed (it then resumes from its last periodic checkpoint instead).
+STOP_GRACE_SECONDS = 300
 
 
 # --------------------------------------------------------------------------- ledger and lock
@@ -63,7 +62,7 @@ class MatrixLock:
         self.fd: int | None = None
 
     def __enter__(self) -> MatrixLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -174,6 +173,8 @@ def _outcome(run_dir: Path, returncode: int) -> tuple[str, str | None]:
     status = results.read_json(run_dir / results.STATUS, {})
     if returncode == 0 and status.get("state") == "done":
         return "done", None
+    if returncode == 130 and status.get("state") == "interrupted":  # stopped by a signal, resumable
+        return "interrupted", f"stopped at step {status.get('step', 0)} by a signal; `make continue` resumes it"
     if returncode < 0:
         reason = f"killed by signal {signal.Signals(-returncode).name}"
         if -returncode == signal.SIGKILL:
@@ -209,7 +210,7 @@ def execute(
         if slots < jobs:
             unit = "GPU(s)" if procs == 1 else f"group(s) of {procs} GPUs"
             logger.info("JOBS=%d capped to %d: %d %s x JOBS_PER_GPU=%d", jobs, slots, len(gpus), unit, jobs_per_gpu)
-    threads = max(1, (os.cpu_count() or 1) // (slots * procs))
+    threads = max(1, usable_cpus() // (slots * procs))
 
     matrix_bar = tqdm(
         total=len(entries),
@@ -249,7 +250,9 @@ def execute(
                 entry["state"], entry["reason"] = state, reason
                 ledger.save()
                 matrix_bar.update(1)
-                if state == "done":
+                if state == "interrupted":
+                    logger.error("STOPPED %s: %s", job.run_id, reason)
+                elif state == "done":
                     summary = results.read_json(matrix_dir / job.run_id / results.SUMMARY, {})
                     final = (summary.get("final") or {}).get(summary.get("metric"))
                     logger.info(
@@ -262,20 +265,43 @@ def execute(
                     failed += 1
                     logger.error("FAILED  %s: %s", job.run_id, reason)
     except KeyboardInterrupt:
-        for job in running:
-            job.process.send_signal(signal.SIGINT)
-        for job in running:
-            try:
-                job.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                job.process.kill()
-            ledger.runs[job.run_id]["state"] = "interrupted"
-        ledger.save()
-        logger.error("interrupted: `make continue` resumes the matrix where it stopped")
+        _stop(matrix_dir, ledger, running)
         raise
     finally:
         matrix_bar.close()
     return failed
+
+
+def _stop(matrix_dir: Path, ledger: Ledger, running: list[Job]) -> None:
+    """Stop the running training processes resumably: each gets SIGINT, saves a checkpoint at its next step
+    boundary and exits as interrupted. After ``STOP_GRACE_SECONDS``, or at a second interrupt of this
+    process, the rest are killed (they resume from their last periodic checkpoint). Runs that finished in the
+    meantime are recorded as done."""
+    for job in running:
+        job.process.send_signal(signal.SIGINT)
+    if running:
+        logger.error(
+            "stopping %d run(s) at their next step boundary (a checkpoint each); interrupt again to kill them",
+            len(running),
+        )
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    try:
+        for job in running:
+            try:
+                job.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+    except KeyboardInterrupt:
+        for job in running:
+            job.process.kill()
+    for job in running:
+        rc = job.process.wait()
+        job.bar.close()
+        job.log.close()
+        state, _ = _outcome(matrix_dir / job.run_id, rc)
+        ledger.runs[job.run_id]["state"] = "done" if state == "done" else "interrupted"
+    ledger.save()
+    logger.error("interrupted: `make continue` resumes the matrix where it stopped")
 
 
 def _launch(
@@ -293,7 +319,7 @@ def _launch(
     entry["attempts"] += 1
     entry["reason"] = None
     ledger.save()
-    env = dict(os.environ)
+    env = child_env()
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     model = entry["config"]["axes"]["model"]
@@ -311,7 +337,8 @@ def _launch(
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
+        # In the child, before exec: tie it to this runner, or exit if the runner is already gone.
+        preexec_fn=functools.partial(die_with_parent, os.getpid()),
     )
     bar = tqdm(
         total=1,
@@ -346,10 +373,11 @@ def _point_latest(matrix_dir: Path) -> None:
 def _finish(matrix_dir: Path, ledger: Ledger, failed: int) -> int:
     states = [r["state"] for r in ledger.runs.values()]
     logger.info(
-        "%s: %d done, %d failed, %d runs",
+        "%s: %d done, %d failed, %d interrupted, %d runs",
         matrix_dir,
         states.count("done"),
         states.count("failed"),
+        states.count("interrupted"),
         len(states),
     )
     if failed:
@@ -358,6 +386,9 @@ def _finish(matrix_dir: Path, ledger: Ledger, failed: int) -> int:
             failed,
             matrix_dir / results.LEDGER,
         )
+    if states.count("interrupted"):
+        logger.error("%d run(s) were stopped by a signal; `make continue` resumes them", states.count("interrupted"))
+    if failed or states.count("interrupted"):
         return 1
     logger.info(
         "next: `make update-graphs` writes %s and %s",
@@ -379,8 +410,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = expand(cfg)
     for note in plan.notes:
         logger.info("rule: %s", note)
-    matrix_dir = _matrix_dir(cfg)
-    matrix_dir.mkdir(parents=True, exist_ok=True)
+    matrix_dir = results.writable_dir(
+        _matrix_dir(cfg),
+        "RESULTS_DIR",
+        'set RESULTS_DIR to a directory you can write (`make menuconfig`, or `make SET="RESULTS_DIR=<dir>"`)',
+    )
     with MatrixLock(matrix_dir):
         ledger = Ledger(matrix_dir)
         ledger.merge(plan.runs)
@@ -400,23 +434,66 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _finish(matrix_dir, ledger, failed)
 
 
+def _config_or_none(path: str):
+    """The typed .config at ``path``, or None (with a note) when it is missing or not valid: continuing a
+    matrix needs only its ledger."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return config_mod.load(path)
+    except UserError as e:
+        logger.warning("note: %s is not used (%s); continuing from the ledger alone", path, e)
+        return None
+
+
+def _note_config_difference(path: str, cfg, matrix_dir: Path, ledger: Ledger) -> None:
+    """Say so when .config would make a different matrix than the ledger records: the ledger wins."""
+    if cfg is None:
+        return
+    if _matrix_dir(cfg).resolve() != matrix_dir:
+        logger.warning("note: %s describes %s, not %s; continuing the latter", path, _matrix_dir(cfg), matrix_dir)
+        return
+    try:
+        wanted = {spec.run_id: spec.to_json() for spec in expand(cfg).runs}
+    except UserError as e:
+        logger.warning("note: %s does not expand (%s); continuing from the ledger alone", path, e)
+        return
+    recorded = {run_id: entry["config"] for run_id, entry in ledger.runs.items()}
+    if wanted == recorded:
+        return
+    added, removed = sorted(set(wanted) - set(recorded)), sorted(set(recorded) - set(wanted))
+    changed = sorted(k for k in set(wanted) & set(recorded) if wanted[k] != recorded[k])
+    kinds = (("added", added), ("removed", removed), ("changed", changed))
+    diff = ", ".join(f"{len(ids)} run(s) {what}" for what, ids in kinds if ids)
+    logger.warning(
+        "note: %s differs from the ledger of %s (%s); the ledger wins: `make continue` finishes the matrix as it "
+        "was recorded (run `make` to run .config's matrix)",
+        path,
+        matrix_dir,
+        diff,
+    )
+
+
 def cmd_continue(args: argparse.Namespace) -> int:
+    # JOBS= is checked as Kconfig checks JOBS (type and range), like every other override.
+    jobs = config_mod.from_defaults([f"JOBS={args.jobs}"])["JOBS"] if args.jobs else None
+    cfg = _config_or_none(args.config)
     if args.matrix:
         matrix_dir = Path(args.matrix)
     else:
-        results_dir = Path("results")
-        if Path(args.config).is_file():
-            results_dir = _matrix_dir(config_mod.load(args.config)).parent
-        matrix_dir = results_dir / "latest"
+        matrix_dir = (_matrix_dir(cfg).parent if cfg is not None else Path("results")) / "latest"
     matrix_dir = matrix_dir.resolve()
     if not (matrix_dir / results.LEDGER).is_file():
         raise UserError(
             f"{matrix_dir} has no {results.LEDGER}: nothing to continue; run `make` first, or pass MATRIX=<results/dir>"
         )
+    fix = "make it writable, or copy the matrix somewhere writable and `make continue MATRIX=<copy>`"
+    results.writable_dir(matrix_dir, "MATRIX", fix)
     with MatrixLock(matrix_dir):
         ledger = Ledger(matrix_dir)
+        _note_config_difference(args.config, cfg, matrix_dir, ledger)
         values = next(iter(ledger.runs.values()))["config"]["values"]
-        jobs = args.jobs or values["JOBS"]
+        jobs = jobs or values["JOBS"]
         logger.info("continuing %s from its ledger: %d runs, JOBS=%d", matrix_dir, len(ledger.runs), jobs)
         with logging_redirect_tqdm():
             failed = execute(
@@ -454,7 +531,9 @@ def cmd_clean_results(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="python -m lib.runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     commands = (("run", cmd_run), ("plan", cmd_plan), ("continue", cmd_continue), ("clean-results", cmd_clean_results))
     for name, func in commands:
@@ -468,11 +547,16 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         if name == "continue":
             p.add_argument("--matrix", default="", help="matrix directory (default: RESULTS_DIR/latest)")
-            p.add_argument("--jobs", type=int, default=0, help="parallel runs (default: the ledger's JOBS)")
+            p.add_argument("--jobs", default="", help="parallel runs (default: the ledger's JOBS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    die_with_parent()  # when `make` is killed, this runner and its training processes go with it
+    for sig in STOP_SIGNALS[1:]:  # SIGTERM and SIGUSR1 stop the matrix resumably, as Ctrl-C does
+        signal.signal(sig, _interrupt)
     return args.func(args)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

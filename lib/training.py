@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import logging
 import os
 import random
@@ -33,13 +32,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib import results
+from lib import checkpoint, results
 from lib.config import ROOT, Config
 from lib.errors import UserError
 from lib.matrix import RunSpec
 from lib.monitor import environment, peak_flops, peak_memory_bytes, reset_peak_memory
 from lib.optimizers import OPTIMIZERS, set_peak_lr
 from lib.optimizers.schedules import LRSchedule
+from lib.process import StopRequest, die_with_parent
 from lib.pruning import PRUNERS
 from lib.pruning.base import sparsity_of
 from lib.tracking import TRACKERS
@@ -51,6 +51,10 @@ STATUS_EVERY_SECONDS = 1.0
 
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite: the run fails with this reason."""
+
+
+class Interrupted(Exception):
+    """A stop signal arrived; the run saved a checkpoint at a step boundary and stops, resumable."""
 
 
 def select_device(choice: str) -> torch.device:
@@ -75,6 +79,7 @@ class RunContext:
     threads: int
     rank: int = 0  # DDP: this process's rank; only rank 0 writes anything
     world: int = 1
+    stop: StopRequest | None = None  # set by a stop signal; the loop checkpoints and ends at a step boundary
 
     @property
     def main(self) -> bool:
@@ -96,7 +101,7 @@ class RunContext:
             raise UserError(f"{run_dir / results.CONFIG} not found: a run directory is made by `make`")
         spec = RunSpec.from_json(config)
         env = results.read_json(run_dir / results.ENV)
-        if (run_dir / results.CHECKPOINT).exists() and env:
+        if checkpoint.exists(run_dir / results.CHECKPOINT) and env:
             # Same intra-op thread count as before the interruption, so reductions add up the same way.
             threads = env["torch_threads"]
         threads = threads or torch.get_num_threads()
@@ -171,27 +176,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    results.atomic_write_bytes(path, buf.getvalue())
-
-
 class StatusWriter:
     """``status.json``: the live state the runner's progress bars read; written at most once a second (by
     rank 0 only, under DDP)."""
@@ -261,14 +245,13 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         "loss_sum": 0.0,
         "loss_count": 0,
     }
-    resumed = paths[results.CHECKPOINT].exists()
-    if resumed:
-        ckpt = torch.load(paths[results.CHECKPOINT], map_location=device, weights_only=False)
+    ckpt = checkpoint.load_for_resume(paths[results.CHECKPOINT], map_location=device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=True)
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
         pruner.load_state_dict(ckpt["pruner"])
-        set_rng_state(ckpt["rng"])
+        checkpoint.set_rng_state(ckpt["rng"])
         state.update(ckpt["state"])
         if not ctx.main:  # the saved partial loss sum is the mean over ranks: rank 0 alone carries it on
             state["loss_sum"] = 0.0
@@ -323,19 +306,25 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         if not ctx.main:
             return
         state["peak_memory_bytes"] = max(state["peak_memory_bytes"], peak_memory_bytes(device))
-        _atomic_torch_save(
+        checkpoint.save(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "pruner": pruner.state_dict(),
-                "rng": rng_state(),
+                "rng": checkpoint.rng_state(),
                 "state": dict(state),
                 "threads": ctx.threads,
                 "run_id": spec.run_id,
             },
             paths[results.CHECKPOINT],
+            keep_previous=True,
         )
+
+    def stop(where: str) -> NoReturn:
+        reason = ctx.stop.name if ctx.stop and ctx.stop.requested else "a stop signal on another rank"
+        logger.info("%s: checkpoint saved %s at step %d; `make continue` resumes the run", reason, where, state["step"])
+        raise Interrupted(reason)
 
     model.train()
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
@@ -393,14 +382,20 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
                 loss_count = 0
                 status.write("running", step)
                 tick = time.perf_counter()
-            if step % cfg["CHECKPOINT_INTERVAL"] == 0 and state["batch"] < periods[epoch]:
+            mid_period = state["batch"] < periods[epoch]  # a period's last step ends with its own checkpoint
+            stopping = mid_period and _stop_requested(ctx)
+            if mid_period and (step % cfg["CHECKPOINT_INTERVAL"] == 0 or stopping):
                 state["train_seconds"] += time.perf_counter() - tick
                 save_checkpoint()
                 tick = time.perf_counter()
+            if stopping:
+                stop("mid-period")
         state["train_seconds"] += time.perf_counter() - tick
         if not ctx.main:  # rank 0 evaluates and saves; the others meet it in save_checkpoint's collective
             state["epoch"], state["batch"] = epoch + 1, 0
             save_checkpoint()
+            if epoch + 1 < epochs and _stop_requested(ctx):
+                stop("at the period's end")
             continue
 
         with speed.autocast(device):
@@ -409,7 +404,7 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         log_rows([{"split": "eval", "step": state["step"], **task.progress(state["step"]), **evaluation}])
         if state["best"] is None or improved(evaluation[metric], state["best"][metric]):
             state["best"] = {**evaluation, "step": state["step"]}
-            _atomic_torch_save(
+            checkpoint.save(
                 {"model": model.state_dict(), "step": state["step"], "eval": evaluation},
                 run_dir / results.BEST_CHECKPOINT,
             )
@@ -424,6 +419,8 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
         state["epoch"], state["batch"] = epoch + 1, 0
         save_checkpoint()
         status.write("running", state["step"], force=True)
+        if epoch + 1 < epochs and _stop_requested(ctx):
+            stop("at the period's end")
 
     if not ctx.main:
         return {}
@@ -462,6 +459,15 @@ def _mfu(model: nn.Module, task, state: dict, device: torch.device, speed: Speed
     if flops is None or task.unit != "tokens" or not peak or not state["train_seconds"]:
         return None
     return state["samples"] / state["train_seconds"] * flops() / peak
+
+
+def _stop_requested(ctx: RunContext) -> bool:
+    """Whether to stop at this step boundary: a stop signal reached this process (under DDP: any rank, so
+    that every rank stops at the same step; a collective, every rank calls it)."""
+    flag = ctx.stop is not None and ctx.stop.requested
+    if ctx.world == 1:
+        return flag
+    return bool(_any_over_ranks(torch.tensor(flag, device=ctx.device), ctx.world))
 
 
 def _mean_over_ranks(value: torch.Tensor, world: int) -> torch.Tensor:
@@ -542,16 +548,15 @@ def run_training(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if "WORLD_SIZE" in os.environ:
-        from lib.runner import die_with_parent
-
-        die_with_parent()  # a killed torchrun takes its workers with it
+    die_with_parent()  # a killed runner (or torchrun) takes this process with it; exit if it is already gone
+    stop = StopRequest().install()  # SIGINT/SIGTERM/SIGUSR1: checkpoint at the next step boundary, then exit
     args = entrypoint_args(description, argv)
     run_dir = args.run_dir.resolve()
     config = results.read_json(run_dir / results.CONFIG)
     spec = RunSpec.from_json(config) if config else None  # so even a failure in open() is recorded
     try:
         ctx = RunContext.open(run_dir, args.threads)
+        ctx.stop = stop
         model, task = build(ctx)
         fit(ctx, model, task)
         if ctx.world > 1:
@@ -572,7 +577,7 @@ def run_training(
         _fail(run_dir, spec, "out of memory: " + str(e).splitlines()[0])
         logger.error("out of memory")
         sys.exit(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         status = results.read_json(run_dir / results.STATUS, {})
         if (run_dir / results.CONFIG).exists():
             results.atomic_write_json(run_dir / results.STATUS, {**status, "state": "interrupted"})

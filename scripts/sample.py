@@ -10,13 +10,15 @@ samples reproducible.
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from lib import results
+from lib import checkpoint, results
 from lib.data.text import TOKENIZERS
-from lib.errors import UserError, run_cli
+from lib.errors import ArgumentParser, UserError, run_cli
 from lib.matrix import RunSpec
 from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
@@ -38,7 +40,10 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
         raise UserError(f"{path} does not exist yet: the run has not evaluated once; try --checkpoint last")
     tokenizer = TOKENIZERS[spec.cfg["GPT2_TOKENIZER"]]()
     model = GPT2(model_config(spec.cfg, spec.axes, tokenizer.vocab_size))
-    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    try:  # never run code from a checkpoint someone handed over (weights_only; one line if it asks to)
+        state = checkpoint.load(path)["model"]
+    except checkpoint.UnreadableCheckpoint as e:
+        raise UserError(f"{e}; sample another run, or train this one again") from None
     model.load_state_dict({k: v for k, v in state.items() if not k.endswith("weight_mask")})
     return model.eval(), tokenizer
 
@@ -76,19 +81,36 @@ def report_sample(run_dir: Path, prompt: str, tokens: int, best_step: int | None
     return text
 
 
+def _number(kind: type[int] | type[float], low: float | None, make_var: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite ``kind`` of at least ``low``; its error names ``make sample``'s variable."""
+    what = ("an integer" if kind is int else "a number") + ("" if low is None else f" >= {low:g}")
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or (low is not None and value < low):
+            given = f"{make_var}={text!r}" if make_var else repr(text)
+            raise argparse.ArgumentTypeError(f"{given} is not {what}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="python -m scripts.sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", type=Path, help="a GPT-2 run directory, results/<matrix>/<run-id>")
     parser.add_argument("--prompt", default="")
-    parser.add_argument("--tokens", type=int, default=DEFAULTS["tokens"])
-    parser.add_argument("--temperature", type=float, default=DEFAULTS["temperature"])
-    parser.add_argument("--top-k", type=int, default=DEFAULTS["top_k"], help="0 keeps every token")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    parser.add_argument("--num", type=int, default=1)
+    parser.add_argument("--tokens", type=_number(int, 1, "TOKENS"), default=DEFAULTS["tokens"])
+    parser.add_argument("--temperature", type=_number(float, 0, "TEMPERATURE"), default=DEFAULTS["temperature"])
+    parser.add_argument("--top-k", type=_number(int, 0, "TOP_K"), default=DEFAULTS["top_k"], help="0 keeps every token")
+    parser.add_argument("--seed", type=_number(int, None, "SEED"), default=DEFAULTS["seed"])
+    parser.add_argument("--num", type=_number(int, 1), default=1)
     parser.add_argument("--checkpoint", choices=sorted(CHECKPOINTS), default="best")
     args = parser.parse_args(argv)
-    if args.tokens < 1 or args.temperature < 0 or args.top_k < 0 or args.num < 1:
-        raise UserError("sample: --tokens and --num must be >= 1, --temperature and --top-k >= 0")
     texts = sample(
         args.run_dir,
         args.prompt,

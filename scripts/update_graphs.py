@@ -1,7 +1,10 @@
-"""Draw the graphs of a matrix and write its report, computed from its run directories only.
+"""Draw the graphs of a matrix and write its report, computed from its ledger and its run directories.
 
-Reads every ``<matrix>/<run>/`` (``config.json``, ``status.json``, ``metrics.jsonl``, ``summary.json``) and
-writes into the matrix directory:
+The ledger ``<matrix>/matrix.json`` (written by the runner) says which runs exist and the state of each
+(pending, running, done, failed, interrupted), including runs that have no directory yet. Every
+``<matrix>/<run>/`` (``config.json``, ``status.json``, ``metrics.jsonl``, ``summary.json``) adds what the run
+has produced so far; a running run's ``status.json`` gives its progress. A matrix without a ledger is read from
+its run directories alone. Writes into the matrix directory:
 
 ``graphs/curves-<run>.png``         one run: train loss (learning rate on a twin axis) and eval metric vs step
 ``graphs/train-loss.png``           every run's train loss, overlaid
@@ -40,7 +43,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lib.errors import UserError, run_cli
-from lib.results import GRAPHS, REPORT, Run, atomic_write_bytes, atomic_write_text, load_runs
+from lib.results import (
+    GRAPHS,
+    LEDGER,
+    REPORT,
+    Run,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_runs,
+    read_json,
+    writable_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +73,34 @@ MISSING = "—"
 # Reading runs
 
 
+@dataclass
+class LedgerRun(Run):
+    """A run the ledger lists, with whatever its directory holds so far (nothing before it has started)."""
+
+    ledger_state: str = "pending"
+
+
+def load_matrix(matrix_dir: Path) -> list[Run]:
+    """The ledger's runs and any run directory it does not list, sorted by run id."""
+    dirs = {run.run_id: run for run in load_runs(matrix_dir)}
+    try:
+        entries = (read_json(matrix_dir / LEDGER) or {}).get("runs", [])
+        listed = [(e["run_id"], e["config"], e["state"]) for e in entries]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        log.warning("ignoring %s (%s: %s); reading the run directories only", matrix_dir / LEDGER, type(e).__name__, e)
+        listed = []
+    runs: list[Run] = []
+    for run_id, config, state in listed:
+        run = dirs.pop(run_id, None) or Run(matrix_dir / run_id, config, {}, None)
+        runs.append(LedgerRun(**vars(run), ledger_state=state))
+    return sorted(runs + list(dirs.values()), key=lambda r: r.run_id)
+
+
 def run_state(run: Run) -> str:
-    """The run's state; a summary (written once, at the end) outranks a status left by a killed process."""
+    """The ledger's state of a run it lists (the runner's record). A run directory the ledger does not list:
+    a summary (written once, at the end) outranks a status left by a killed process."""
+    if isinstance(run, LedgerRun):
+        return run.ledger_state
     if run.summary and run.summary.get("status") in ("done", "failed"):
         return run.summary["status"]
     return run.status.get("state", "pending")
@@ -654,6 +693,14 @@ def sparsity_table(group: SparsityGroup) -> list[str]:
     return [*md_table(header, rows), "", note + "."]
 
 
+def state_counts(runs: Sequence[Run]) -> str:
+    """Runs per state, e.g. "12 done · 1 failed · 0 running · 1 pending", then any other (interrupted)."""
+    states = Counter(run_state(r) for r in runs)
+    order = ["done", "failed", "running", "pending"]
+    counts = [f"{states[s]} {s}" for s in order] + [f"{n} {s}" for s, n in sorted(states.items()) if s not in order]
+    return " · ".join(counts)
+
+
 def write_report(
     matrix_dir: Path,
     name: str,
@@ -667,17 +714,14 @@ def write_report(
     banded: Sequence[BandedGroup] = (),
     samples: Sequence[tuple[Run, str]] = (),
 ) -> Path:
-    states = Counter(run_state(r) for r in runs)
-    order = ["done", "failed", "running", "pending"]
-    counts = [f"{states[s]} {s}" for s in order] + [f"{n} {s}" for s, n in sorted(states.items()) if s not in order]
     descriptions = sorted({r.config["values"].get("MATRIX_DESCRIPTION") or "" for r in runs} - {""})
     lines = [
         f"# Matrix `{name}`",
         "",
         *[f"> {d}\n" for d in descriptions],
-        f"**{len(runs)} runs:** " + " · ".join(counts),
+        f"**{len(runs)} runs:** " + state_counts(runs),
         "",
-        "Everything below is computed from the run directories by `python -m scripts.update_graphs`;"
+        "Everything below is computed from the ledger and the run directories by `python -m scripts.update_graphs`;"
         " re-run it to refresh.",
         "",
     ]
@@ -740,18 +784,19 @@ def resolve_matrix(matrix: str | None, results: str) -> Path:
 
 def update_graphs(matrix_dir: Path) -> Path:
     """Write every graph and the report of ``matrix_dir``; returns the report's path."""
-    runs = load_runs(matrix_dir)
+    runs = load_matrix(matrix_dir)
     if not runs:
         raise UserError(
-            f"no runs in {matrix_dir} (no subdirectory with a config.json): run `make` first, "
+            f"no runs in {matrix_dir} (no run in a {LEDGER}, no subdirectory with a config.json): run `make` first, "
             "or pass MATRIX=<dir> naming a matrix directory"
         )
     name = matrix_name(runs, matrix_dir)
     metrics = run_metrics(runs)
     formats = metric_formats(runs, metrics)
-    graphs = matrix_dir / GRAPHS
-    graphs.mkdir(exist_ok=True)
-    log.info("matrix %s: %d runs in %s", name, len(runs), matrix_dir)
+    fix = "make it writable, or copy the matrix somewhere writable and `make update-graphs MATRIX=<copy>`"
+    writable_dir(matrix_dir, "MATRIX", fix)
+    graphs = writable_dir(matrix_dir / GRAPHS, "MATRIX", fix)
+    log.info("matrix %s: %d runs (%s) in %s", name, len(runs), state_counts(runs), matrix_dir)
 
     curves = set()
     for run in runs:

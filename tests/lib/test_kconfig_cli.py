@@ -19,12 +19,13 @@ import pytest
 
 from lib import config as cfgmod
 from lib import kconfig_cli
+from tests.helpers import HANG_GUARD_SECONDS
 
 ROOT = cfgmod.ROOT
 DEFCONFIG_NAMES = sorted(n for n in os.listdir(cfgmod.DEFCONFIGS) if not n.startswith("."))
 
 
-def cli(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def cli(config: Path, *args: str, timeout: float = HANG_GUARD_SECONDS) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "lib.kconfig_cli", "--config", str(config), *args],
         cwd=ROOT,
@@ -182,7 +183,7 @@ def test_list_defconfigs(tmp_path: Path) -> None:
 def test_menuconfig_refuses_a_broken_config(tmp_path: Path) -> None:
     config = tmp_path / ".config"
     config.write_text("CONFIG_EPOCH=3\n")
-    line = assert_user_error(cli(config, "menuconfig", timeout=20))
+    line = assert_user_error(cli(config, "menuconfig"))
     assert "unknown Kconfig symbol EPOCH; did you mean EPOCHS?" in line
     assert config.read_text() == "CONFIG_EPOCH=3\n"
 
@@ -250,7 +251,7 @@ class Terminal:
     def screen_text(self) -> str:
         return ANSI.sub(b"", bytes(self.output[self.mark :])).decode("utf-8", "replace")
 
-    def expect(self, *texts: str, timeout: float = 10) -> None:
+    def expect(self, *texts: str, timeout: float = HANG_GUARD_SECONDS) -> None:
         """Wait until every one of ``texts`` appears in the output written since the last expect or send."""
         deadline = time.monotonic() + timeout
         while not all(text in self.screen_text() for text in texts):
@@ -262,7 +263,7 @@ class Terminal:
         self.mark = len(self.output)
         os.write(self.master, keys.encode())
 
-    def wait(self, timeout: float = 10) -> int:
+    def wait(self, timeout: float = HANG_GUARD_SECONDS) -> int:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
             self._read(0.1)  # keep draining so the child never blocks on a full terminal
@@ -284,7 +285,7 @@ def test_menuconfig_in_a_terminal(tmp_path: Path) -> None:
 
     term = Terminal([sys.executable, "-m", "lib.kconfig_cli", "--config", str(config), "menuconfig"])
     try:
-        term.expect("Models", "Optimizers", "Save minimal config", timeout=15)
+        term.expect("Models", "Optimizers", "Save minimal config")
         term.send("/")  # jump to a symbol by name (a regex on the lower-cased name)
         term.expect("narrow the search")
         term.send("^optimizer_adam$")
@@ -297,7 +298,7 @@ def test_menuconfig_in_a_terminal(tmp_path: Path) -> None:
         term.expect("Success")
         term.send("\n")  # dismiss the message
         term.send("Q")  # quit: nothing left unsaved, so no question
-        assert term.wait(timeout=10) == 0
+        assert term.wait() == 0
         assert f"No changes to save (for '{config}')" in term.screen_text()
     finally:
         term.close()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import results
-from tests.helpers import make_cmd, make_env, runner, write_config
+from lib import checkpoint, results
+from tests.helpers import HANG_GUARD_SECONDS, make_cmd, make_env, processes_mentioning, runner, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,10 @@ SETTINGS = (
     "LOG_INTERVAL=5",
     "MATRIX_NAME=resume",
 )
+RUNS = ("lenet5-adamw-none-seed0", "lenet5-adamw-magnitude-s0.7-seed0")  # in the order JOBS=1 trains them
+ROWS_PER_RUN = 3 * 45 // 5 + 3  # train rows every LOG_INTERVAL steps, one eval row per epoch
+# A SIGKILLed parent's children get their death signal at once; this is only how long to look for stragglers.
+ORPHAN_GRACE_SECONDS = 60
 
 
 def _group_alive(pgid: int) -> bool:
@@ -44,27 +48,41 @@ def _state(matrix: Path) -> dict:
     return {r["run_id"]: r["state"] for r in ledger["runs"]}
 
 
-def _kill_make_midway(args: list[str], matrix: Path, rng: random.Random) -> bool:
-    """Start `make ARGS`, SIGKILL make itself (only make) at a random moment; True if it was killed."""
+def _rows(run_dir: Path) -> int:
+    return len(results.read_jsonl(run_dir / "metrics.jsonl"))
+
+
+def _kill_make(args: list[str], matrix: Path, when, required: bool = True) -> None:
+    """Start `make ARGS`, wait until ``when()`` holds, SIGKILL make alone; then nothing it started may survive:
+    not in its process group, and nowhere else on the machine (no process naming the matrix). With
+    ``required=False`` make may also finish first (the kill point was a random moment)."""
     proc = subprocess.Popen(
         make_cmd(*args), env=make_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
-    deadline = time.monotonic() + 120
-    while not (matrix / "matrix.json").exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(rng.uniform(1.0, 5.0))
-    killed = proc.poll() is None
-    if killed:
-        proc.kill()  # SIGKILL to make alone: the runner and the training process must die with it
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
+    while not when() and proc.poll() is None:
+        assert time.monotonic() < deadline, "gave up waiting for the moment to kill"
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        assert not required, f"make ended before the kill: {proc.stderr.read().decode()}"
+        return
+    proc.kill()  # SIGKILL to make alone: the runner and the training process must die with it
     proc.wait()
-    deadline = time.monotonic() + 20
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    deadline = time.monotonic() + ORPHAN_GRACE_SECONDS
+    while (_group_alive(proc.pid) or processes_mentioning(matrix)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    orphans = processes_mentioning(matrix)
     alive = _group_alive(proc.pid)
     if alive:
         os.killpg(proc.pid, signal.SIGKILL)
-    assert not alive, "processes outlived a SIGKILLed make (orphaned runner or training process)"
-    return killed
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive and not orphans, "processes outlived a SIGKILLed make (orphaned runner or training process)"
+
+
+def _after(seconds: float):
+    start = time.monotonic()
+    return lambda: time.monotonic() - start >= seconds
 
 
 def test_sigkill_make_then_continue_is_bit_identical(tmp_path: Path):
@@ -76,24 +94,41 @@ def test_sigkill_make_then_continue_is_bit_identical(tmp_path: Path):
     interrupted = tmp_path / "interrupted"
     cfg = write_config(tmp_path / "int.config", interrupted, *SETTINGS)
     matrix = interrupted / "resume"
+    first, second = (matrix / run_id for run_id in RUNS)
     rng = random.Random(1234)
-    kills = 0
-    args = ["run", f"KCONFIG_CONFIG={cfg}"]
-    for _ in range(4):
-        kills += _kill_make_midway(args, matrix, rng)
-        args = ["continue", f"MATRIX={matrix}"]
-    assert kills >= 2, "the test did not manage to interrupt the matrix"
-    assert set(_state(matrix).values()) != {"done"} or kills, "nothing was interrupted"
+    run = ["run", f"KCONFIG_CONFIG={cfg}"]
+    # Kill points that do not depend on this machine's speed: in make's first second (before or while the
+    # runner starts: it must not be orphaned), then once each run has logged a random number of rows (mid-epoch,
+    # between checkpoints, in evaluation), then at a random moment of a resume.
+    _kill_make(run, matrix, _after(rng.uniform(0.0, 1.0)))
+    rows = rng.randrange(1, ROWS_PER_RUN)
+    _kill_make(run, matrix, lambda: _rows(first) >= rows)
+    rows = rng.randrange(1, ROWS_PER_RUN)
+    _kill_make(["continue", f"MATRIX={matrix}"], matrix, lambda: _rows(second) >= rows)
+    assert _state(matrix)[RUNS[1]] != "done"
+    delay = rng.uniform(0.0, 1.5)
+    since: list[float] = []  # when the resumed training process of the second run appeared
+
+    def resuming() -> bool:
+        if not since and processes_mentioning(second):
+            since.append(time.monotonic())
+        return bool(since) and time.monotonic() - since[0] >= delay
+
+    _kill_make(["continue", f"MATRIX={matrix}"], matrix, resuming, required=False)
 
     final = subprocess.run(
-        make_cmd("continue", f"MATRIX={matrix}"), env=make_env(), capture_output=True, text=True, timeout=300
+        make_cmd("continue", f"MATRIX={matrix}"),
+        env=make_env(),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_SECONDS,
     )
     assert final.returncode == 0, final.stderr
     assert set(_state(matrix).values()) == {"done"}
 
-    for run_id in ("lenet5-adamw-none-seed0", "lenet5-adamw-magnitude-s0.7-seed0"):
-        a = torch.load(reference / "resume" / run_id / "checkpoint.pt", weights_only=False)
-        b = torch.load(matrix / run_id / "checkpoint.pt", weights_only=False)
+    for run_id in RUNS:
+        a = checkpoint.load(reference / "resume" / run_id / "checkpoint.pt")
+        b = checkpoint.load(matrix / run_id / "checkpoint.pt")
         assert a["model"].keys() == b["model"].keys()
         for key in a["model"]:
             assert torch.equal(a["model"][key], b["model"][key]), f"{run_id}: {key} differs"
@@ -120,12 +155,16 @@ def test_second_make_on_the_same_matrix_refuses(tmp_path: Path):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_GUARD_SECONDS
         while not (matrix / "matrix.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         ledger = (matrix / "matrix.json").read_text()
         second = subprocess.run(
-            make_cmd("run", f"KCONFIG_CONFIG={cfg}"), env=make_env(), capture_output=True, text=True, timeout=120
+            make_cmd("run", f"KCONFIG_CONFIG={cfg}"),
+            env=make_env(),
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD_SECONDS,
         )
         assert second.returncode != 0
         assert f"{matrix} is in use by another `make` (pid" in second.stderr

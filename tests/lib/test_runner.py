@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import results
+from lib import checkpoint, results
 from tests.helpers import runner, write_config
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def test_pruned_runs_hit_target_with_exact_zeros(quickstart, target):
     run_dir = matrix / f"lenet5-adamw-magnitude-s{target:g}-seed0"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert abs(summary["sparsity"] - target) <= 0.005
-    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
+    state = checkpoint.load(run_dir / "checkpoint.pt")["model"]
     masks = {k: v for k, v in state.items() if k.endswith("weight_mask")}
     # the first conv and the head stay dense by default (PRUNING_EXCLUDE_FIRST_CONV, PRUNING_EXCLUDE_HEAD)
     assert sorted(masks) == ["conv2.weight_mask", "fc1.weight_mask", "fc2.weight_mask"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from lib import checkpoint
 from lib.config import Config
 from lib.training import PRECISIONS, Speed
 from tests.helpers import runner, write_config
@@ -60,6 +61,6 @@ def test_bf16_channels_last_compiled_run_learns_and_saves_the_plain_module(tmp_p
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final"]["accuracy"] > 0.75  # chance is 0.1; the same run in fp32 reaches 0.866
     assert summary["sparsity"] == pytest.approx(0.5, abs=0.005)
-    state = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    state = checkpoint.load(run / "checkpoint.pt")["model"]
     assert not any(k.startswith("_orig_mod") for k in state)
     assert all(v.dtype in (torch.float32, torch.bool, torch.int64) for v in state.values())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import results
+from lib import checkpoint, results
 from tests.helpers import runner
 from tests.models.test_gpt2_training import _config
 
@@ -34,8 +34,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a, b)
     summary = json.loads((run_two / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 20
-    wa = torch.load(run_one / "checkpoint.pt", weights_only=False)["model"]
-    wb = torch.load(run_two / "checkpoint.pt", weights_only=False)["model"]
+    wa = checkpoint.load(run_one / "checkpoint.pt")["model"]
+    wb = checkpoint.load(run_two / "checkpoint.pt")["model"]
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-3, atol=1e-4)
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from lib import results
+from lib import checkpoint, results
 from lib.config import ROOT
 from lib.data.shards import read_shard
 from lib.tasks import LanguageModeling
 from models.gpt2.model import GPT2, GPT2Config
-from tests.helpers import runner, write_config
+from tests.helpers import HANG_GUARD_SECONDS, runner, write_config
 
 SMALL = (
     "MODEL_LENET5=n",
@@ -127,7 +127,7 @@ def test_gpt2_sigkill_then_continue_is_bit_identical(tmp_path: Path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
     while time.monotonic() < deadline:  # kill once a checkpoint exists and training has gone past it
         status = results.read_json(run / "status.json") or {}
         if (run / "checkpoint.pt").exists() and status.get("step", 0) % 7 and status.get("step", 0) > 7:
@@ -135,13 +135,13 @@ def test_gpt2_sigkill_then_continue_is_bit_identical(tmp_path: Path):
         time.sleep(0.02)
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
-    step_at_kill = torch.load(run / "checkpoint.pt", weights_only=False)["state"]["step"]
+    step_at_kill = checkpoint.load(run / "checkpoint.pt")["state"]["step"]
     assert 0 < step_at_kill < 60, "the run was not interrupted mid-way"
 
     proc = runner("continue", "--config", str(cfg), "--matrix", str(tmp_path / "results/killed"))
     assert proc.returncode == 0, proc.stderr
-    a = torch.load(tmp_path / "results/reference/gpt2-adamw-none-seed0/checkpoint.pt", weights_only=False)
-    b = torch.load(run / "checkpoint.pt", weights_only=False)
+    a = checkpoint.load(tmp_path / "results/reference/gpt2-adamw-none-seed0/checkpoint.pt")
+    b = checkpoint.load(run / "checkpoint.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     ref_rows = results.read_jsonl(tmp_path / "results/reference/gpt2-adamw-none-seed0/metrics.jsonl")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from lib.matrix import expand
 from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
 from scripts import sample, update_graphs
-from tests.helpers import make_cmd, make_env
+from tests.helpers import HANG_GUARD_SECONDS, make_cmd, make_env
 
 
 def _run_dir(tmp_path: Path, *extra: str) -> tuple[Path, GPT2]:
@@ -44,10 +45,39 @@ def test_sample_rebuilds_the_run_and_is_reproducible(tmp_path: Path):
 
 def test_make_sample_errors_are_one_line(tmp_path: Path):
     proc = subprocess.run(
-        make_cmd("sample", f"RUN={tmp_path}"), env=make_env(), capture_output=True, text=True, timeout=120
+        make_cmd("sample", f"RUN={tmp_path}"),
+        env=make_env(),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_SECONDS,
     )
     assert proc.returncode != 0 and "is not a run directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class Planted:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_make_sample_refuses_a_checkpoint_that_would_run_code(tmp_path: Path):
+    run, _ = _run_dir(tmp_path)
+    marker = tmp_path / "ran"
+    torch.save({"model": Planted(marker)}, run / results.BEST_CHECKPOINT)
+    proc = subprocess.run(
+        make_cmd("sample", f"RUN={run}"), env=make_env(), capture_output=True, text=True, timeout=HANG_GUARD_SECONDS
+    )
+    assert not marker.exists(), "the planted command ran"
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {run / results.BEST_CHECKPOINT} asks to run posix.system when loaded; refused: checkpoints of this "
+        "framework hold only tensors and plain values, so this file was not written by it or was tampered with; "
+        f"delete it (`rm {run / results.BEST_CHECKPOINT}`) unless you trust where it came from"
+    ]
 
 
 def test_report_shows_each_runs_sample_and_caches_it(tmp_path: Path):

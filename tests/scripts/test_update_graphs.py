@@ -13,8 +13,9 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from lib.results import CONFIG, METRICS, STATUS, SUMMARY
+from lib.results import CONFIG, LEDGER, METRICS, STATUS, SUMMARY
 from scripts.update_graphs import main
+from tests.helpers import HANG_GUARD_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -33,6 +34,13 @@ FAILED_REASON = "loss became NaN at step 40"
 PENDING_ID = "lenet5-sgd-magnitude-s0.9-seed2"
 
 
+def run_name(axes: dict) -> str:
+    return "-".join(
+        [str(axes["model"]), str(axes["optimizer"]), str(axes["pruning"]), f"s{axes['target_sparsity']}"]
+        + [f"{k}{v}" for k, v in axes.items() if k not in ("model", "optimizer", "pruning", "target_sparsity")]
+    )
+
+
 def write_run(
     matrix_dir: Path,
     axes: dict,
@@ -46,10 +54,7 @@ def write_run(
     steps: int = 100,
 ) -> str:
     """One run directory as the training loop leaves it; returns its run id."""
-    run_id = "-".join(
-        [str(axes["model"]), str(axes["optimizer"]), str(axes["pruning"]), f"s{axes['target_sparsity']}"]
-        + [f"{k}{v}" for k, v in axes.items() if k not in ("model", "optimizer", "pruning", "target_sparsity")]
-    )
+    run_id = run_name(axes)
     run = matrix_dir / run_id
     run.mkdir(parents=True)
     values = {"EPOCHS": 2, "MATRIX_DESCRIPTION": "a test matrix"}
@@ -256,7 +261,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD_SECONDS,
     )
 
 
@@ -333,3 +338,46 @@ def test_banded_report_has_a_table_per_width_and_the_change_vs_baseline(tmp_path
 def test_no_banded_section_without_banded_runs(quickstart: tuple[Path, list[str]]) -> None:
     matrix_dir, _ = quickstart
     assert "## Banded MLP" not in (matrix_dir / "report.md").read_text()
+
+
+def write_ledger(matrix_dir: Path, runs: list[tuple[dict, str]]) -> None:
+    """``matrix.json`` as the runner keeps it: every run's config and state, whether it has a directory or not."""
+    entries = []
+    for run_axes, state in runs:
+        run_id = run_name(run_axes)
+        config = {"run_id": run_id, "matrix": "ledger", "axes": run_axes, "values": {"EPOCHS": 2}}
+        if (matrix_dir / run_id / CONFIG).is_file():
+            config = json.loads((matrix_dir / run_id / CONFIG).read_text())
+        entries.append({"run_id": config["run_id"], "config": config, "state": state, "attempts": 0, "reason": None})
+    matrix_dir.mkdir(parents=True, exist_ok=True)
+    (matrix_dir / LEDGER).write_text(json.dumps({"name": matrix_dir.name, "created": 0.0, "runs": entries}))
+
+
+def test_counts_come_from_the_ledger_including_runs_without_a_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    matrix_dir = tmp_path / "ledger"
+    done = axes("lenet5", "adamw", "magnitude", 0.5, 0)
+    write_run(matrix_dir, done, final=0.97, matrix="ledger")
+    # Failed once, now retried: its directory still holds the failed attempt's summary, the ledger says running.
+    retried = axes("lenet5", "adamw", "magnitude", 0.9, 0)
+    retried_id = write_run(matrix_dir, retried, state="failed", final=None, reason="NaN", matrix="ledger")
+    (matrix_dir / retried_id / STATUS).write_text(json.dumps({"state": "running", "step": 30, "total_steps": 100}))
+    pending = [axes("lenet5", "sgd", "magnitude", s, 0) for s in (0.5, 0.9)]
+    pending += [axes("lenet5", "sgd", "none", 0.0, seed) for seed in (0, 1)]
+    write_ledger(matrix_dir, [(done, "done"), (retried, "running"), *((a, "pending") for a in pending)])
+    caplog.set_level(logging.INFO, logger="scripts.update_graphs")
+
+    assert main(["--matrix", str(matrix_dir)]) == 0
+
+    counts = "1 done · 0 failed · 1 running · 4 pending"
+    assert f"matrix ledger: 6 runs ({counts}) in {matrix_dir}" in caplog.text
+    lines = (matrix_dir / "report.md").read_text().splitlines()
+    assert f"**6 runs:** {counts}" in lines
+    status = {line.split(" | ")[0].strip("|` "): line.split(" | ")[1] for line in lines if line.startswith("| `")}
+    assert status == {
+        "lenet5-adamw-magnitude-s0.5-seed0": "done",
+        retried_id: "running (30/100)",
+        **{run_name(a): "pending" for a in pending},
+    }
+    assert "## Failed runs\n\nNone." in "\n".join(lines)

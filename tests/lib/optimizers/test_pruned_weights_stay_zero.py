@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from lib import checkpoint
 from lib import config as cfgmod
 from lib.optimizers import OPTIMIZERS
 from lib.pruning import PRUNERS
@@ -29,7 +30,7 @@ def cfg() -> cfgmod.Config:
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
-def test_pruned_weights_stay_exactly_zero(cfg, name):
+def test_pruned_weights_stay_exactly_zero(cfg, name, tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 3))
     steps = 40
@@ -52,3 +53,8 @@ def test_pruned_weights_stay_exactly_zero(cfg, name):
     assert [layer for _, layer in pruner.modules] == [model[0], model[2]]  # the head stays dense by default
     pruned = sum(int((~layer.weight_mask).sum()) for _, layer in pruner.modules)
     assert abs(pruned / (12 * 24 + 24 * 24) - 0.6) < 0.005
+    # Its state is tensors and plain values only: a checkpoint of it loads with weights_only=True, and back.
+    checkpoint.save({"optimizer": setup.optimizer.state_dict(), "pruner": pruner.state_dict()}, tmp_path / "c.pt")
+    restored = checkpoint.load(tmp_path / "c.pt")
+    setup.optimizer.load_state_dict(restored["optimizer"])
+    pruner.load_state_dict(restored["pruner"])
