@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from lib.process import usable_cpus
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -55,6 +57,7 @@ def environment(device: torch.device) -> dict:
         "numpy": _version("numpy"),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "usable_cpus": usable_cpus(),  # affinity and cgroup quota: what the thread count was derived from
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "gpu": None,

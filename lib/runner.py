@@ -173,7 +173,9 @@ def _outcome(run_dir: Path, returncode: int) -> tuple[str, str | None]:
     status = results.read_json(run_dir / results.STATUS, {})
     if returncode == 0 and status.get("state") == "done":
         return "done", None
-    if returncode == 130 and status.get("state") == "interrupted":  # stopped by a signal, resumable
+    # Stopped by a signal at a step boundary, resumable. Exit status 130, or 1 from torchrun when its workers
+    # stopped; a process killed outright (negative status) did not get to checkpoint and counts as failed.
+    if returncode > 0 and status.get("state") == "interrupted":
         return "interrupted", f"stopped at step {status.get('step', 0)} by a signal; `make continue` resumes it"
     if returncode < 0:
         reason = f"killed by signal {signal.Signals(-returncode).name}"

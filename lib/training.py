@@ -10,7 +10,12 @@ every RNG (Python, NumPy, torch CPU and CUDA), the position in the data (epoch a
 function of seed and epoch only), the best result so far, the time and samples so far, and how many rows of
 ``metrics.jsonl`` existed. On resume the metrics file is cut back to that many rows and the lost steps are
 replayed. On CPU, with the same thread count (kept in the checkpoint), the result is bit-identical to a run
-that was never interrupted.
+that was never interrupted. Checkpoints are written and read by :mod:`lib.checkpoint` (tensors and plain values
+only, the previous one kept for when the newest is damaged).
+
+Stopping. SIGINT, SIGTERM and SIGUSR1 set a flag (:class:`lib.process.StopRequest`); at the next step boundary
+the loop saves a checkpoint and the process exits with status 130 and state "interrupted", so the runner and
+``make continue`` resume it exactly. Under DDP the ranks agree on the step to stop at.
 """
 
 from __future__ import annotations
@@ -324,6 +329,10 @@ def fit(ctx: RunContext, model: nn.Module, task) -> dict:
     def stop(where: str) -> NoReturn:
         reason = ctx.stop.name if ctx.stop and ctx.stop.requested else "a stop signal on another rank"
         logger.info("%s: checkpoint saved %s at step %d; `make continue` resumes the run", reason, where, state["step"])
+        if ctx.world > 1:  # no rank leaves (and has torchrun stop the others) before rank 0 has saved
+            import torch.distributed as dist
+
+            dist.barrier()
         raise Interrupted(reason)
 
     model.train()
