@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from lib import checkpoint, results
 from lib import config as cfgmod
 
 ROOT = cfgmod.ROOT
@@ -55,3 +58,34 @@ def make_env() -> dict:
     env = dict(os.environ)
     env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
     return env
+
+
+def make_run(*args: str) -> subprocess.CompletedProcess:
+    """`make ARGS` to its end, output captured."""
+    return subprocess.run(make_cmd(*args), env=make_env(), capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+
+
+def assert_same_run(reference: Path, run: Path) -> None:
+    """``run`` ended exactly as ``reference``: weights and masks, optimizer state, every metric row once, and the
+    summary's final result and sparsity (bit for bit: how a resumed run must end on the CPU)."""
+    a, b = checkpoint.load(reference / results.CHECKPOINT), checkpoint.load(run / results.CHECKPOINT)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), f"{run.name}: {key} differs"
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), f"{run.name}: optimizer {key} differs"
+    # Same metric rows, each exactly once: no step lost, none logged twice.
+    assert results.read_jsonl(run / results.METRICS) == results.read_jsonl(reference / results.METRICS)
+    summary, ref_summary = results.read_json(run / results.SUMMARY), results.read_json(reference / results.SUMMARY)
+    assert summary["final"] == ref_summary["final"] and summary["sparsity"] == ref_summary["sparsity"]
+
+
+class Planted:
+    """What a hostile checkpoint holds: unpickling it (``weights_only=False``) would ``touch marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

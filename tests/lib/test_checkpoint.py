@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -13,16 +12,7 @@ import torch
 
 from lib import checkpoint
 from lib.errors import UserError
-
-
-class Planted:
-    """What a hostile checkpoint holds: unpickling it would run a shell command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+from tests.helpers import Planted
 
 
 def test_a_checkpoint_that_asks_to_run_code_is_refused(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ signal is on its way, so where it stops never depends on how fast this machine i
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import stat
@@ -21,10 +20,19 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from lib import checkpoint, results
-from tests.helpers import HANG_GUARD_SECONDS, ROOT, make_cmd, make_env, processes_mentioning, runner, write_config
+from tests.helpers import (
+    HANG_GUARD_SECONDS,
+    ROOT,
+    assert_same_run,
+    make_cmd,
+    make_env,
+    make_run,
+    processes_mentioning,
+    runner,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -148,29 +156,11 @@ def test_stop_signals_and_a_damaged_checkpoint_resume_bit_identical(tmp_path: Pa
     # 3. The newest checkpoint is damaged: resume passes it over for the one kept before it.
     data = (run / results.CHECKPOINT).read_bytes()
     (run / results.CHECKPOINT).write_bytes(data[: len(data) // 2])
-    final = subprocess.run(
-        make_cmd("continue", f"MATRIX={matrix}"),
-        env=make_env(),
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_SECONDS,
-    )
+    final = make_run("continue", f"MATRIX={matrix}")
     assert final.returncode == 0, final.stderr
     assert _ledger_state(matrix) == "done"
     log = (run / results.LOG).read_text()
     assert f"{run / results.CHECKPOINT} is damaged (" in log
     assert f"resuming from {run / 'checkpoint.prev.pt'} instead" in log
 
-    a = checkpoint.load(reference / "stop" / RUN_ID / results.CHECKPOINT)
-    b = checkpoint.load(run / results.CHECKPOINT)
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
-        for key in sa:
-            assert torch.equal(sa[key], sb[key]), key
-    assert results.read_jsonl(run / results.METRICS) == results.read_jsonl(
-        reference / "stop" / RUN_ID / "metrics.jsonl"
-    )
-    ref_summary = json.loads((reference / "stop" / RUN_ID / results.SUMMARY).read_text())
-    assert results.read_json(run / results.SUMMARY)["final"] == ref_summary["final"]
+    assert_same_run(reference / "stop" / RUN_ID, run)

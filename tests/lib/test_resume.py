@@ -12,10 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from lib import checkpoint, results
-from tests.helpers import HANG_GUARD_SECONDS, make_cmd, make_env, processes_mentioning, runner, write_config
+from lib import results
+from tests.helpers import (
+    HANG_GUARD_SECONDS,
+    assert_same_run,
+    make_cmd,
+    make_env,
+    make_run,
+    processes_mentioning,
+    runner,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -116,32 +124,11 @@ def test_sigkill_make_then_continue_is_bit_identical(tmp_path: Path):
 
     _kill_make(["continue", f"MATRIX={matrix}"], matrix, resuming, required=False)
 
-    final = subprocess.run(
-        make_cmd("continue", f"MATRIX={matrix}"),
-        env=make_env(),
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_SECONDS,
-    )
+    final = make_run("continue", f"MATRIX={matrix}")
     assert final.returncode == 0, final.stderr
     assert set(_state(matrix).values()) == {"done"}
-
     for run_id in RUNS:
-        a = checkpoint.load(reference / "resume" / run_id / "checkpoint.pt")
-        b = checkpoint.load(matrix / run_id / "checkpoint.pt")
-        assert a["model"].keys() == b["model"].keys()
-        for key in a["model"]:
-            assert torch.equal(a["model"][key], b["model"][key]), f"{run_id}: {key} differs"
-        for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
-            for key in sa:
-                assert torch.equal(sa[key], sb[key]), f"{run_id}: optimizer {key} differs"
-        # Same metric rows, each exactly once: no step lost, none logged twice.
-        ref_rows = results.read_jsonl(reference / "resume" / run_id / "metrics.jsonl")
-        rows = results.read_jsonl(matrix / run_id / "metrics.jsonl")
-        assert rows == ref_rows
-        summary = json.loads((matrix / run_id / "summary.json").read_text())
-        ref_summary = json.loads((reference / "resume" / run_id / "summary.json").read_text())
-        assert summary["final"] == ref_summary["final"] and summary["sparsity"] == ref_summary["sparsity"]
+        assert_same_run(reference / "resume" / run_id, matrix / run_id)
 
 
 def test_second_make_on_the_same_matrix_refuses(tmp_path: Path):

@@ -17,16 +17,12 @@ import pytest
 import torch
 
 from lib import results
-from tests.helpers import HANG_GUARD_SECONDS, make_cmd, make_env, runner, write_config
+from tests.helpers import HANG_GUARD_SECONDS, Planted, make_run, runner, write_config
 
 pytestmark = pytest.mark.slow
 
 SETTINGS = ("OPTIMIZER_SGD=n", "TARGET_SPARSITIES=0.7", "EPOCHS=1", "MATRIX_NAME=small")
 RUNS = ("lenet5-adamw-magnitude-s0.7-seed0", "lenet5-adamw-none-seed0")
-
-
-def _make(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(make_cmd(*args), env=make_env(), capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
 
 
 def _errors(stderr: str) -> list[str]:
@@ -55,14 +51,6 @@ def matrix(finished: Path, tmp_path: Path) -> Path:
     return copy
 
 
-class Planted:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_planted_checkpoint_is_refused_on_continue(matrix: Path, tmp_path: Path) -> None:
     victim, bystander = (matrix / run_id for run_id in RUNS)
     marker = tmp_path / "ran"
@@ -74,7 +62,7 @@ def test_a_planted_checkpoint_is_refused_on_continue(matrix: Path, tmp_path: Pat
     results.atomic_write_json(matrix / results.LEDGER, ledger)
     before = _snapshot(bystander)
 
-    proc = _make("continue", f"MATRIX={matrix}")
+    proc = make_run("continue", f"MATRIX={matrix}")
     assert proc.returncode != 0
     assert not marker.exists(), "the planted command ran"
     failed = [line for line in proc.stderr.splitlines() if line.startswith("FAILED")]
@@ -91,7 +79,7 @@ def test_a_planted_checkpoint_is_refused_on_continue(matrix: Path, tmp_path: Pat
 def test_results_dir_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
     cfg = write_config(tmp_path / ".config", tmp_path / "afile" / "results", *SETTINGS)
-    proc = _make("run", f"KCONFIG_CONFIG={cfg}")
+    proc = make_run("run", f"KCONFIG_CONFIG={cfg}")
     assert proc.returncode != 0
     assert _errors(proc.stderr) == [
         f"error: RESULTS_DIR: cannot write in {tmp_path / 'afile' / 'results' / 'small'}: {tmp_path / 'afile'} is a "
@@ -119,7 +107,7 @@ def frozen(matrix: Path):
 @pytest.mark.parametrize("target", ["continue", "update-graphs"])
 def test_a_matrix_that_cannot_be_written_is_one_line(frozen: Path, target: str) -> None:
     before = _snapshot(frozen)
-    proc = _make(target, f"MATRIX={frozen}")
+    proc = make_run(target, f"MATRIX={frozen}")
     assert proc.returncode != 0
     (line,) = _errors(proc.stderr)
     assert line.startswith(f"error: MATRIX: cannot write in {frozen}: ")

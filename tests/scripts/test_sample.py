@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from lib.matrix import expand
 from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
 from scripts import sample, update_graphs
-from tests.helpers import HANG_GUARD_SECONDS, make_cmd, make_env
+from tests.helpers import HANG_GUARD_SECONDS, Planted, make_cmd, make_env
 
 
 def _run_dir(tmp_path: Path, *extra: str) -> tuple[Path, GPT2]:
@@ -53,14 +52,6 @@ def test_make_sample_errors_are_one_line(tmp_path: Path):
     )
     assert proc.returncode != 0 and "is not a run directory" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-class Planted:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_make_sample_refuses_a_checkpoint_that_would_run_code(tmp_path: Path):
