@@ -1,0 +1,38 @@
+"""The environment installs the project's dependencies, not the project: `lib`, `models`, `kernels` and
+`scripts` are generic names (and `kernels` is a published package), so outside the checkout none of them may
+resolve to this project's code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import HANG_GUARD_SECONDS, ROOT
+
+TOP_LEVEL = ("lib", "models", "kernels", "scripts")
+
+
+def test_no_package_of_the_checkout_is_importable_from_elsewhere(tmp_path: Path) -> None:
+    code = (
+        "import importlib.util, json\n"
+        f"specs = {{n: importlib.util.find_spec(n) for n in {TOP_LEVEL!r}}}\n"
+        "print(json.dumps({n: s.origin if s else None for n, s in specs.items()}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS
+    )
+    assert result.returncode == 0, result.stderr
+    for name, origin in json.loads(result.stdout).items():
+        assert origin is None or ROOT not in Path(origin).resolve().parents, f"`import {name}` finds {origin}"
+
+
+def test_from_the_checkout_they_are_the_project() -> None:
+    import kernels
+    import lib
+
+    assert Path(lib.__file__).resolve().parent == ROOT / "lib"
+    assert Path(kernels.__file__).resolve().parent == ROOT / "kernels"
