@@ -1,9 +1,11 @@
-"""The test matrix: a :class:`~lib.config.Config` -> the list of :class:`RunSpec` it asks for.
+"""The test matrix: a :class:`~lib.config.Config` -> the list of :class:`~lib.spec.RunSpec` it asks for.
 
-Every axis is multi-select. The matrix is the cartesian product of the axes in :data:`AXES`, then the rules
-in :data:`RULES` (the one table of combinations that make no sense) collapse or drop cells, each with the
-reason shown by ``make plan``. Adding an axis is one :class:`Axis` entry (plus its Kconfig symbol); adding a
-rule is one :class:`Rule` entry.
+Every axis is multi-select. The matrix is the cartesian product of the axes, then the rules (combinations
+that make no sense) collapse or drop cells, each with the reason shown by ``make plan``. The generic axes
+(model, optimizer, pruning, target sparsity, learning rate, seed) are here; a family adds its own axes and
+rules where it lives (``AXES`` / ``RULES`` on a pruning method, an optimizer or a model package: GPT-2's gates
+in ``models/gpt2``, AdamWPrune's variants with the state pruner, band widths with the banded pruner), and
+this module collects them through the registries.
 
 A run id is the axis values joined by ``-`` (``lenet5-adamw-magnitude-s0.7-seed0``); axes marked
 ``in_id="varies"`` appear in it only when the matrix has more than one value for them.
@@ -13,26 +15,14 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from lib.config import Config
 from lib.errors import UserError
+from lib.model_registry import MODEL_PACKAGES, MODELS
 from lib.optimizers import OPTIMIZERS
 from lib.pruning import PRUNERS
-from lib.pruning.state import VARIANTS
-from models import MODELS
-from models.gpt2 import GATE_ACTIVATION_NAMES, GATE_POSITIONS, GATES
-
-
-@dataclass(frozen=True)
-class Axis:
-    name: str
-    values: Callable[[Config], list]
-    label: Callable[[Any], str] = str  # "" leaves the axis out of the run id for that value
-    in_id: str = "always"  # or "varies"
-    empty_hint: str = ""
+from lib.spec import Axis, Rule, RunSpec
 
 
 def _registry_axis(name: str, registry) -> Axis:
@@ -40,135 +30,21 @@ def _registry_axis(name: str, registry) -> Axis:
     return Axis(name, registry.selected, empty_hint=f"select at least one of {symbols}")
 
 
-def _variants(cfg: Config) -> list[str]:
-    """ADAMWPRUNE_VARIANTS, each checked against the registry (an unknown name lists the allowed ones)."""
-    for name in cfg["ADAMWPRUNE_VARIANTS"]:
-        VARIANTS[name]
-    return list(cfg["ADAMWPRUNE_VARIANTS"])
-
-
-def _selected(cfg: Config, prefix: str, names: tuple[str, ...]) -> list[str]:
-    return [n for n in names if cfg.get(f"{prefix}_{n.upper()}")]
-
-
-def _gated(cfg: Config) -> bool:
-    return any(g != "none" for g in _selected(cfg, "ATTN_GATE", GATES))
-
-
-AXES: tuple[Axis, ...] = (
+# The generic axes; families add theirs after one of these (Axis.after).
+CORE_AXES: tuple[Axis, ...] = (
     _registry_axis("model", MODELS),
-    Axis(
-        "attn_gate",
-        lambda c: _selected(c, "ATTN_GATE", GATES) if c.get("MODEL_GPT2") else [None],
-        label=lambda v: f"{v}gate" if v and v != "none" else "",
-        empty_hint="select at least one of " + ", ".join(f"ATTN_GATE_{g.upper()}" for g in GATES),
-    ),
-    Axis(
-        "attn_gate_pos",
-        lambda c: _selected(c, "ATTN_GATE_POS", GATE_POSITIONS) if _gated(c) else [None],
-        label=lambda v: f"at{v}" if v else "",
-        in_id="varies",
-        empty_hint="select ATTN_GATE_POS_SDPA and/or ATTN_GATE_POS_VALUE",
-    ),
-    Axis(
-        "attn_gate_act",
-        lambda c: _selected(c, "ATTN_GATE_ACT", GATE_ACTIVATION_NAMES) if _gated(c) else [None],
-        label=lambda v: v or "",
-        in_id="varies",
-        empty_hint="select ATTN_GATE_ACT_SIGMOID and/or ATTN_GATE_ACT_NS_SIGMOID",
-    ),
     _registry_axis("optimizer", OPTIMIZERS),
-    Axis(
-        "variant",
-        lambda c: _variants(c) if c["OPTIMIZER_ADAMWPRUNE"] else [None],
-        label=lambda v: v or "",
-    ),
     _registry_axis("pruning", PRUNERS),
     Axis(
         "target_sparsity",
         lambda c: list(c["TARGET_SPARSITIES"]) if c["PRUNING_SPARSE"] else [0.0],
         label=lambda v: f"s{v!r}" if v else "",  # shortest repr that round-trips: distinct values, distinct ids
     ),
-    Axis(
-        "fc1_band",
-        lambda c: list(c["BANDED_FC1_BANDWIDTHS"]) if c.get("PRUNING_BANDED") else [None],
-        label=lambda v: f"fc1b{v}" if v else "",
-    ),
-    Axis(
-        "fc2_band",
-        lambda c: list(c["BANDED_FC2_BANDWIDTHS"]) if c.get("PRUNING_BANDED") else [None],
-        label=lambda v: f"fc2b{v}" if v else "",
-    ),
     Axis("lr", lambda c: list(c["LEARNING_RATES"]) or [None], label=lambda v: f"lr{v!r}" if v else "", in_id="varies"),
     Axis("seed", lambda c: list(c["SEEDS"]), label=lambda v: f"seed{v}"),
 )
 
-
-GATE_AXES = ("attn_gate", "attn_gate_pos", "attn_gate_act")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A combination that makes no sense: ``collapse`` rewrites the cell; without it the cell is dropped."""
-
-    reason: str
-    applies: Callable[[dict, Config], bool]  # (cell, the matrix's config)
-    collapse: Callable[[dict], dict] | None = None
-
-
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "attention gating is a GPT-2 axis: other models run ungated",
-        applies=lambda a, c: a["model"] != "gpt2" and any(a[k] is not None for k in GATE_AXES),
-        collapse=lambda a: {**a, **dict.fromkeys(GATE_AXES)},
-    ),
-    Rule(
-        "gate 'none' has no position or activation",
-        applies=lambda a, c: a["attn_gate"] == "none" and (a["attn_gate_pos"] or a["attn_gate_act"]),
-        collapse=lambda a: {**a, "attn_gate_pos": None, "attn_gate_act": None},
-    ),
-    Rule(
-        "AdamWPrune variants apply to the adamwprune optimizer only",
-        applies=lambda a, c: a["variant"] is not None and a["optimizer"] != "adamwprune",
-        collapse=lambda a: {**a, "variant": None},
-    ),
-    Rule(
-        "adamwprune prunes with its own moments: it runs with pruning 'state' only",
-        applies=lambda a, c: a["optimizer"] == "adamwprune" and a["pruning"] != "state",
-    ),
-    Rule(
-        "pruning 'state' reads AdamWPrune's moments: it runs with optimizer adamwprune only",
-        applies=lambda a, c: a["pruning"] == "state" and a["optimizer"] != "adamwprune",
-    ),
-    Rule(
-        "N:M sparsity is fixed by its pattern: (M-N)/M = 50%",
-        applies=lambda a, c: a["pruning"] == "nm" and a["target_sparsity"] != 0.5,
-        collapse=lambda a: {**a, "target_sparsity": 0.5},
-    ),
-    Rule(
-        "band widths apply to pruning 'banded' only",
-        applies=lambda a, c: a["pruning"] != "banded" and (a["fc1_band"] is not None or a["fc2_band"] is not None),
-        collapse=lambda a: {**a, "fc1_band": None, "fc2_band": None},
-    ),
-    Rule(
-        "banded with both widths 0 is the dense run (pruning 'none')",
-        applies=lambda a, c: a["pruning"] == "banded" and not a["fc1_band"] and not a["fc2_band"],
-    ),
-    Rule(
-        "without BANDED_FULL_GRID, FC1 and FC2 are banded together only at equal widths",
-        applies=lambda a, c: (
-            a["pruning"] == "banded"
-            and not c.get("BANDED_FULL_GRID")
-            and bool(a["fc1_band"])
-            and bool(a["fc2_band"])
-            and a["fc1_band"] != a["fc2_band"]
-        ),
-    ),
-    Rule(
-        "banded sparsity is set by the band widths, not by a target",
-        applies=lambda a, c: a["pruning"] == "banded" and a["target_sparsity"] != 0.0,
-        collapse=lambda a: {**a, "target_sparsity": 0.0},
-    ),
+CORE_RULES: tuple[Rule, ...] = (
     Rule(
         "pruning 'none' is dense: one run per optimizer and seed, not one per target sparsity",
         applies=lambda a, c: a["pruning"] == "none" and a["target_sparsity"] != 0.0,
@@ -177,26 +53,25 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One cell of the matrix: its id, its axis values and the full config it runs with."""
+def _families() -> list:
+    """Every registered family, models first, then optimizers, then pruning methods, in registry order: each
+    may declare ``AXES`` and ``RULES``."""
+    unique_packages = list(dict.fromkeys(MODEL_PACKAGES.values()))
+    return [*unique_packages, *(OPTIMIZERS[n] for n in OPTIMIZERS), *(PRUNERS[n] for n in PRUNERS)]
 
-    run_id: str
-    matrix: str
-    axes: dict
-    cfg: Config = field(compare=False)
 
-    def to_json(self) -> dict:
-        return {
-            "run_id": self.run_id,
-            "matrix": self.matrix,
-            "axes": dict(self.axes),
-            "values": self.cfg.to_json(),
-        }
+def axes() -> tuple[Axis, ...]:
+    """The matrix's axes: the core ones, each followed by the axes families place after it."""
+    placed: list[Axis] = []
+    for core in CORE_AXES:
+        placed.append(core)
+        placed += [a for f in _families() for a in getattr(f, "AXES", ()) if a.after == core.name]
+    return tuple(placed)
 
-    @classmethod
-    def from_json(cls, d: dict) -> RunSpec:
-        return cls(d["run_id"], d["matrix"], dict(d["axes"]), Config.from_json(d["values"]))
+
+def rules() -> tuple[Rule, ...]:
+    """The families' rules in registry order, then the core ones."""
+    return (*(r for f in _families() for r in getattr(f, "RULES", ())), *CORE_RULES)
 
 
 @dataclass
@@ -206,7 +81,8 @@ class Plan:
 
 
 def expand(cfg: Config) -> Plan:
-    """The cartesian product of :data:`AXES`, with :data:`RULES` applied, in a stable order."""
+    """The cartesian product of :func:`axes`, with :func:`rules` applied, in a stable order."""
+    AXES, RULES = axes(), rules()
     axis_values = []
     for axis in AXES:
         values = axis.values(cfg)

@@ -40,8 +40,8 @@ from lib import config as config_mod  # noqa: E402
 from lib import results  # noqa: E402
 from lib.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from lib.matrix import RunSpec, expand, format_plan  # noqa: E402
+from lib.model_registry import MODELS  # noqa: E402
 from lib.process import STOP_SIGNALS, child_env, die_with_parent, usable_cpus  # noqa: E402
-from models import MODELS  # noqa: E402
 
 logger = logging.getLogger("runner")
 

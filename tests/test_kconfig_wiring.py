@@ -16,7 +16,7 @@ from lib.pruning.schedule import SPARSITY_SHAPES
 from lib.pruning.structured import NM_PATTERNS
 from lib.tracking import TRACKERS
 from lib.training import PRECISIONS
-from models import MODELS
+from lib.model_registry import MODELS
 from models.gpt2.train import CORPORA, SIZES
 from models.lenet5.model import ACTIVATIONS, POOLS
 

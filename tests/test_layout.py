@@ -4,6 +4,7 @@ resolve to this project's code."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -36,3 +37,16 @@ def test_from_the_checkout_they_are_the_project() -> None:
 
     assert Path(lib.__file__).resolve().parent == ROOT / "lib"
     assert Path(kernels.__file__).resolve().parent == ROOT / "kernels"
+
+
+def test_lib_imports_nothing_from_models_or_scripts() -> None:
+    """Layers only look down: lib/ is the ground the models and scripts stand on (models are found by
+    lib.model_registry walking models/, never imported by name)."""
+    offenders = []
+    for path in sorted((ROOT / "lib").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("models", "scripts")]
+    assert offenders == []

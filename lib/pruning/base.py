@@ -54,6 +54,10 @@ def sparsity_of(model: nn.Module, cfg) -> float:
 class Pruner:
     """Base class. Subclasses implement :meth:`update_mask`; ``none`` overrides nothing and prunes nothing."""
 
+    # The matrix axes and rules the method adds (lib.spec.Axis / Rule), collected by lib.matrix.
+    AXES: tuple = ()
+    RULES: tuple = ()
+
     def __init__(
         self,
         model: nn.Module,

@@ -17,6 +17,7 @@ import torch
 
 from lib.pruning.base import Pruner, global_keep
 from lib.registry import Registry
+from lib.spec import Axis, Rule
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,43 @@ def layer_sparsity(target: float, index: int, layers: int) -> float:
     return min(LAYER_ADAPTIVE_CAP, target * (0.7 + 0.6 * position))
 
 
+def _variants(cfg) -> list[str]:
+    """ADAMWPRUNE_VARIANTS, each checked against the registry (an unknown name lists the allowed ones)."""
+    for name in cfg["ADAMWPRUNE_VARIANTS"]:
+        VARIANTS[name]
+    return list(cfg["ADAMWPRUNE_VARIANTS"])
+
+
 class StatePruner(Pruner):
-    """The ``state`` pruning method: masks from an AdamWPrune variant's scores."""
+    """The ``state`` pruning method: masks from an AdamWPrune variant's scores.
+
+    It owns AdamWPrune's matrix axis (``variant``, after the optimizer) and the rules that pair the
+    ``adamwprune`` optimizer with this method.
+    """
+
+    AXES = (
+        Axis(
+            "variant",
+            lambda c: _variants(c) if c["OPTIMIZER_ADAMWPRUNE"] else [None],
+            label=lambda v: v or "",
+            after="optimizer",
+        ),
+    )
+    RULES = (
+        Rule(
+            "AdamWPrune variants apply to the adamwprune optimizer only",
+            applies=lambda a, c: a["variant"] is not None and a["optimizer"] != "adamwprune",
+            collapse=lambda a: {**a, "variant": None},
+        ),
+        Rule(
+            "adamwprune prunes with its own moments: it runs with pruning 'state' only",
+            applies=lambda a, c: a["optimizer"] == "adamwprune" and a["pruning"] != "state",
+        ),
+        Rule(
+            "pruning 'state' reads AdamWPrune's moments: it runs with optimizer adamwprune only",
+            applies=lambda a, c: a["pruning"] == "state" and a["optimizer"] != "adamwprune",
+        ),
+    )
 
     @classmethod
     def budget_scale(cls, cfg, variant: str | None) -> float:

@@ -19,6 +19,7 @@ from torch import nn
 from lib.errors import UserError
 from lib.pruning.base import Pruner, prunable_modules
 from lib.pruning.patterns import band_density, banded_mask, nm_mask_partial
+from lib.spec import Axis, Rule
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,14 @@ NM_PATTERNS = {"2_4": (2, 4), "4_8": (4, 8)}  # PRUNING_NM_PATTERN_<N>_<M> -> (N
 
 
 class NMPruner(Pruner):
+    RULES = (
+        Rule(
+            "N:M sparsity is fixed by its pattern: (M-N)/M = 50%",
+            applies=lambda a, c: a["pruning"] == "nm" and a["target_sparsity"] != 0.5,
+            collapse=lambda a: {**a, "target_sparsity": 0.5},
+        ),
+    )
+
     def prepare(self) -> None:
         self.n, self.m = NM_PATTERNS[self.cfg["PRUNING_NM_PATTERN"]]
         super().prepare()
@@ -53,6 +62,47 @@ class NMPruner(Pruner):
 
 class BandedPruner(Pruner):
     """Static band on MLP layers with an integer expansion ratio; no schedule and no target sparsity."""
+
+    AXES = (
+        Axis(
+            "fc1_band",
+            lambda c: list(c["BANDED_FC1_BANDWIDTHS"]) if c.get("PRUNING_BANDED") else [None],
+            label=lambda v: f"fc1b{v}" if v else "",
+            after="target_sparsity",
+        ),
+        Axis(
+            "fc2_band",
+            lambda c: list(c["BANDED_FC2_BANDWIDTHS"]) if c.get("PRUNING_BANDED") else [None],
+            label=lambda v: f"fc2b{v}" if v else "",
+            after="target_sparsity",
+        ),
+    )
+    RULES = (
+        Rule(
+            "band widths apply to pruning 'banded' only",
+            applies=lambda a, c: a["pruning"] != "banded" and (a["fc1_band"] is not None or a["fc2_band"] is not None),
+            collapse=lambda a: {**a, "fc1_band": None, "fc2_band": None},
+        ),
+        Rule(
+            "banded with both widths 0 is the dense run (pruning 'none')",
+            applies=lambda a, c: a["pruning"] == "banded" and not a["fc1_band"] and not a["fc2_band"],
+        ),
+        Rule(
+            "without BANDED_FULL_GRID, FC1 and FC2 are banded together only at equal widths",
+            applies=lambda a, c: (
+                a["pruning"] == "banded"
+                and not c.get("BANDED_FULL_GRID")
+                and bool(a["fc1_band"])
+                and bool(a["fc2_band"])
+                and a["fc1_band"] != a["fc2_band"]
+            ),
+        ),
+        Rule(
+            "banded sparsity is set by the band widths, not by a target",
+            applies=lambda a, c: a["pruning"] == "banded" and a["target_sparsity"] != 0.0,
+            collapse=lambda a: {**a, "target_sparsity": 0.0},
+        ),
+    )
 
     def prepare(self) -> None:
         bandwidths = {"fc1": self.axes.get("fc1_band") or 0, "fc2": self.axes.get("fc2_band") or 0}

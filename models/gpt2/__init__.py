@@ -1,8 +1,57 @@
 """GPT-2 (nanoGPT layout) with attention-output gating: one value of the model axis, ``gpt2``.
 
-The names of the gating axes live here, torch-free, so the matrix can be planned without importing torch.
+The gating axes (gate, its position and activation) and their rules live here, torch-free, so the matrix can
+be planned without importing torch; :mod:`lib.matrix` collects them through the model registry.
 """
+
+from __future__ import annotations
+
+from lib.spec import Axis, Rule, selected
 
 GATES = ("none", "headwise", "elementwise", "const")
 GATE_POSITIONS = ("sdpa", "value")
 GATE_ACTIVATION_NAMES = ("sigmoid", "ns_sigmoid")
+GATE_AXES = ("attn_gate", "attn_gate_pos", "attn_gate_act")
+
+
+def _gated(cfg) -> bool:
+    return any(g != "none" for g in selected(cfg, "ATTN_GATE", GATES))
+
+
+AXES = (
+    Axis(
+        "attn_gate",
+        lambda c: selected(c, "ATTN_GATE", GATES) if c.get("MODEL_GPT2") else [None],
+        label=lambda v: f"{v}gate" if v and v != "none" else "",
+        empty_hint="select at least one of " + ", ".join(f"ATTN_GATE_{g.upper()}" for g in GATES),
+        after="model",
+    ),
+    Axis(
+        "attn_gate_pos",
+        lambda c: selected(c, "ATTN_GATE_POS", GATE_POSITIONS) if _gated(c) else [None],
+        label=lambda v: f"at{v}" if v else "",
+        in_id="varies",
+        empty_hint="select ATTN_GATE_POS_SDPA and/or ATTN_GATE_POS_VALUE",
+        after="model",
+    ),
+    Axis(
+        "attn_gate_act",
+        lambda c: selected(c, "ATTN_GATE_ACT", GATE_ACTIVATION_NAMES) if _gated(c) else [None],
+        label=lambda v: v or "",
+        in_id="varies",
+        empty_hint="select ATTN_GATE_ACT_SIGMOID and/or ATTN_GATE_ACT_NS_SIGMOID",
+        after="model",
+    ),
+)
+RULES = (
+    Rule(
+        "attention gating is a GPT-2 axis: other models run ungated",
+        applies=lambda a, c: a["model"] != "gpt2" and any(a[k] is not None for k in GATE_AXES),
+        collapse=lambda a: {**a, **dict.fromkeys(GATE_AXES)},
+    ),
+    Rule(
+        "gate 'none' has no position or activation",
+        applies=lambda a, c: a["attn_gate"] == "none" and (a["attn_gate_pos"] or a["attn_gate_act"]),
+        collapse=lambda a: {**a, "attn_gate_pos": None, "attn_gate_act": None},
+    ),
+)

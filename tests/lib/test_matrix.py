@@ -10,10 +10,11 @@ import pytest
 from lib import config as cfgmod
 from lib.config import Config
 from lib.errors import UserError
-from lib.matrix import AXES, RunSpec, expand, format_plan
+from lib.matrix import axes, expand, format_plan
+from lib.model_registry import MODELS
 from lib.optimizers import OPTIMIZERS
 from lib.pruning import PRUNERS
-from models import MODELS
+from lib.spec import RunSpec
 
 NONE_RULE = "pruning 'none' is dense: one run per optimizer and seed, not one per target sparsity"
 
@@ -84,7 +85,7 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "lr": None,
         "seed": 0,
     }
-    assert [a.name for a in AXES] == list(sparse.axes)
+    assert [a.name for a in axes()] == list(sparse.axes)
 
 
 def test_single_sparse_run_id(tmp_path: Path) -> None:
