@@ -1,23 +1,18 @@
-"""Pruning registry: ``PRUNING_<NAME>`` in Kconfig -> ``PRUNERS["<name>"]``, a :class:`Pruner` subclass.
+"""Pruning methods: ``PRUNING_<NAME>`` in Kconfig -> ``PRUNERS["<name>"]``, a :class:`Pruner` subclass.
 
-``none`` is the base class itself: no masks, no schedule, nothing to do.
+A method is one module in this package whose class registers itself (``@PRUNERS.register("name")``); every
+module here is imported when the package is, so adding a method touches its own file, its Kconfig entry and
+its tests, nothing else. The registry lists the methods in the order the Kconfig menu defines them.
 """
 
 from __future__ import annotations
 
-from lib.pruning.base import Pruner
-from lib.pruning.magnitude import MagnitudePruner
-from lib.pruning.movement import MovementPruner
-from lib.pruning.random import RandomPruner
-from lib.pruning.state import StatePruner
-from lib.pruning.structured import BandedPruner, NMPruner
-from lib.registry import Registry
+import importlib
+import pkgutil
 
-PRUNERS: Registry[type[Pruner]] = Registry("pruning method", "PRUNING")
-PRUNERS.register("none")(Pruner)
-PRUNERS.register("magnitude")(MagnitudePruner)
-PRUNERS.register("movement")(MovementPruner)
-PRUNERS.register("random")(RandomPruner)
-PRUNERS.register("nm")(NMPruner)
-PRUNERS.register("banded")(BandedPruner)
-PRUNERS.register("state")(StatePruner)
+from lib.pruning.base import PRUNERS, Pruner
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["PRUNERS", "Pruner"]

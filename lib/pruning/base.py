@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lib.pruning.schedule import SparsitySchedule
+from lib.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,12 @@ class Pruner:
         if self.schedule is not None:
             self.schedule.load_state_dict(state["schedule"])
         self.seconds = state["seconds"]
+
+
+# PRUNING_<NAME> in Kconfig -> PRUNERS["<name>"]: each method's module registers its class; ``none`` is this base
+# class itself (no masks, no schedule, nothing to do).
+PRUNERS: Registry[type[Pruner]] = Registry("pruning method", "PRUNING", menu_order=True)
+PRUNERS.register("none")(Pruner)
 
 
 def _as_fn(score: torch.Tensor | Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from lib.pruning.base import Pruner
+from lib.pruning.base import PRUNERS, Pruner
 
 
+@PRUNERS.register("magnitude")
 class MagnitudePruner(Pruner):
     @torch.no_grad()
     def update_mask(self, sparsity: float) -> None:

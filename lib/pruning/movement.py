@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from lib.pruning.base import Pruner, prunable_modules
+from lib.pruning.base import PRUNERS, Pruner, prunable_modules
 
 
+@PRUNERS.register("movement")
 class MovementPruner(Pruner):
     def prepare(self) -> None:
         # Scores exist before a constant schedule sets its masks in super().prepare().

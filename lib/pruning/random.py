@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from lib.pruning.base import Pruner
+from lib.pruning.base import PRUNERS, Pruner
 
 
+@PRUNERS.register("random")
 class RandomPruner(Pruner):
     def prepare(self) -> None:
         self.generator = torch.Generator().manual_seed(torch.initial_seed())  # the run's seed (seed_everything)

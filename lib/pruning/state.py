@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lib.pruning.base import Pruner, global_keep
+from lib.pruning.base import PRUNERS, Pruner, global_keep
 from lib.registry import Registry
 from lib.spec import Axis, Rule
 
@@ -91,6 +91,7 @@ def _variants(cfg) -> list[str]:
     return list(cfg["ADAMWPRUNE_VARIANTS"])
 
 
+@PRUNERS.register("state")
 class StatePruner(Pruner):
     """The ``state`` pruning method: masks from an AdamWPrune variant's scores.
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lib.errors import UserError
-from lib.pruning.base import Pruner, prunable_modules
+from lib.pruning.base import PRUNERS, Pruner, prunable_modules
 from lib.pruning.patterns import band_density, banded_mask, nm_mask_partial
 from lib.spec import Axis, Rule
 
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 NM_PATTERNS = {"2_4": (2, 4), "4_8": (4, 8)}  # PRUNING_NM_PATTERN_<N>_<M> -> (N, M)
 
 
+@PRUNERS.register("nm")
 class NMPruner(Pruner):
     RULES = (
         Rule(
@@ -60,6 +61,7 @@ class NMPruner(Pruner):
             mod.weight_mask.copy_(nm_mask_partial(scores, self.n, self.m, zeros))
 
 
+@PRUNERS.register("banded")
 class BandedPruner(Pruner):
     """Static band on MLP layers with an integer expansion ratio; no schedule and no target sparsity."""
 
