@@ -8,9 +8,11 @@ typed symbols (never regexes) and strictly, the way Zephyr does it:
   that is not selected) is an error naming the dependency or the range;
 * malformed lines and duplicate assignments are errors.
 
-Kconfig has no float type, so floats and lists are ``string`` symbols whose type lives in
-:data:`STRING_TYPES` below and is validated once, here. Every string symbol in the tree must have an entry
-(checked at load time and by a test), so there is exactly one place that knows a knob's type and range.
+Kconfig has no float type, so floats and lists are ``string`` symbols. Each subsystem types its own: a
+``kconfig_types.py`` beside its Kconfig file maps each string symbol defined there to one of the types below
+(``Float``, ``FloatList``, ...). :func:`string_types` finds those files by walking the directories of the Kconfig
+tree's files, merges them, and the values are validated once, here. A string symbol without a type is an error
+(at load time and in a test), so there is exactly one place that knows a knob's type and range, next to the knob.
 
 Values in a :class:`Config`: ``bool`` symbols -> ``bool``; ``int`` -> ``int``; typed strings -> ``float``,
 ``tuple`` or ``str``; a named ``choice`` NAME -> the lower-case suffix of its selected member
@@ -20,6 +22,7 @@ Values in a :class:`Config`: ``bool`` symbols -> ``bool``; ``int`` -> ``int``; t
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import os
 import re
@@ -166,55 +169,53 @@ POSITIVE = Float(0.0, open_lo=True)
 NON_NEGATIVE = Float(0.0)
 FRACTION = Float(0.0, 1.0, open_hi=True)
 
-STRING_TYPES: Mapping[str, Any] = MappingProxyType(
-    {
-        # lib/optimizers/Kconfig
-        "SGD_LR": POSITIVE,
-        "SGD_MOMENTUM": FRACTION,
-        "SGD_WEIGHT_DECAY": NON_NEGATIVE,
-        "ADAM_LR": POSITIVE,
-        "ADAM_WEIGHT_DECAY": NON_NEGATIVE,
-        "ADAMW_LR": POSITIVE,
-        "ADAMW_WEIGHT_DECAY": NON_NEGATIVE,
-        "ADAM_BETA1": FRACTION,
-        "ADAM_BETA2": FRACTION,
-        "ADAM_EPS": POSITIVE,
-        "LEARNING_RATES": FloatList(0.0, open_lo=True, may_be_empty=True),
-        "LR_MIN_RATIO": Float(0.0, 1.0),
-        "LR_STEP_GAMMA": Float(0.0, 1.0, open_lo=True),
-        "LR_ONECYCLE_DIV": Float(1.0),
-        # models/gpt2/Kconfig
-        "GPT2_DROPOUT": FRACTION,
-        "GPT2_REPORT_SAMPLE_PROMPT": Text(may_be_empty=True),
-        # lib/pruning/Kconfig
-        "BANDED_FC1_BANDWIDTHS": IntList(0, 1_000_000),
-        "BANDED_FC2_BANDWIDTHS": IntList(0, 1_000_000),
-        "GRAD_CLIP_NORM": NON_NEGATIVE,
-        "LABEL_SMOOTHING": FRACTION,
-        "ADAMWADV_LR": POSITIVE,
-        "ADAMWADV_WEIGHT_DECAY": NON_NEGATIVE,
-        "ADAMWADV_CLIP_NORM": NON_NEGATIVE,
-        "ADAMWSPAM_LR": POSITIVE,
-        "ADAMWSPAM_WEIGHT_DECAY": NON_NEGATIVE,
-        "SPAM_THRESHOLD": NON_NEGATIVE,
-        "ADAMWPRUNE_VARIANTS": Words(),
-        "ADAMWPRUNE_BUDGET_SCALE": Float(1.0),
-        "MUON_LR": POSITIVE,
-        "MUON_WEIGHT_DECAY": NON_NEGATIVE,
-        "MUON_MOMENTUM": FRACTION,
-        # lib/pruning/Kconfig
-        "TARGET_SPARSITIES": FloatList(0.0, 1.0, open_lo=True, open_hi=True),
-        # lib/Kconfig.*
-        "MATRIX_NAME": Name(),
-        "MATRIX_EXCLUDE": Words(may_be_empty=True),
-        "DDP_TORCHRUN_ARGS": Text(may_be_empty=True),
-        "MATRIX_DESCRIPTION": Text(may_be_empty=True),
-        "SEEDS": IntList(),
-        "DATA_DIR": Text(),
-        "RESULTS_DIR": Text(),
-        "TRACKER_PROJECT": Text(),
+DECLARATIONS = "kconfig_types.py"  # beside a Kconfig file: ``STRING_TYPES``, its string symbols' types
+_DECLARED: dict[Path, Mapping[str, Any]] = {}
+
+
+def _declared_in(path: Path) -> Mapping[str, Any]:
+    """The ``STRING_TYPES`` of one declaration file. The file is executed by its path, not imported through its
+    package: a package's ``__init__`` may import torch (``lib/optimizers``), and loading a config stays light;
+    and ``lib/`` finds ``models/gpt2/kconfig_types.py`` through the Kconfig tree, never by a name in code."""
+    if path not in _DECLARED:
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts) if path.is_relative_to(ROOT) else path.stem
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _DECLARED[path] = MappingProxyType(dict(module.STRING_TYPES))
+    return _DECLARED[path]
+
+
+def string_types(kconf: kconfiglib.Kconfig) -> Mapping[str, Any]:
+    """The type of every string symbol of ``kconf``'s tree, merged from the :data:`DECLARATIONS` file beside each
+    Kconfig file. A file may type only string symbols defined by Kconfig files of its own directory, and every
+    string symbol must be typed; anything else is a bug in the tree and raises ``RuntimeError``."""
+    srctree = Path(kconf.srctree or ".")
+    defined_in = {
+        sym.name: srctree / sym.nodes[0].filename
+        for sym in kconf.unique_defined_syms
+        if sym.orig_type == kconfiglib.STRING
     }
-)
+    types: dict[str, Any] = {}
+    for directory in sorted({(srctree / f).parent for f in kconf.kconfig_filenames}):
+        path = directory / DECLARATIONS
+        if not path.is_file():
+            continue
+        for name, kind in _declared_in(path).items():
+            if name not in defined_in or defined_in[name].parent != directory:
+                raise RuntimeError(
+                    f"{path} types {name}, which is not a string symbol of a Kconfig file in {directory}: "
+                    "declare a symbol's type beside the Kconfig file that defines it"
+                )
+            types[name] = kind
+    untyped = sorted(set(defined_in) - set(types))
+    if untyped:
+        name = untyped[0]
+        raise RuntimeError(
+            f"string symbol {name} ({defined_in[name]}) has no type: add it to STRING_TYPES in "
+            f"{defined_in[name].parent / DECLARATIONS}"
+        )
+    return MappingProxyType(types)
 
 
 # --------------------------------------------------------------------------- the typed config
@@ -286,12 +287,44 @@ def _int(sym: kconfiglib.Symbol, text: str) -> int:
     return int(text, 16 if sym.orig_type == kconfiglib.HEX else 10)
 
 
+def _is_helper(item) -> bool:
+    """A promptless symbol set by ``select`` (``PRUNING_SPARSE``, ``ADAM_FAMILY``, ``IMAGE_MODEL``, ...)."""
+    return (
+        isinstance(item, kconfiglib.Symbol)
+        and bool(item.nodes)
+        and not any(n.prompt for n in item.nodes)
+        and item.rev_dep is not item.kconfig.n
+    )
+
+
+def _selectors(helper: kconfiglib.Symbol) -> list[str]:
+    """The symbols whose ``select`` sets ``helper``, through other helpers down to ones a user sets. kconfiglib
+    keeps them as ``rev_dep = A || (B && <B's conditions>) || ...``; the conditions are left out."""
+    names: list[str] = []
+
+    def walk(expr) -> None:
+        if isinstance(expr, tuple) and expr[0] == kconfiglib.OR:
+            walk(expr[1])
+            walk(expr[2])
+            return
+        selector = expr[1] if isinstance(expr, tuple) and expr[0] == kconfiglib.AND else expr
+        if _is_helper(selector):
+            walk(selector.rev_dep)
+        elif isinstance(selector, kconfiglib.Symbol):
+            names.append(selector.name)
+        else:
+            names.append(kconfiglib.expr_str(expr))
+
+    walk(helper.rev_dep)
+    return list(dict.fromkeys(names))
+
+
 def _explain_dep(expr) -> str:
     """``expr_str`` plus, for promptless helpers in it, which user-visible symbols select them."""
     text = kconfiglib.expr_str(expr)
     for dep in sorted(kconfiglib.expr_items(expr), key=lambda s: s.name or ""):
-        if isinstance(dep, kconfiglib.Symbol) and dep.nodes and not any(n.prompt for n in dep.nodes) and dep.rev_dep:
-            text += f" ({dep.name} is set by {kconfiglib.expr_str(dep.rev_dep)})"
+        if _is_helper(dep):
+            text += f" ({dep.name} is set by {' || '.join(_selectors(dep))})"
     return text
 
 
@@ -449,6 +482,7 @@ def split_overrides(text: str) -> list[str]:
 def to_config(kconf: kconfiglib.Kconfig) -> Config:
     """The typed view of ``kconf``'s current values; string symbols are validated here."""
     values: dict[str, Any] = {}
+    types = string_types(kconf)
     for sym in kconf.unique_defined_syms:
         t = sym.orig_type
         if t in (kconfiglib.BOOL, kconfiglib.TRISTATE):
@@ -456,9 +490,7 @@ def to_config(kconf: kconfiglib.Kconfig) -> Config:
         elif t in (kconfiglib.INT, kconfiglib.HEX):
             values[sym.name] = _int(sym, sym.str_value) if sym.str_value else 0
         elif t == kconfiglib.STRING:
-            kind = STRING_TYPES.get(sym.name)
-            if kind is None:
-                raise RuntimeError(f"string symbol {sym.name} has no type in lib/config.py STRING_TYPES")
+            kind = types[sym.name]
             visible_or_default = sym.str_value != "" or sym.visibility
             values[sym.name] = kind.parse(sym.name, sym.str_value) if visible_or_default else None
     for choice in kconf.unique_choices:

@@ -48,7 +48,7 @@ def _config(args: argparse.Namespace, results_dir: Path) -> cfgmod.Config:
         [
             "MODEL_LENET5=n",
             f"MODEL_{args.model.upper()}=y",
-            f"RESNET_DATASET={args.dataset}",
+            f"IMAGE_DATASET={args.dataset}",
             "OPTIMIZER_ADAMW=n",
             "OPTIMIZER_SGD=y",
             "SGD_LR=0.1",
@@ -135,7 +135,7 @@ def flops_per_image(cfg: cfgmod.Config, workdir: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18", choices=("resnet18", "resnet50"))
-    parser.add_argument("--dataset", default="digits", help="a RESNET_DATASET value (default: digits)")
+    parser.add_argument("--dataset", default="digits", help="an IMAGE_DATASET value (default: digits)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--images", type=int, default=512, help="first N training images per epoch (0: all)")

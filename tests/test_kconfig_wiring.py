@@ -8,7 +8,9 @@ import pytest
 
 from lib import config as cfgmod
 from lib.data import DATASETS
+from lib.data.corpora import CORPORA
 from lib.data.text import TOKENIZERS
+from lib.model_registry import MODELS
 from lib.optimizers import OPTIMIZERS
 from lib.optimizers.schedules import LR_SCHEDULES
 from lib.pruning import PRUNERS
@@ -16,8 +18,7 @@ from lib.pruning.schedule import SPARSITY_SHAPES
 from lib.pruning.structured import NM_PATTERNS
 from lib.tracking import TRACKERS
 from lib.training import PRECISIONS
-from lib.model_registry import MODELS
-from models.gpt2.train import CORPORA, SIZES
+from models.gpt2.train import SIZES
 from models.lenet5.model import ACTIVATIONS, POOLS
 
 # Each named choice -> the names its implementation accepts (the suffixes of its members).
@@ -26,8 +27,7 @@ CHOICES = {
     "LENET5_ACTIVATION": set(ACTIVATIONS),
     "LENET5_POOL": set(POOLS),
     "PRUNING_NM_PATTERN": set(NM_PATTERNS),
-    "LENET5_DATASET": set(DATASETS),
-    "RESNET_DATASET": set(DATASETS),
+    "IMAGE_DATASET": set(DATASETS),
     "LR_SCHEDULE": set(LR_SCHEDULES),
     "TRACKER": set(TRACKERS),
     "DEVICE": {"auto", "cuda", "mps", "cpu"},  # lib.training.select_device
@@ -40,6 +40,8 @@ CHOICES = {
 }
 # Multi-select axes: bool symbols <PREFIX>_<NAME> <-> registry entries.
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}
+# Registries that are exactly one named choice: the choice <PREFIX> has one member per entry, and no other.
+CHOICE_REGISTRIES = [DATASETS, CORPORA, TOKENIZERS, LR_SCHEDULES, TRACKERS, SPARSITY_SHAPES]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,27 @@ def test_every_registry_entry_has_a_prompted_bool_symbol(kconf, prefix):
         sym = kconf.syms.get(f"{prefix}_{name.upper()}")
         assert sym is not None and sym.nodes, f"{prefix}_{name.upper()} is missing from Kconfig"
         assert sym.orig_type == kconfiglib.BOOL and any(n.prompt for n in sym.nodes)
+
+
+@pytest.mark.parametrize("registry", CHOICE_REGISTRIES, ids=lambda r: r.prefix)
+def test_every_registry_entry_is_a_member_of_its_choice(kconf, registry):
+    choice = next((c for c in kconf.unique_choices if c.name == registry.prefix), None)
+    assert choice is not None, f"no choice {registry.prefix} in Kconfig for the {registry.family} registry"
+    members = {s.name.removeprefix(choice.name + "_").lower() for s in choice.syms}
+    assert set(registry.names()) - members == set(), f"{registry.family} entries without a {choice.name}_* member"
+    assert members - set(registry.names()) == set(), f"{choice.name}_* members without a {registry.family} entry"
+
+
+def test_every_promptless_helper_is_selected(kconf):
+    """Promptless bool helpers (ADAM_FAMILY, IMAGE_MODEL, ...) replace hand-kept OR lists: each must be set by a
+    ``select`` somewhere, or it is a dependency nothing can satisfy."""
+    helpers = [
+        s
+        for s in kconf.unique_defined_syms
+        if s.orig_type == kconfiglib.BOOL and s.nodes and not any(n.prompt for n in s.nodes) and s.choice is None
+    ]
+    assert helpers, "the tree has promptless helpers"
+    assert [s.name for s in helpers if s.rev_dep is kconf.n] == []
 
 
 def test_selected_axes_follow_the_config():

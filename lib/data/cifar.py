@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from lib.data.download import ensure_files, find_local
-from lib.data.registry import IMAGE_SIZE, ImageDataset, register_dataset
+from lib.data.registry import DATASETS, IMAGE_SIZE, ImageDataset
 from lib.errors import UserError
 from lib.results import atomic_write_bytes
 
@@ -241,13 +241,13 @@ def _load_cifar(layout: ArchiveLayout, data_dir: Path, mirrors: tuple[str, ...],
     return ImageDataset.from_splits(layout.name, *splits, layout.num_classes)
 
 
-@register_dataset("cifar10")
+@DATASETS.register("cifar10")
 def load_cifar10(data_dir: Path) -> ImageDataset:
     """CIFAR-10 from ``<data_dir>/cifar10/``, downloaded there first if missing: 50000 train, 10000 test."""
     return _load_cifar(CIFAR10, data_dir, CIFAR10_MIRRORS, CIFAR10_MD5)
 
 
-@register_dataset("cifar100")
+@DATASETS.register("cifar100")
 def load_cifar100(data_dir: Path) -> ImageDataset:
     """CIFAR-100 (fine labels) from ``<data_dir>/cifar100/``, downloaded there first if missing."""
     return _load_cifar(CIFAR100, data_dir, CIFAR100_MIRRORS, CIFAR100_MD5)

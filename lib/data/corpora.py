@@ -1,4 +1,4 @@
-"""GPT-2 training text: ``CORPORA[name].shards(data_dir, tokenizer)`` -> (train shard paths, val shard paths).
+"""GPT-2 training text: ``CORPORA[name](cfg).shards(data_dir, tokenizer)`` -> (train shard paths, val shard paths).
 
 Text corpora are downloaded once into ``DATA_DIR/<name>/`` (streamed to disk, renamed into place when
 complete), split into documents, tokenised with an end-of-text token before every document (in parallel
@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from lib.data.shards import write_shard
 from lib.data.text import TOKENIZERS, document_tokens, pydoc_documents
 from lib.errors import UserError
 from lib.process import usable_cpus
+from lib.registry import Registry
 from lib.results import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -263,16 +265,11 @@ class FineWeb10B:
         return [fetch(f"{self.BASE}/{n}", directory / n, hint) for n in names], val
 
 
-def corpus(name: str, cfg) -> TextCorpus | FineWeb10B:
-    """``GPT2_DATASET`` -> the corpus object (with its file count where it has one)."""
-    return CORPORA[name](cfg)
-
-
-# GPT2_DATASET_<NAME> -> a builder from the config
-CORPORA = {
-    "pydoc": lambda cfg: Pydoc("pydoc"),
-    "shakespeare": lambda cfg: Shakespeare("shakespeare"),
-    "tinystories": lambda cfg: TinyStories("tinystories", processes=0),
-    "fineweb_edu": lambda cfg: FineWebEdu("fineweb_edu", processes=0, files=cfg["GPT2_DATA_FILES"]),
-    "fineweb10b": lambda cfg: FineWeb10B("fineweb10b", cfg["GPT2_DATA_FILES"]),
-}
+# GPT2_DATASET_<NAME> in Kconfig -> CORPORA["<name>"], a builder ``(cfg) -> corpus`` that reads the corpus's own
+# settings (GPT2_DATA_FILES) from the config.
+CORPORA: Registry[Callable[[Any], TextCorpus | FineWeb10B]] = Registry("text corpus", "GPT2_DATASET")
+CORPORA.register("pydoc")(lambda cfg: Pydoc("pydoc"))
+CORPORA.register("shakespeare")(lambda cfg: Shakespeare("shakespeare"))
+CORPORA.register("tinystories")(lambda cfg: TinyStories("tinystories", processes=0))
+CORPORA.register("fineweb_edu")(lambda cfg: FineWebEdu("fineweb_edu", processes=0, files=cfg["GPT2_DATA_FILES"]))
+CORPORA.register("fineweb10b")(lambda cfg: FineWeb10B("fineweb10b", cfg["GPT2_DATA_FILES"]))

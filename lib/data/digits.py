@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lib.data.registry import IMAGE_SIZE, ImageDataset, register_dataset
+from lib.data.registry import DATASETS, IMAGE_SIZE, ImageDataset
 
 NUM_CLASSES = 10
 SOURCE_SIZE = 28  # the upsampled size, MNIST's, before padding
@@ -48,7 +48,7 @@ def _to_32x32(images: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (PAD, PAD, PAD, PAD)).contiguous()  # (N, 1, 32, 32)
 
 
-@register_dataset("digits")
+@DATASETS.register("digits")
 def load_digits(data_dir: Path) -> ImageDataset:
     """The digits dataset; ``data_dir`` is unused (the data ships with scikit-learn)."""
     # Imported here: scikit-learn takes about a second to import and only this dataset needs it.

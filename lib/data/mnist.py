@@ -23,7 +23,7 @@ import torch
 
 from lib.data.download import ensure_files, find_local
 from lib.data.idx import read_idx
-from lib.data.registry import IMAGE_SIZE, ImageDataset, register_dataset
+from lib.data.registry import DATASETS, IMAGE_SIZE, ImageDataset
 from lib.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -111,14 +111,14 @@ def _complete(directory: Path) -> list[Path] | None:
     return None if any(p is None for p in paths) else paths
 
 
-@register_dataset("mnist")
+@DATASETS.register("mnist")
 def load_mnist(data_dir: Path) -> ImageDataset:
     """MNIST from ``<data_dir>/mnist/``, downloaded there first if missing: 60000 train, 10000 test."""
     paths = ensure_files(data_dir / "mnist", FILES, MNIST_MIRRORS, MNIST_MD5, "mnist")
     return _load_idx_dataset("mnist", paths)
 
 
-@register_dataset("fashion_mnist")
+@DATASETS.register("fashion_mnist")
 def load_fashion_mnist(data_dir: Path) -> ImageDataset:
     """Fashion-MNIST from ``<data_dir>/fashion_mnist/``, else a system directory, else downloaded."""
     directory = data_dir / "fashion_mnist"

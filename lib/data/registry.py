@@ -1,8 +1,9 @@
 """The image-dataset registry and the one type every dataset loader returns.
 
-A loader is a function ``(data_dir) -> ImageDataset`` registered under a lower-case name with
-:func:`register_dataset`; :func:`load_dataset` is the only way the rest of the framework gets data.
-Adding a dataset is one new module in ``lib/data/`` plus its import in ``lib/data/__init__.py``.
+``IMAGE_DATASET_<NAME>`` in Kconfig (``lib/data/Kconfig``) -> ``DATASETS["<name>"]``, a loader
+``(data_dir) -> ImageDataset`` registered with ``@DATASETS.register("<name>")``; :func:`load_dataset` is the only
+way the rest of the framework gets images. Adding a dataset is one new module in ``lib/data/`` plus its import
+in ``lib/data/__init__.py``, and one ``IMAGE_DATASET_<NAME>`` entry in ``lib/data/Kconfig``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lib.errors import UserError
+from lib.registry import Registry
 
 IMAGE_SIZE = 32  # every dataset is delivered at LeNet-5's 32x32 input size
 
@@ -87,28 +88,9 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     return mean, std
 
 
-DATASETS: dict[str, Callable[[Path], ImageDataset]] = {}
-
-
-def register_dataset(
-    name: str,
-) -> Callable[[Callable[[Path], ImageDataset]], Callable[[Path], ImageDataset]]:
-    """Decorator: register a loader ``(data_dir: Path) -> ImageDataset`` under ``name``."""
-    if name != name.lower() or not name.isidentifier():
-        raise ValueError(f"dataset name {name!r} must be a lower-case identifier (the Kconfig symbol suffix)")
-
-    def decorate(loader: Callable[[Path], ImageDataset]) -> Callable[[Path], ImageDataset]:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        DATASETS[name] = loader
-        return loader
-
-    return decorate
+DATASETS: Registry[Callable[[Path], ImageDataset]] = Registry("dataset", "IMAGE_DATASET")
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike) -> ImageDataset:
     """Load the dataset registered as ``name``, finding or downloading its files under ``data_dir``."""
-    if name not in DATASETS:
-        valid = ", ".join(sorted(DATASETS))
-        raise UserError(f"unknown dataset {name!r}; valid names: {valid}")
     return DATASETS[name](Path(data_dir))

@@ -1,5 +1,5 @@
-"""Tokenizers for the GPT-2 corpora: ``TOKENIZERS[name]()`` -> an object with ``vocab_size``, ``eot``,
-``encode(text) -> list[int]`` and ``decode(ids) -> str``.
+"""Tokenizers for the GPT-2 corpora: ``GPT2_TOKENIZER_<NAME>`` in Kconfig -> ``TOKENIZERS["<name>"]``, a class whose
+instances have ``vocab_size``, ``eot``, ``encode(text) -> list[int]`` and ``decode(ids) -> str``.
 
 - ``byte``: UTF-8 bytes 0..255 plus an end-of-text token 256 (vocab 257). Needs nothing, so the embedded corpus
   trains anywhere; a byte model's loss is directly comparable to the corpus's byte entropy.
@@ -14,8 +14,12 @@ import tempfile
 from collections.abc import Iterable
 
 from lib.errors import UserError
+from lib.registry import Registry
+
+TOKENIZERS: Registry[type] = Registry("tokenizer", "GPT2_TOKENIZER")
 
 
+@TOKENIZERS.register("byte")
 class ByteTokenizer:
     name = "byte"
     vocab_size = 257
@@ -38,6 +42,7 @@ def tiktoken_cache_dir() -> str:
     )
 
 
+@TOKENIZERS.register("gpt2")
 class GPT2Tokenizer:
     name = "gpt2"
     vocab_size = 50257
@@ -65,9 +70,6 @@ class GPT2Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.encoding.decode([i for i in ids if i != self.eot])
-
-
-TOKENIZERS = {"byte": ByteTokenizer, "gpt2": GPT2Tokenizer}
 
 
 def document_tokens(tokenizer, doc: str) -> list[int]:

@@ -7,12 +7,16 @@ optimizer on every model, so neither is ever forgotten on some model's path.
 
 Parameters are grouped the nanoGPT way by :func:`param_groups`: weight decay only on tensors with 2+
 dimensions (matmul and conv weights), none on biases and norm parameters.
+
+Knobs shared by several builders are read once into a small frozen settings object with a ``from_config``
+constructor (:class:`AdamMoments`, :class:`SpamSettings`), so the Kconfig names are spelled in one place and the
+optimizer classes take plain, typed arguments.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -73,8 +77,36 @@ def _fused(model: nn.Module) -> dict:
     return {"fused": True} if on_cuda else {}
 
 
-def _betas(cfg) -> tuple[float, float]:
-    return (cfg["ADAM_BETA1"], cfg["ADAM_BETA2"])
+@dataclass(frozen=True)
+class AdamMoments:
+    """The moment settings every Adam-family optimizer shares (``ADAM_FAMILY`` in ``lib/optimizers/Kconfig``)."""
+
+    betas: tuple[float, float]
+    eps: float
+
+    @classmethod
+    def from_config(cls, cfg) -> AdamMoments:
+        return cls(betas=(cfg["ADAM_BETA1"], cfg["ADAM_BETA2"]), eps=cfg["ADAM_EPS"])
+
+
+@dataclass(frozen=True)
+class SpamSettings:
+    """AdamWSpam's own knobs (``SPAM_*``); the field names are :class:`~lib.optimizers.spam.AdamWSpam`'s
+    keyword arguments."""
+
+    reset_interval: int
+    threshold: float
+    warmup_steps: int
+    clip_skip_steps: int
+
+    @classmethod
+    def from_config(cls, cfg) -> SpamSettings:
+        return cls(
+            reset_interval=cfg["SPAM_RESET_INTERVAL"],
+            threshold=cfg["SPAM_THRESHOLD"],
+            warmup_steps=cfg["SPAM_WARMUP_STEPS"],
+            clip_skip_steps=cfg["SPAM_CLIP_SKIP_STEPS"],
+        )
 
 
 @OPTIMIZERS.register("sgd")
@@ -91,11 +123,12 @@ def build_sgd(model: nn.Module, cfg) -> Setup:
 
 @OPTIMIZERS.register("adam")
 def build_adam(model: nn.Module, cfg) -> Setup:
+    moments = AdamMoments.from_config(cfg)
     opt = torch.optim.Adam(
         param_groups(model, cfg["ADAM_WEIGHT_DECAY"]),
         lr=cfg["ADAM_LR"],
-        betas=_betas(cfg),
-        eps=cfg["ADAM_EPS"],
+        betas=moments.betas,
+        eps=moments.eps,
         **_fused(model),
     )
     return Setup(opt, cfg["GRAD_CLIP_NORM"])
@@ -103,11 +136,12 @@ def build_adam(model: nn.Module, cfg) -> Setup:
 
 @OPTIMIZERS.register("adamw")
 def build_adamw(model: nn.Module, cfg) -> Setup:
+    moments = AdamMoments.from_config(cfg)
     opt = torch.optim.AdamW(
         param_groups(model, cfg["ADAMW_WEIGHT_DECAY"]),
         lr=cfg["ADAMW_LR"],
-        betas=_betas(cfg),
-        eps=cfg["ADAM_EPS"],
+        betas=moments.betas,
+        eps=moments.eps,
         **_fused(model),
     )
     return Setup(opt, cfg["GRAD_CLIP_NORM"])
@@ -115,11 +149,12 @@ def build_adamw(model: nn.Module, cfg) -> Setup:
 
 @OPTIMIZERS.register("adamwadv")
 def build_adamwadv(model: nn.Module, cfg) -> Setup:
+    moments = AdamMoments.from_config(cfg)
     opt = torch.optim.AdamW(
         param_groups(model, cfg["ADAMWADV_WEIGHT_DECAY"]),
         lr=cfg["ADAMWADV_LR"],
-        betas=_betas(cfg),
-        eps=cfg["ADAM_EPS"],
+        betas=moments.betas,
+        eps=moments.eps,
         amsgrad=cfg["ADAMWADV_AMSGRAD"],
         **_fused(model),
     )
@@ -130,15 +165,13 @@ def build_adamwadv(model: nn.Module, cfg) -> Setup:
 def build_adamwspam(model: nn.Module, cfg) -> Setup:
     from lib.optimizers.spam import AdamWSpam
 
+    moments = AdamMoments.from_config(cfg)
     opt = AdamWSpam(
         param_groups(model, cfg["ADAMWSPAM_WEIGHT_DECAY"]),
         lr=cfg["ADAMWSPAM_LR"],
-        betas=_betas(cfg),
-        eps=cfg["ADAM_EPS"],
-        reset_interval=cfg["SPAM_RESET_INTERVAL"],
-        threshold=cfg["SPAM_THRESHOLD"],
-        warmup_steps=cfg["SPAM_WARMUP_STEPS"],
-        clip_skip_steps=cfg["SPAM_CLIP_SKIP_STEPS"],
+        betas=moments.betas,
+        eps=moments.eps,
+        **asdict(SpamSettings.from_config(cfg)),
     )
     return Setup(opt, cfg["GRAD_CLIP_NORM"])
 
@@ -153,6 +186,7 @@ def build_adamwprune(model: nn.Module, cfg) -> Setup:
 def build_muon_setup(model: nn.Module, cfg) -> Setup:
     from lib.optimizers.muon import build_muon
 
+    moments = AdamMoments.from_config(cfg)
     opt = build_muon(
         model,
         muon_lr=cfg["MUON_LR"],
@@ -161,8 +195,8 @@ def build_muon_setup(model: nn.Module, cfg) -> Setup:
         nesterov=cfg["MUON_NESTEROV"],
         ns_steps=cfg["MUON_NS_STEPS"],
         adamw_lr=cfg["ADAMW_LR"],
-        adamw_betas=_betas(cfg),
-        adamw_eps=cfg["ADAM_EPS"],
+        adamw_betas=moments.betas,
+        adamw_eps=moments.eps,
         adamw_weight_decay=cfg["ADAMW_WEIGHT_DECAY"],
     )
     # Newton-Schulz mixes every entry of a matrix: pruned weights must be re-masked after each step.

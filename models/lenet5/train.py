@@ -13,7 +13,7 @@ from models.lenet5.model import LeNet5, LeNet5Config
 
 def build(ctx: RunContext) -> tuple[nn.Module, ImageClassification]:
     cfg = ctx.cfg
-    data = load_dataset(cfg["LENET5_DATASET"], ctx.data_dir)
+    data = load_dataset(cfg["IMAGE_DATASET"], ctx.data_dir)
     model = LeNet5(
         LeNet5Config(
             in_channels=data.train_x.shape[1],

@@ -24,7 +24,7 @@ def _augment(x: torch.Tensor, cutout_size: int) -> torch.Tensor:
 
 def build(ctx: RunContext) -> tuple[nn.Module, ImageClassification]:
     cfg = ctx.cfg
-    data = load_dataset(cfg["RESNET_DATASET"], ctx.data_dir)
+    data = load_dataset(cfg["IMAGE_DATASET"], ctx.data_dir)
     if data.train_x.shape[1] != 3:
         data = type(data).from_splits(
             data.name,

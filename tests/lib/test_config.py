@@ -12,7 +12,7 @@ import kconfiglib
 import pytest
 
 from lib import config as cfgmod
-from lib.config import STRING_TYPES, Config, load, split_overrides
+from lib.config import Config, load, split_overrides
 from lib.errors import UserError
 
 # A .config with one of each kind of value set away from its default.
@@ -26,7 +26,7 @@ CONFIG_PRUNING_MAGNITUDE=y
 CONFIG_TARGET_SPARSITIES="0.5 0.9"
 CONFIG_PRUNING_SCOPE_LAYER=y
 CONFIG_LENET5_POOL_AVG=y
-CONFIG_LENET5_DATASET_FASHION_MNIST=y
+CONFIG_IMAGE_DATASET_FASHION_MNIST=y
 CONFIG_LR_MIN_RATIO="1"
 CONFIG_SEEDS="0 1"
 CONFIG_MATRIX_NAME="my-matrix_1.2"
@@ -81,7 +81,7 @@ def test_typed_values(tmp_path: Path) -> None:
     # named choices -> the lower-case suffix of the selected member
     assert cfg["LENET5_POOL"] == "avg"
     assert cfg["LENET5_ACTIVATION"] == "relu"
-    assert cfg["LENET5_DATASET"] == "fashion_mnist"
+    assert cfg["IMAGE_DATASET"] == "fashion_mnist"
     assert cfg["PRUNING_SCOPE"] == "layer"
     assert cfg["DEVICE"] == "cpu"
     assert cfg["TRACKER"] == "wandb"
@@ -105,7 +105,7 @@ def test_defaults_of_an_empty_config(tmp_path: Path) -> None:
     assert cfg["MATRIX_NAME"] == "default"
     assert cfg["MATRIX_DESCRIPTION"] == ""
     assert cfg["LENET5_POOL"] == "max"
-    assert cfg["LENET5_DATASET"] == "digits"
+    assert cfg["IMAGE_DATASET"] == "digits"
     assert cfg["DEVICE"] == "auto"
     assert cfg["TRACKER"] == "none"
     # symbols whose dependency is unmet have no value
@@ -210,7 +210,17 @@ def test_int_with_leading_zero(tmp_path: Path) -> None:
     ("text", "symbol", "dependency"),
     [
         ('CONFIG_SGD_LR="0.1"\n', "SGD_LR=0.1", "OPTIMIZER_SGD"),
-        ('CONFIG_ADAM_LR="0.1"\n', "ADAM_LR=0.1", "OPTIMIZER_ADAM || ADAMWPRUNE_BASE_ADAM"),
+        (
+            'CONFIG_ADAM_LR="0.1"\n',
+            "ADAM_LR=0.1",
+            "ADAM_USED (ADAM_USED is set by OPTIMIZER_ADAM || ADAMWPRUNE_BASE_ADAM)",
+        ),
+        (
+            'CONFIG_LR_SCHEDULE_CONSTANT=y\nCONFIG_LR_MIN_RATIO="0.1"\n',
+            "LR_MIN_RATIO=0.1",
+            "LR_ANNEALS (LR_ANNEALS is set by OPTIMIZER_ADAMWADV || ADAMWPRUNE_BASE_ADAMWADV || LR_SCHEDULE_COSINE || "
+            "LR_SCHEDULE_WSD || LR_SCHEDULE_ONECYCLE)",
+        ),
         ('CONFIG_TRACKER_PROJECT="p"\n', "TRACKER_PROJECT=p", "!TRACKER_NONE"),
     ],
 )
@@ -582,19 +592,71 @@ def kconf() -> kconfiglib.Kconfig:
 
 
 def test_every_string_symbol_has_a_type(kconf: kconfiglib.Kconfig) -> None:
+    types = cfgmod.string_types(kconf)
     strings = {s.name for s in kconf.unique_defined_syms if s.orig_type == kconfiglib.STRING}
     assert strings, "the tree has string symbols"
-    assert sorted(strings - set(STRING_TYPES)) == [], "string symbols without an entry in STRING_TYPES"
-    assert sorted(set(STRING_TYPES) - strings) == [], "STRING_TYPES entries that are not string symbols"
+    assert sorted(strings - set(types)) == [], "string symbols without a type"
+    assert sorted(set(types) - strings) == [], "types of things that are not string symbols"
+
+
+def test_each_subsystem_types_its_own_strings(kconf: kconfiglib.Kconfig) -> None:
+    """Types are declared beside the Kconfig that defines the symbol, and every subsystem with floats has one."""
+    declared = {p.relative_to(cfgmod.ROOT).as_posix() for p in cfgmod.ROOT.glob("**/" + cfgmod.DECLARATIONS)}
+    assert {
+        "lib/kconfig_types.py",
+        "lib/optimizers/kconfig_types.py",
+        "lib/pruning/kconfig_types.py",
+        "models/gpt2/kconfig_types.py",
+    } <= declared
+    types = cfgmod.string_types(kconf)
+    assert types["SGD_LR"] == cfgmod.POSITIVE and types["GPT2_DROPOUT"] == cfgmod.FRACTION
 
 
 def test_every_string_default_is_valid(kconf: kconfiglib.Kconfig) -> None:
+    types = cfgmod.string_types(kconf)
     for sym in kconf.unique_defined_syms:
         if sym.orig_type != kconfiglib.STRING:
             continue
         assert sym.defaults, f"{sym.name} has no default"
         for default, _cond in sym.defaults:
-            STRING_TYPES[sym.name].parse(sym.name, default.str_value)
+            types[sym.name].parse(sym.name, default.str_value)
+
+
+def _tree(root: Path, declarations: dict[str, str]) -> kconfiglib.Kconfig:
+    """A two-directory Kconfig tree under ``root`` (``sub/Kconfig`` defines RATE and NAME) with the given
+    ``kconfig_types.py`` files (relative path -> contents)."""
+    (root / "sub").mkdir()
+    (root / "Kconfig").write_text('mainmenu "t"\nconfig TOP_INT\n\tint "n"\n\tdefault 1\nrsource "sub/Kconfig"\n')
+    (root / "sub" / "Kconfig").write_text(
+        'config RATE\n\tstring "rate"\n\tdefault "0.5"\nconfig NAME\n\tstring "name"\n\tdefault "x"\n'
+    )
+    for rel, text in declarations.items():
+        (root / rel).write_text("from lib.config import FRACTION, Text\n" + text)
+    return kconfiglib.Kconfig(str(root / "Kconfig"), warn_to_stderr=False)
+
+
+def test_types_are_merged_from_beside_each_kconfig(tmp_path: Path) -> None:
+    kconf = _tree(tmp_path, {"sub/kconfig_types.py": 'STRING_TYPES = {"RATE": FRACTION, "NAME": Text()}\n'})
+    assert dict(cfgmod.string_types(kconf)) == {"RATE": cfgmod.FRACTION, "NAME": cfgmod.Text()}
+    assert cfgmod.to_config(kconf)["RATE"] == 0.5
+
+
+def test_an_undeclared_string_symbol_is_an_error(tmp_path: Path) -> None:
+    kconf = _tree(tmp_path, {"sub/kconfig_types.py": 'STRING_TYPES = {"RATE": FRACTION}\n'})
+    with pytest.raises(RuntimeError, match=r"string symbol NAME \(.*sub/Kconfig\) has no type: add it to STRING_TYPES"):
+        cfgmod.to_config(kconf)
+
+
+def test_a_type_declared_away_from_its_kconfig_is_an_error(tmp_path: Path) -> None:
+    kconf = _tree(tmp_path, {"kconfig_types.py": 'STRING_TYPES = {"RATE": FRACTION, "NAME": Text()}\n'})
+    with pytest.raises(RuntimeError, match="types RATE, which is not a string symbol of a Kconfig file in"):
+        cfgmod.string_types(kconf)
+
+
+def test_a_type_for_a_non_string_symbol_is_an_error(tmp_path: Path) -> None:
+    kconf = _tree(tmp_path, {"kconfig_types.py": 'STRING_TYPES = {"TOP_INT": FRACTION}\n'})
+    with pytest.raises(RuntimeError, match="types TOP_INT, which is not a string symbol"):
+        cfgmod.string_types(kconf)
 
 
 def test_every_prompted_item_has_help(kconf: kconfiglib.Kconfig) -> None:

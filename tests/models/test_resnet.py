@@ -110,7 +110,7 @@ def test_resnet50_adamwspam_vs_adamwprune():
     expected |= {("resnet50", "adamwprune", "state", s) for s in sparse}
     assert _cells("resnet50-adamwspam-vs-adamwprune") == expected
     cfg = cfgmod.load(cfgmod.DEFCONFIGS / "resnet50-adamwspam-vs-adamwprune")
-    assert cfg["RESNET_DATASET"] == "cifar100" and cfg["ADAMWPRUNE_BASE"] == "adamwspam"
+    assert cfg["IMAGE_DATASET"] == "cifar100" and cfg["ADAMWPRUNE_BASE"] == "adamwspam"
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_resnet50_adamwspam_vs_adamwprune():
 def test_standard_recipes(name, depth, dataset):
     cfg = cfgmod.load(cfgmod.DEFCONFIGS / name)
     assert _cells(name) == {(depth, "sgd", "none", 0.0)}
-    assert (cfg["RESNET_DATASET"], cfg["SGD_LR"], cfg["SGD_NESTEROV"], cfg["SGD_WEIGHT_DECAY"]) == (
+    assert (cfg["IMAGE_DATASET"], cfg["SGD_LR"], cfg["SGD_NESTEROV"], cfg["SGD_WEIGHT_DECAY"]) == (
         dataset,
         0.1,
         True,

@@ -180,3 +180,9 @@ def test_a_deleted_fineweb10b_shard_is_downloaded_again(tmp_path: Path, monkeypa
     train[0].unlink()
     assert fineweb.shards(tmp_path / "data", "gpt2") == (train, val)
     assert _tokens(train) == [50256, 10, 11]
+
+
+def test_corpora_are_a_registry_keyed_by_the_kconfig_suffix():
+    assert corpora.CORPORA.symbol("fineweb_edu") == "GPT2_DATASET_FINEWEB_EDU"
+    with pytest.raises(UserError, match="unknown text corpus 'nope': allowed values are fineweb10b, fineweb_edu"):
+        corpora.CORPORA["nope"]

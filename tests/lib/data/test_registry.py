@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.data import DATASETS, ImageDataset, load_dataset, register_dataset
+from lib.data import DATASETS, ImageDataset, load_dataset
 from lib.data.registry import channel_stats
 from lib.errors import UserError
 
@@ -24,9 +24,12 @@ def test_unknown_name_lists_valid_names(tmp_path: Path) -> None:
 
 def test_register_rejects_duplicates_and_bad_names() -> None:
     with pytest.raises(ValueError, match="twice"):
-        register_dataset("digits")(lambda data_dir: None)
+        DATASETS.register("digits")(lambda data_dir: None)
     with pytest.raises(ValueError, match="lower-case"):
-        register_dataset("MNIST")
+        DATASETS.register("MNIST")
+    with pytest.raises(ValueError, match="IMAGE_DATASET_FASHION-MNIST"):
+        DATASETS.register("fashion-mnist")
+    assert "MNIST" not in DATASETS and "fashion-mnist" not in DATASETS
 
 
 def _tensors(n: int = 4, c: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,3 +34,10 @@ def test_gpt2_tokenizer_without_its_files_is_one_line_saying_where_to_put_them(m
     message = str(e.value)
     assert "\n" not in message and "ConnectionError" in message
     assert str(tmp_path / "cache") in message and "TIKTOKEN_CACHE_DIR" in message and "GPT2_TOKENIZER=byte" in message
+
+
+def test_tokenizers_are_a_registry_keyed_by_the_kconfig_suffix():
+    assert text.TOKENIZERS["byte"] is text.ByteTokenizer and text.TOKENIZERS["gpt2"] is text.GPT2Tokenizer
+    assert text.TOKENIZERS.symbol("gpt2") == "GPT2_TOKENIZER_GPT2"
+    with pytest.raises(UserError, match="unknown tokenizer 'nope': allowed values are byte, gpt2"):
+        text.TOKENIZERS["nope"]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lib.config import Config
-from lib.optimizers import OPTIMIZERS, param_groups, set_peak_lr
+from lib.optimizers import OPTIMIZERS, AdamMoments, SpamSettings, param_groups, set_peak_lr
 from lib.optimizers.schedules import LRSchedule
 from tests.helpers import runner, write_config
 
@@ -161,6 +161,35 @@ def test_adamwadv_knobs_are_read():
     )
     assert plain.optimizer.param_groups[0]["amsgrad"] is False and plain.schedule is None
     assert plain.clip_grad_norm == 0.0
+
+
+def test_settings_are_read_from_the_config_at_the_boundary():
+    cfg = _cfg(
+        ADAM_BETA1=0.8,
+        ADAM_BETA2=0.95,
+        ADAM_EPS=1e-6,
+        ADAMWADV_LR=1e-3,
+        ADAMWADV_WEIGHT_DECAY=0.0,
+        ADAMWADV_AMSGRAD=False,
+        ADAMWADV_COSINE=False,
+        ADAMWADV_CLIP_NORM=0.0,
+        ADAMWSPAM_LR=2e-3,
+        ADAMWSPAM_WEIGHT_DECAY=0.0,
+        SPAM_RESET_INTERVAL=7,
+        SPAM_THRESHOLD=10.0,
+        SPAM_WARMUP_STEPS=3,
+        SPAM_CLIP_SKIP_STEPS=2,
+    )
+    assert AdamMoments.from_config(cfg) == AdamMoments(betas=(0.8, 0.95), eps=1e-6)
+    assert SpamSettings.from_config(cfg) == SpamSettings(
+        reset_interval=7, threshold=10.0, warmup_steps=3, clip_skip_steps=2
+    )
+    for name in ("adam", "adamw", "adamwadv", "adamwspam"):
+        group = OPTIMIZERS[name](_model(), cfg).optimizer.param_groups[0]
+        assert (group["betas"], group["eps"]) == ((0.8, 0.95), 1e-6), name
+    spam = OPTIMIZERS["adamwspam"](_model(), cfg).optimizer
+    assert (spam.reset_interval, spam.warmup_steps, spam.clip_skip_steps) == (7, 3, 2)
+    assert spam.param_groups[0]["threshold"] == 10.0
 
 
 def test_adamwprune_builds_its_base_optimizer():

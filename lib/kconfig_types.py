@@ -1,0 +1,23 @@
+"""Types of the string symbols of ``lib/Kconfig.*`` (matrix, training, runtime, tracking menus).
+
+Kconfig has no float or list type; :mod:`lib.config` reads this file (beside the Kconfig files whose symbols it
+types) and validates each value once, at load time. See :func:`lib.config.string_types`.
+"""
+
+from lib.config import FRACTION, IntList, Name, Text, Words
+
+STRING_TYPES = {
+    # lib/Kconfig.matrix
+    "MATRIX_NAME": Name(),
+    "MATRIX_DESCRIPTION": Text(may_be_empty=True),
+    "MATRIX_EXCLUDE": Words(may_be_empty=True),
+    "SEEDS": IntList(),
+    # lib/Kconfig.training
+    "LABEL_SMOOTHING": FRACTION,
+    "DATA_DIR": Text(),
+    # lib/Kconfig.runtime
+    "DDP_TORCHRUN_ARGS": Text(may_be_empty=True),
+    "RESULTS_DIR": Text(),
+    # lib/Kconfig.tracking
+    "TRACKER_PROJECT": Text(),
+}

@@ -1,0 +1,12 @@
+"""Types of the string symbols of ``models/gpt2/Kconfig``.
+
+Kconfig has no float type; :mod:`lib.config` reads this file (beside the Kconfig whose symbols it types) and
+validates each value once, at load time. See :func:`lib.config.string_types`.
+"""
+
+from lib.config import FRACTION, Text
+
+STRING_TYPES = {
+    "GPT2_DROPOUT": FRACTION,
+    "GPT2_REPORT_SAMPLE_PROMPT": Text(may_be_empty=True),
+}
