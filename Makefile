@@ -44,6 +44,9 @@ OVERRIDES += $(value SET)
 endif
 MATRIX_ARG := $(call option,--matrix,MATRIX)
 CONTINUE_JOBS := $(if $(filter command line,$(origin JOBS)),--jobs $(call quote,JOBS))
+# `make continue` takes SET= alone (JOBS= is --jobs; the ledger fixes the rest): SET="RESULTS_DIR=<dir>" says
+# where the latest matrix is.
+CONTINUE_SET := $(if $(filter command line,$(origin SET)),$(call option,--set,SET))
 # YES is one word, 1, y or yes: a destructive flag is never read out of a longer value.
 YES_ARG := $(if $(filter 1,$(words $(value YES))),$(if $(filter 1 y yes,$(value YES)),--yes))
 # make would expand a command-line variable to put it in the recipes' environment. After the `?=` defaults:
@@ -85,10 +88,10 @@ plan: $(STAMP) ## Print the runs the matrix expands into, without running anythi
 	@$(TIED) exec $(PY) -m lib.runner plan $(CONFIG_ARG) --set $(call quote,OVERRIDES)
 
 continue: $(STAMP) ## Resume the latest matrix (or MATRIX=<dir>) from its ledger
-	@$(TIED) exec $(PY) -m lib.runner continue $(CONFIG_ARG) $(MATRIX_ARG) $(CONTINUE_JOBS)
+	@$(TIED) exec $(PY) -m lib.runner continue $(CONFIG_ARG) $(MATRIX_ARG) $(CONTINUE_JOBS) $(CONTINUE_SET)
 
 update-graphs: $(STAMP) ## Write graphs/*.png and report.md of the latest matrix (or MATRIX=<dir>)
-	@exec $(PY) -m scripts.update_graphs $(MATRIX_ARG)
+	@exec $(PY) -m scripts.update_graphs $(CONFIG_ARG) --set $(call quote,OVERRIDES) $(MATRIX_ARG)
 
 SAMPLE_ARGS := $(call option,--prompt,PROMPT) $(call option,--tokens,TOKENS) \
 	$(call option,--temperature,TEMPERATURE) $(call option,--top-k,TOP_K) $(call option,--seed,SEED)
@@ -98,7 +101,7 @@ sample: $(STAMP) ## Generate text from a GPT-2 run: RUN=<run dir> [PROMPT= TOKEN
 quickstart: $(STAMP) ## Set up, then run the embedded `quickstart` defconfig through to graphs and report
 	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig quickstart
 	@$(TIED) exec $(PY) -m lib.runner run $(CONFIG_ARG) --set $(call quote,OVERRIDES)
-	@exec $(PY) -m scripts.update_graphs
+	@exec $(PY) -m scripts.update_graphs $(CONFIG_ARG) --set $(call quote,OVERRIDES)
 
 menuconfig: $(STAMP) ## Edit .config in the terminal UI
 	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) menuconfig

@@ -13,20 +13,33 @@ A run directory ``results/<matrix>/<run-id>/`` is the unit of truth. It holds:
 Every write that matters goes through :func:`atomic_write_bytes`: write a temporary file in the same
 directory, fsync it, rename it over the target, fsync the directory. A process killed at any instant leaves
 either the old file or the new one, never half of one.
+
+Where results live is answered here too, for every command: ``make`` writes ``RESULTS_DIR/MATRIX_NAME``
+(:func:`matrix_dir`) and points ``RESULTS_DIR/latest`` at it; every command that reads a matrix (continue,
+update-graphs, clean-results) takes ``MATRIX=`` or that link, through :func:`resolve_matrix`. A run is read
+through :class:`Run`, whose accessors are the one interpretation of its files (state, metric, final and best
+values).
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import secrets
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lib.errors import UserError
+
+if TYPE_CHECKING:
+    from lib.config import Config
+
+log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 STATUS = "status.json"
@@ -40,6 +53,8 @@ LEDGER = "matrix.json"
 GRAPHS = "graphs"
 REPORT = "report.md"
 SAMPLE = "sample.json"  # the report's text sample of a GPT-2 run, with what it was generated from
+LATEST = "latest"  # in RESULTS_DIR: a link to the matrix `make` ran last
+DENSE = "none"  # the pruning method of the dense baselines
 
 
 def _fsync_dir(path: Path) -> None:
@@ -138,15 +153,84 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
+# --------------------------------------------------------------------------- where results live
+
+
+def results_dir(cfg: Config) -> Path:
+    """``RESULTS_DIR`` of ``cfg``; a relative one is under the repository root, wherever the command runs."""
+    from lib.config import ROOT  # here, not at the top: lib.config may one day read run files through us
+
+    base = Path(cfg["RESULTS_DIR"])
+    return base if base.is_absolute() else ROOT / base
+
+
+def matrix_dir(cfg: Config) -> Path:
+    """``RESULTS_DIR/MATRIX_NAME``: where ``make`` (``run``) writes the matrix of ``cfg``."""
+    return results_dir(cfg) / cfg["MATRIX_NAME"]
+
+
+def point_latest(matrix: Path) -> None:
+    """Point ``RESULTS_DIR/latest`` at ``matrix`` (a relative link, replaced atomically)."""
+    latest = matrix.parent / LATEST
+    tmp = matrix.parent / f".{LATEST}.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(matrix.name)
+    os.replace(tmp, latest)
+
+
+@dataclass(frozen=True)
+class MatrixPlace:
+    """The matrix directory a command works on, and what it was resolved from."""
+
+    path: Path  # MATRIX as typed (relative: to the current directory, the repository root under make)
+    results_dir: Path  # RESULTS_DIR of the .config and overrides, or the default when the .config is not used
+    latest: bool  # True when MATRIX was not given: ``path`` is ``results_dir/latest``
+    config: Config | None  # the .config with the overrides applied; None when it is missing or not valid
+
+
+def resolve_matrix(
+    config_path: str | os.PathLike, overrides: Iterable[str] = (), matrix: str | os.PathLike | None = None
+) -> MatrixPlace:
+    """The one answer to "which matrix?" for every command: ``matrix`` (``MATRIX=``) when given, else
+    ``RESULTS_DIR/latest`` with ``RESULTS_DIR`` from the .config at ``config_path`` and ``overrides``
+    (``SET=``). A .config that is missing or not valid is not needed to find results: RESULTS_DIR then comes
+    from the Kconfig defaults and the overrides (with a note when the .config is not valid). A bad override is
+    an error (one line), as in ``make run``. Nothing is checked on disk: each command says in its own words
+    what it needs there."""
+    from lib import config as config_mod
+
+    overrides = list(overrides)
+    defaults = config_mod.from_defaults(overrides)  # first: a bad override is its own error, not a note
+    path = Path(config_path)
+    cfg = None
+    if path.is_file():
+        try:
+            cfg = config_mod.load(path, overrides)
+        except UserError as e:
+            log.warning("note: %s is not used (%s); RESULTS_DIR is the default unless SET= names one", path, e)
+    base = results_dir(cfg if cfg is not None else defaults)
+    if matrix:
+        return MatrixPlace(Path(matrix), base, False, cfg)
+    return MatrixPlace(base / LATEST, base, True, cfg)
+
+
+# --------------------------------------------------------------------------- runs
+
+
 @dataclass
 class Run:
-    """Everything a plot or report needs about one run, read from its directory only."""
+    """Everything a plot or report needs about one run, read from its directory (and the ledger) only.
+
+    The accessors below are the one reading of a run's files: its state, its metric, its final and best
+    values, its target sparsity, why it failed."""
 
     path: Path
     config: dict
     status: dict
     summary: dict | None
     metrics: list[dict] = field(default_factory=list)
+    ledger_state: str | None = None  # the runner's record, for a run the ledger lists
 
     @property
     def run_id(self) -> str:
@@ -155,6 +239,51 @@ class Run:
     @property
     def axes(self) -> dict:
         return self.config["axes"]
+
+    @property
+    def values(self) -> dict:
+        """The run's resolved Kconfig values."""
+        return self.config.get("values") or {}
+
+    @property
+    def state(self) -> str:
+        """The ledger's state of a run it lists (the runner's record). A run directory the ledger does not
+        list: a summary (written once, at the end) outranks a status left by a killed process."""
+        if self.ledger_state is not None:
+            return self.ledger_state
+        if self.summary and self.summary.get("status") in ("done", "failed"):
+            return self.summary["status"]
+        return self.status.get("state", "pending")
+
+    @property
+    def reason(self) -> str:
+        """Why the run failed, on one line."""
+        reason = (self.summary or {}).get("reason") or self.status.get("reason") or "no reason recorded"
+        return " ".join(str(reason).split())
+
+    @property
+    def metric(self) -> str | None:
+        """The eval metric its summary names (None before the summary is written)."""
+        return (self.summary or {}).get("metric") or None
+
+    def final(self, metric: str | None = None) -> float | None:
+        """The final value of ``metric`` (default: the summary's metric)."""
+        value = ((self.summary or {}).get("final") or {}).get(metric or self.metric)
+        return None if value is None else float(value)
+
+    def best(self, metric: str | None = None) -> tuple[float | None, int | None]:
+        """The best value of ``metric`` (default: the summary's metric) and the step it was reached at."""
+        best = (self.summary or {}).get("best") or {}
+        value = best.get(metric or self.metric)
+        return (None if value is None else float(value)), best.get("step")
+
+    @property
+    def target_sparsity(self) -> float | None:
+        """The target sparsity it was pruned to: 0 for a dense run, None when neither axes nor summary say."""
+        if self.axes.get("pruning") == DENSE:
+            return 0.0
+        value = self.axes.get("target_sparsity", (self.summary or {}).get("target_sparsity"))
+        return None if value is None else float(value)
 
     def series(self, split: str, key: str) -> tuple[list[int], list[float]]:
         """Steps and values of ``key`` over the rows of ``split`` that have it."""
@@ -178,3 +307,40 @@ def load_runs(matrix_dir: str | os.PathLike) -> list[Run]:
     matrix_dir = Path(matrix_dir)
     runs = [load_run(p) for p in sorted(matrix_dir.iterdir()) if (p / CONFIG).is_file()]
     return sorted(runs, key=lambda r: r.run_id)
+
+
+def load_matrix(matrix_dir: Path) -> list[Run]:
+    """The ledger's runs (with its state, and whatever their directories hold so far: nothing before a run has
+    started) and any run directory it does not list, sorted by run id. A matrix without a readable ledger is
+    read from its run directories alone."""
+    dirs = {run.run_id: run for run in load_runs(matrix_dir)}
+    try:
+        entries = (read_json(matrix_dir / LEDGER) or {}).get("runs", [])
+        listed = [(e["run_id"], e["config"], e["state"]) for e in entries]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        log.warning("ignoring %s (%s: %s); reading the run directories only", matrix_dir / LEDGER, type(e).__name__, e)
+        listed = []
+    runs: list[Run] = []
+    for run_id, config, state in listed:
+        run = dirs.pop(run_id, None) or Run(matrix_dir / run_id, config, {}, None)
+        run.ledger_state = state
+        runs.append(run)
+    return sorted(runs + list(dirs.values()), key=lambda r: r.run_id)
+
+
+def outcome(run_dir: Path, returncode: int) -> tuple[str, str | None]:
+    """The state a run's process left it in (done, interrupted or failed) and why, from its exit status and
+    its ``status.json``: what the runner records in the ledger."""
+    status = read_json(run_dir / STATUS, {})
+    if returncode == 0 and status.get("state") == "done":
+        return "done", None
+    # Stopped by a signal at a step boundary, resumable. Exit status 130, or 1 from torchrun when its workers
+    # stopped; a process killed outright (negative status) did not get to checkpoint and counts as failed.
+    if returncode > 0 and status.get("state") == "interrupted":
+        return "interrupted", f"stopped at step {status.get('step', 0)} by a signal; `make continue` resumes it"
+    if returncode < 0:
+        reason = f"killed by signal {signal.Signals(-returncode).name}"
+        if -returncode == signal.SIGKILL:
+            reason += " (out of memory?)"
+        return "failed", reason
+    return "failed", status.get("reason") or f"exit status {returncode}; see {run_dir / LOG}"

@@ -169,22 +169,6 @@ def _prepare_run_dir(matrix_dir: Path, entry: dict) -> Path:
     return run_dir
 
 
-def _outcome(run_dir: Path, returncode: int) -> tuple[str, str | None]:
-    status = results.read_json(run_dir / results.STATUS, {})
-    if returncode == 0 and status.get("state") == "done":
-        return "done", None
-    # Stopped by a signal at a step boundary, resumable. Exit status 130, or 1 from torchrun when its workers
-    # stopped; a process killed outright (negative status) did not get to checkpoint and counts as failed.
-    if returncode > 0 and status.get("state") == "interrupted":
-        return "interrupted", f"stopped at step {status.get('step', 0)} by a signal; `make continue` resumes it"
-    if returncode < 0:
-        reason = f"killed by signal {signal.Signals(-returncode).name}"
-        if -returncode == signal.SIGKILL:
-            reason += " (out of memory?)"
-        return "failed", reason
-    return "failed", status.get("reason") or f"exit status {returncode}; see {run_dir / results.LOG}"
-
-
 def execute(
     matrix_dir: Path, ledger: Ledger, jobs: int, jobs_per_gpu: int, device: str, procs: int = 1, torchrun: str = ""
 ) -> int:
@@ -247,7 +231,7 @@ def execute(
                 running.remove(job)
                 job.bar.close()
                 job.log.close()
-                state, reason = _outcome(matrix_dir / job.run_id, rc)
+                state, reason = results.outcome(matrix_dir / job.run_id, rc)
                 entry = ledger.runs[job.run_id]
                 entry["state"], entry["reason"] = state, reason
                 ledger.save()
@@ -255,14 +239,9 @@ def execute(
                 if state == "interrupted":
                     logger.error("STOPPED %s: %s", job.run_id, reason)
                 elif state == "done":
-                    summary = results.read_json(matrix_dir / job.run_id / results.SUMMARY, {})
-                    final = (summary.get("final") or {}).get(summary.get("metric"))
-                    logger.info(
-                        "done    %s  %s=%s",
-                        job.run_id,
-                        summary.get("metric"),
-                        f"{final:.4f}" if isinstance(final, float) else final,
-                    )
+                    run = results.load_run(matrix_dir / job.run_id)
+                    final = run.final()
+                    logger.info("done    %s  %s=%s", job.run_id, run.metric, final if final is None else f"{final:.4f}")
                 else:
                     failed += 1
                     logger.error("FAILED  %s: %s", job.run_id, reason)
@@ -300,7 +279,7 @@ def _stop(matrix_dir: Path, ledger: Ledger, running: list[Job]) -> None:
         rc = job.process.wait()
         job.bar.close()
         job.log.close()
-        state, _ = _outcome(matrix_dir / job.run_id, rc)
+        state, _ = results.outcome(matrix_dir / job.run_id, rc)
         ledger.runs[job.run_id]["state"] = "done" if state == "done" else "interrupted"
     ledger.save()
     logger.error("interrupted: `make continue` resumes the matrix where it stopped")
@@ -357,21 +336,6 @@ def _launch(
 # --------------------------------------------------------------------------- commands
 
 
-def _matrix_dir(cfg) -> Path:
-    base = Path(cfg["RESULTS_DIR"])
-    base = base if base.is_absolute() else config_mod.ROOT / base
-    return base / cfg["MATRIX_NAME"]
-
-
-def _point_latest(matrix_dir: Path) -> None:
-    latest = matrix_dir.parent / "latest"
-    tmp = matrix_dir.parent / f".latest.{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(matrix_dir.name)
-    os.replace(tmp, latest)
-
-
 def _finish(matrix_dir: Path, ledger: Ledger, failed: int) -> int:
     states = [r["state"] for r in ledger.runs.values()]
     logger.info(
@@ -403,7 +367,7 @@ def _finish(matrix_dir: Path, ledger: Ledger, failed: int) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, config_mod.split_overrides(args.set))
     plan = expand(cfg)
-    print(format_plan(plan, str(_matrix_dir(cfg))))
+    print(format_plan(plan, str(results.matrix_dir(cfg))))
     return 0
 
 
@@ -413,7 +377,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for note in plan.notes:
         logger.info("rule: %s", note)
     matrix_dir = results.writable_dir(
-        _matrix_dir(cfg),
+        results.matrix_dir(cfg),
         "RESULTS_DIR",
         'set RESULTS_DIR to a directory you can write (`make menuconfig`, or `make SET="RESULTS_DIR=<dir>"`)',
     )
@@ -421,7 +385,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ledger = Ledger(matrix_dir)
         ledger.merge(plan.runs)
         ledger.save()
-        _point_latest(matrix_dir)
+        results.point_latest(matrix_dir)
         logger.info("matrix %s: %d runs, JOBS=%d", matrix_dir, len(ledger.runs), cfg["JOBS"])
         with logging_redirect_tqdm():  # log lines print above the progress bars instead of through them
             failed = execute(
@@ -436,24 +400,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _finish(matrix_dir, ledger, failed)
 
 
-def _config_or_none(path: str):
-    """The typed .config at ``path``, or None (with a note) when it is missing or not valid: continuing a
-    matrix needs only its ledger."""
-    if not Path(path).is_file():
-        return None
-    try:
-        return config_mod.load(path)
-    except UserError as e:
-        logger.warning("note: %s is not used (%s); continuing from the ledger alone", path, e)
-        return None
-
-
 def _note_config_difference(path: str, cfg, matrix_dir: Path, ledger: Ledger) -> None:
     """Say so when .config would make a different matrix than the ledger records: the ledger wins."""
     if cfg is None:
         return
-    if _matrix_dir(cfg).resolve() != matrix_dir:
-        logger.warning("note: %s describes %s, not %s; continuing the latter", path, _matrix_dir(cfg), matrix_dir)
+    if results.matrix_dir(cfg).resolve() != matrix_dir:
+        logger.warning(
+            "note: %s describes %s, not %s; continuing the latter", path, results.matrix_dir(cfg), matrix_dir
+        )
         return
     try:
         wanted = {spec.run_id: spec.to_json() for spec in expand(cfg).runs}
@@ -479,12 +433,8 @@ def _note_config_difference(path: str, cfg, matrix_dir: Path, ledger: Ledger) ->
 def cmd_continue(args: argparse.Namespace) -> int:
     # JOBS= is checked as Kconfig checks JOBS (type and range), like every other override.
     jobs = config_mod.from_defaults([f"JOBS={args.jobs}"])["JOBS"] if args.jobs else None
-    cfg = _config_or_none(args.config)
-    if args.matrix:
-        matrix_dir = Path(args.matrix)
-    else:
-        matrix_dir = (_matrix_dir(cfg).parent if cfg is not None else Path("results")) / "latest"
-    matrix_dir = matrix_dir.resolve()
+    place = results.resolve_matrix(args.config, config_mod.split_overrides(args.set), args.matrix)
+    cfg, matrix_dir = place.config, place.path.resolve()
     if not (matrix_dir / results.LEDGER).is_file():
         raise UserError(
             f"{matrix_dir} has no {results.LEDGER}: nothing to continue; run `make` first, or pass MATRIX=<results/dir>"
@@ -513,7 +463,7 @@ def cmd_continue(args: argparse.Namespace) -> int:
 def cmd_clean_results(args: argparse.Namespace) -> int:
     if not args.matrix:
         raise UserError("clean-results needs MATRIX=<results/dir>: it deletes exactly one matrix, never all")
-    matrix_dir = Path(args.matrix).resolve()
+    matrix_dir = results.resolve_matrix(args.config, matrix=args.matrix).path.resolve()
     if not (matrix_dir / results.LEDGER).is_file():
         raise UserError(f"{matrix_dir} is not a matrix directory (no {results.LEDGER}); nothing deleted")
     with MatrixLock(matrix_dir):
@@ -525,7 +475,7 @@ def cmd_clean_results(args: argparse.Namespace) -> int:
                 print("nothing deleted")
                 return 1
         shutil.rmtree(matrix_dir)
-    latest = matrix_dir.parent / "latest"
+    latest = matrix_dir.parent / results.LATEST
     if latest.is_symlink() and not latest.exists():
         latest.unlink()
     print(f"deleted {matrix_dir}")
@@ -542,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.set_defaults(func=func)
         p.add_argument("--config", default=str(config_mod.DOTCONFIG), help="the .config to read")
-        if name in ("run", "plan"):
+        if name in ("run", "plan", "continue"):
             p.add_argument("--set", default="", help="overrides: 'SYM=VALUE ...' (quote values with spaces)")
         if name == "clean-results":
             p.add_argument("--matrix", default="", help="the matrix directory to delete")

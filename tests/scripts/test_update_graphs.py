@@ -15,7 +15,7 @@ import pytest
 
 from lib.results import CONFIG, LEDGER, METRICS, STATUS, SUMMARY
 from scripts.update_graphs import main
-from tests.helpers import HANG_GUARD_SECONDS
+from tests.helpers import HANG_GUARD_SECONDS, make_run, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -381,3 +381,27 @@ def test_counts_come_from_the_ledger_including_runs_without_a_directory(
         **{run_name(a): "pending" for a in pending},
     }
     assert "## Failed runs\n\nNone." in "\n".join(lines)
+
+
+def test_make_update_graphs_finds_the_latest_matrix_where_results_live(tmp_path: Path) -> None:
+    """RESULTS_DIR from the .config, or from SET= over it: `make update-graphs` looks for `latest` there."""
+    results_dir = tmp_path / "results"
+    write_run(results_dir / "handmade", axes("lenet5", "adamw", "none", 0.0, 0), matrix="handmade")
+    (results_dir / "latest").symlink_to("handmade")
+    report = results_dir / "handmade" / "report.md"
+    elsewhere = write_config(tmp_path / "elsewhere.config", tmp_path / "elsewhere")
+
+    proc = make_run("update-graphs", f"KCONFIG_CONFIG={elsewhere}", f"SET=RESULTS_DIR='{results_dir}'")
+    assert proc.returncode == 0, proc.stderr
+    assert report.read_text().startswith("# Matrix `handmade`")
+    report.unlink()
+    proc = make_run("update-graphs", f"KCONFIG_CONFIG={write_config(tmp_path / '.config', results_dir)}")
+    assert proc.returncode == 0, proc.stderr
+    assert report.is_file()
+
+    proc = make_run("update-graphs", f"KCONFIG_CONFIG={elsewhere}")
+    assert proc.returncode == 2
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("make: ")] == [
+        f"error: no matrix at {tmp_path / 'elsewhere' / 'latest'} (the link to the newest matrix): run `make` first, "
+        f"or pass MATRIX=<dir> (--matrix <dir>) naming a matrix directory under {tmp_path / 'elsewhere'}/"
+    ]
