@@ -197,7 +197,7 @@ def test_one_gpu_per_job(tmp_path: Path, monkeypatch):
 
 def test_ddp_runs_get_groups_of_gpus():
     from lib.errors import UserError
-    from lib.runner import gpu_groups
+    from lib.scheduler import gpu_groups
 
     assert gpu_groups(["0", "1", "2", "3", "4"], 2) == ["0,1", "2,3"]  # GPU 4 idles: 2 does not divide 5
     assert gpu_groups(["5", "7"], 1) == ["5", "7"] and gpu_groups([], 4) == []
