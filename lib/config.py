@@ -9,10 +9,11 @@ typed symbols (never regexes) and strictly, the way Zephyr does it:
 * malformed lines and duplicate assignments are errors.
 
 Kconfig has no float type, so floats and lists are ``string`` symbols. Each subsystem types its own: a
-``kconfig_types.py`` beside its Kconfig file maps each string symbol defined there to one of the types below
-(``Float``, ``FloatList``, ...). :func:`string_types` finds those files by walking the directories of the Kconfig
-tree's files, merges them, and the values are validated once, here. A string symbol without a type is an error
-(at load time and in a test), so there is exactly one place that knows a knob's type and range, next to the knob.
+``kconfig_types.py`` beside its Kconfig file maps each string symbol defined there to one of the types of
+:mod:`lib.config_types` (``Float``, ``FloatList``, ...), whose :func:`string_types` finds those files by walking
+the directories of the Kconfig tree's files and merges them; the values are validated once, here. A string
+symbol without a type is an error (at load time and in a test), so there is exactly one place that knows a
+knob's type and range, next to the knob.
 
 Values in a :class:`Config`: ``bool`` symbols -> ``bool``; ``int`` -> ``int``; typed strings -> ``float``,
 ``tuple`` or ``str``; a named ``choice`` NAME -> the lower-case suffix of its selected member
@@ -22,8 +23,6 @@ Values in a :class:`Config`: ``bool`` symbols -> ``bool``; ``int`` -> ``int``; t
 from __future__ import annotations
 
 import difflib
-import importlib.util
-import math
 import os
 import re
 import shlex
@@ -35,187 +34,13 @@ from typing import Any
 
 import kconfiglib
 
+from lib.config_types import FIX, string_types
 from lib.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 KCONFIG = ROOT / "Kconfig"
 DOTCONFIG = ROOT / ".config"
 DEFCONFIGS = ROOT / "defconfigs"
-
-FIX = 'fix it with `make menuconfig` or `make SET="SYM=VALUE"`'
-
-
-# --------------------------------------------------------------------------- string symbol types
-
-
-@dataclass(frozen=True)
-class Float:
-    """A real number in an interval; ``open_lo``/``open_hi`` exclude the ends."""
-
-    lo: float = -math.inf
-    hi: float = math.inf
-    open_lo: bool = False
-    open_hi: bool = False
-
-    def describe(self) -> str:
-        if self.hi == math.inf:
-            return f"a number {'>' if self.open_lo else '>='} {self.lo:g}"
-        lb, rb = "(" if self.open_lo else "[", ")" if self.open_hi else "]"
-        return f"a number in {lb}{self.lo:g}, {self.hi:g}{rb}"
-
-    def parse_one(self, name: str, text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        ok = (
-            math.isfinite(value)
-            and (value > self.lo if self.open_lo else value >= self.lo)
-            and (value < self.hi if self.open_hi else value <= self.hi)
-        )
-        if not ok:
-            raise UserError(f"{name}={text!r} is not allowed: must be {self.describe()}; {FIX}")
-        return value
-
-    def parse(self, name: str, text: str) -> float:
-        return self.parse_one(name, text.strip())
-
-
-@dataclass(frozen=True)
-class FloatList(Float):
-    """A space-separated list of distinct numbers, each in the interval; non-empty unless ``may_be_empty``."""
-
-    may_be_empty: bool = False
-
-    def describe(self) -> str:
-        return "a space-separated list, each " + super().describe()
-
-    def parse(self, name: str, text: str) -> tuple[float, ...]:
-        items = text.split()
-        if not items and self.may_be_empty:
-            return ()
-        if not items:
-            raise UserError(f"{name} is empty: must be {self.describe()}; {FIX}")
-        values = tuple(self.parse_one(name, item) for item in items)
-        if len(set(values)) != len(values):
-            raise UserError(f"{name}={text!r} repeats a value: list each value once; {FIX}")
-        return values
-
-
-@dataclass(frozen=True)
-class IntList:
-    """A non-empty, space-separated list of distinct integers in ``[lo, hi]``."""
-
-    lo: int = 0
-    hi: int = 2**31 - 1
-
-    def parse(self, name: str, text: str) -> tuple[int, ...]:
-        allowed = f"a space-separated list of distinct integers in [{self.lo}, {self.hi}]"
-        items = text.split()
-        try:
-            values = tuple(int(item) for item in items)
-        except ValueError:
-            values = ()
-        if not values or any(not self.lo <= v <= self.hi for v in values) or len(set(values)) != len(values):
-            raise UserError(f"{name}={text!r} is not allowed: must be {allowed}; {FIX}")
-        return values
-
-
-@dataclass(frozen=True)
-class Name:
-    """A name usable as a directory name."""
-
-    pattern: str = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-
-    def parse(self, name: str, text: str) -> str:
-        if not re.fullmatch(self.pattern, text) or text in ("latest",):
-            raise UserError(
-                f"{name}={text!r} is not allowed: use letters, digits, '.', '_' and '-' "
-                f"(not starting with a punctuation mark, not 'latest'); {FIX}"
-            )
-        return text
-
-
-@dataclass(frozen=True)
-class Text:
-    """Free text, non-empty unless ``may_be_empty``."""
-
-    may_be_empty: bool = False
-
-    def parse(self, name: str, text: str) -> str:
-        if not text and not self.may_be_empty:
-            raise UserError(f"{name} is empty: give it a value; {FIX}")
-        return text
-
-
-@dataclass(frozen=True)
-class Words:
-    """A space-separated list of distinct names, non-empty unless ``may_be_empty``. Which names exist is the
-    consumer's registry's business (e.g. the matrix looks each ADAMWPRUNE_VARIANTS entry up and names the
-    allowed ones)."""
-
-    may_be_empty: bool = False
-
-    def parse(self, name: str, text: str) -> tuple[str, ...]:
-        words = tuple(text.split())
-        if not words and self.may_be_empty:
-            return ()
-        if not words or len(set(words)) != len(words):
-            raise UserError(f"{name}={text!r} is not allowed: give a space-separated list of distinct names; {FIX}")
-        return words
-
-
-POSITIVE = Float(0.0, open_lo=True)
-NON_NEGATIVE = Float(0.0)
-FRACTION = Float(0.0, 1.0, open_hi=True)
-
-DECLARATIONS = "kconfig_types.py"  # beside a Kconfig file: ``STRING_TYPES``, its string symbols' types
-_DECLARED: dict[Path, Mapping[str, Any]] = {}
-
-
-def _declared_in(path: Path) -> Mapping[str, Any]:
-    """The ``STRING_TYPES`` of one declaration file. The file is executed by its path, not imported through its
-    package: a package's ``__init__`` may import torch (``lib/optimizers``), and loading a config stays light;
-    and ``lib/`` finds ``models/gpt2/kconfig_types.py`` through the Kconfig tree, never by a name in code."""
-    if path not in _DECLARED:
-        name = ".".join(path.relative_to(ROOT).with_suffix("").parts) if path.is_relative_to(ROOT) else path.stem
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _DECLARED[path] = MappingProxyType(dict(module.STRING_TYPES))
-    return _DECLARED[path]
-
-
-def string_types(kconf: kconfiglib.Kconfig) -> Mapping[str, Any]:
-    """The type of every string symbol of ``kconf``'s tree, merged from the :data:`DECLARATIONS` file beside each
-    Kconfig file. A file may type only string symbols defined by Kconfig files of its own directory, and every
-    string symbol must be typed; anything else is a bug in the tree and raises ``RuntimeError``."""
-    srctree = Path(kconf.srctree or ".")
-    defined_in = {
-        sym.name: srctree / sym.nodes[0].filename
-        for sym in kconf.unique_defined_syms
-        if sym.orig_type == kconfiglib.STRING
-    }
-    types: dict[str, Any] = {}
-    for directory in sorted({(srctree / f).parent for f in kconf.kconfig_filenames}):
-        path = directory / DECLARATIONS
-        if not path.is_file():
-            continue
-        for name, kind in _declared_in(path).items():
-            if name not in defined_in or defined_in[name].parent != directory:
-                raise RuntimeError(
-                    f"{path} types {name}, which is not a string symbol of a Kconfig file in {directory}: "
-                    "declare a symbol's type beside the Kconfig file that defines it"
-                )
-            types[name] = kind
-    untyped = sorted(set(defined_in) - set(types))
-    if untyped:
-        name = untyped[0]
-        raise RuntimeError(
-            f"string symbol {name} ({defined_in[name]}) has no type: add it to STRING_TYPES in "
-            f"{defined_in[name].parent / DECLARATIONS}"
-        )
-    return MappingProxyType(types)
 
 
 # --------------------------------------------------------------------------- the typed config

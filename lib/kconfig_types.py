@@ -1,10 +1,10 @@
 """Types of the string symbols of ``lib/Kconfig.*`` (matrix, training, runtime, tracking menus).
 
 Kconfig has no float or list type; :mod:`lib.config` reads this file (beside the Kconfig files whose symbols it
-types) and validates each value once, at load time. See :func:`lib.config.string_types`.
+types) and validates each value once, at load time. See :func:`lib.config_types.string_types`.
 """
 
-from lib.config import FRACTION, IntList, Name, Text, Words
+from lib.config_types import FRACTION, IntList, Name, Text, Words
 
 STRING_TYPES = {
     # lib/Kconfig.matrix

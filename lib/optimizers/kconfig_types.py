@@ -1,10 +1,10 @@
 """Types of the string symbols of ``lib/optimizers/Kconfig`` (learning rates, weight decays, betas, schedules).
 
 Kconfig has no float type; :mod:`lib.config` reads this file (beside the Kconfig whose symbols it types) and
-validates each value once, at load time. See :func:`lib.config.string_types`.
+validates each value once, at load time. See :func:`lib.config_types.string_types`.
 """
 
-from lib.config import FRACTION, NON_NEGATIVE, POSITIVE, Float, FloatList, Words
+from lib.config_types import FRACTION, NON_NEGATIVE, POSITIVE, Float, FloatList, Words
 
 STRING_TYPES = {
     "SGD_LR": POSITIVE,

@@ -1,10 +1,10 @@
 """Types of the string symbols of ``models/gpt2/Kconfig``.
 
 Kconfig has no float type; :mod:`lib.config` reads this file (beside the Kconfig whose symbols it types) and
-validates each value once, at load time. See :func:`lib.config.string_types`.
+validates each value once, at load time. See :func:`lib.config_types.string_types`.
 """
 
-from lib.config import FRACTION, Text
+from lib.config_types import FRACTION, Text
 
 STRING_TYPES = {
     "GPT2_DROPOUT": FRACTION,

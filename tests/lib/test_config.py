@@ -12,6 +12,7 @@ import kconfiglib
 import pytest
 
 from lib import config as cfgmod
+from lib import config_types
 from lib.config import Config, load, split_overrides
 from lib.errors import UserError
 
@@ -592,7 +593,7 @@ def kconf() -> kconfiglib.Kconfig:
 
 
 def test_every_string_symbol_has_a_type(kconf: kconfiglib.Kconfig) -> None:
-    types = cfgmod.string_types(kconf)
+    types = config_types.string_types(kconf)
     strings = {s.name for s in kconf.unique_defined_syms if s.orig_type == kconfiglib.STRING}
     assert strings, "the tree has string symbols"
     assert sorted(strings - set(types)) == [], "string symbols without a type"
@@ -601,19 +602,19 @@ def test_every_string_symbol_has_a_type(kconf: kconfiglib.Kconfig) -> None:
 
 def test_each_subsystem_types_its_own_strings(kconf: kconfiglib.Kconfig) -> None:
     """Types are declared beside the Kconfig that defines the symbol, and every subsystem with floats has one."""
-    declared = {p.relative_to(cfgmod.ROOT).as_posix() for p in cfgmod.ROOT.glob("**/" + cfgmod.DECLARATIONS)}
+    declared = {p.relative_to(cfgmod.ROOT).as_posix() for p in cfgmod.ROOT.glob("**/" + config_types.DECLARATIONS)}
     assert {
         "lib/kconfig_types.py",
         "lib/optimizers/kconfig_types.py",
         "lib/pruning/kconfig_types.py",
         "models/gpt2/kconfig_types.py",
     } <= declared
-    types = cfgmod.string_types(kconf)
-    assert types["SGD_LR"] == cfgmod.POSITIVE and types["GPT2_DROPOUT"] == cfgmod.FRACTION
+    types = config_types.string_types(kconf)
+    assert types["SGD_LR"] == config_types.POSITIVE and types["GPT2_DROPOUT"] == config_types.FRACTION
 
 
 def test_every_string_default_is_valid(kconf: kconfiglib.Kconfig) -> None:
-    types = cfgmod.string_types(kconf)
+    types = config_types.string_types(kconf)
     for sym in kconf.unique_defined_syms:
         if sym.orig_type != kconfiglib.STRING:
             continue
@@ -631,13 +632,13 @@ def _tree(root: Path, declarations: dict[str, str]) -> kconfiglib.Kconfig:
         'config RATE\n\tstring "rate"\n\tdefault "0.5"\nconfig NAME\n\tstring "name"\n\tdefault "x"\n'
     )
     for rel, text in declarations.items():
-        (root / rel).write_text("from lib.config import FRACTION, Text\n" + text)
+        (root / rel).write_text("from lib.config_types import FRACTION, Text\n" + text)
     return kconfiglib.Kconfig(str(root / "Kconfig"), warn_to_stderr=False)
 
 
 def test_types_are_merged_from_beside_each_kconfig(tmp_path: Path) -> None:
     kconf = _tree(tmp_path, {"sub/kconfig_types.py": 'STRING_TYPES = {"RATE": FRACTION, "NAME": Text()}\n'})
-    assert dict(cfgmod.string_types(kconf)) == {"RATE": cfgmod.FRACTION, "NAME": cfgmod.Text()}
+    assert dict(config_types.string_types(kconf)) == {"RATE": config_types.FRACTION, "NAME": config_types.Text()}
     assert cfgmod.to_config(kconf)["RATE"] == 0.5
 
 
@@ -650,13 +651,13 @@ def test_an_undeclared_string_symbol_is_an_error(tmp_path: Path) -> None:
 def test_a_type_declared_away_from_its_kconfig_is_an_error(tmp_path: Path) -> None:
     kconf = _tree(tmp_path, {"kconfig_types.py": 'STRING_TYPES = {"RATE": FRACTION, "NAME": Text()}\n'})
     with pytest.raises(RuntimeError, match="types RATE, which is not a string symbol of a Kconfig file in"):
-        cfgmod.string_types(kconf)
+        config_types.string_types(kconf)
 
 
 def test_a_type_for_a_non_string_symbol_is_an_error(tmp_path: Path) -> None:
     kconf = _tree(tmp_path, {"kconfig_types.py": 'STRING_TYPES = {"TOP_INT": FRACTION}\n'})
     with pytest.raises(RuntimeError, match="types TOP_INT, which is not a string symbol"):
-        cfgmod.string_types(kconf)
+        config_types.string_types(kconf)
 
 
 def test_every_prompted_item_has_help(kconf: kconfiglib.Kconfig) -> None:
