@@ -10,8 +10,10 @@ branches on names.
 from __future__ import annotations
 
 import functools
+import importlib
+import pkgutil
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from lib.errors import UserError
@@ -83,3 +85,10 @@ def _menu_order() -> dict[str, int]:
     from lib.config import load_kconfig
 
     return {sym.name: i for i, sym in enumerate(load_kconfig().unique_defined_syms)}
+
+
+def import_members(package: str, path: Iterable[str]) -> None:
+    """Import every module of ``package`` (``path`` is its ``__path__``): for a family whose members register
+    themselves, so adding one is adding its module, with no list of members to keep."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")

@@ -8,6 +8,9 @@ optimizer on every model, so neither is ever forgotten on some model's path.
 Parameters are grouped the nanoGPT way by :func:`param_groups`: weight decay only on tensors with 2+
 dimensions (matmul and conv weights), none on biases and norm parameters.
 
+A new optimizer is one module of this package (every module here is imported with it) holding its builder,
+registered with ``@OPTIMIZERS.register("name")``, plus its Kconfig entry; nothing else changes.
+
 Knobs shared by several builders are read once into a small frozen settings object with a ``from_config``
 constructor (:class:`AdamMoments`, :class:`SpamSettings`), so the Kconfig names are spelled in one place and the
 optimizer classes take plain, typed arguments.
@@ -21,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from lib.registry import Registry
+from lib.registry import Registry, import_members
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ class Setup:
     elementwise: bool = True  # each weight's update depends on its own gradient and state only (not Muon)
 
 
-OPTIMIZERS: Registry = Registry("optimizer", "OPTIMIZER")
+# Listed in the Kconfig menu's order, whatever order the builders register in.
+OPTIMIZERS: Registry = Registry("optimizer", "OPTIMIZER", menu_order=True)
 
 
 def set_peak_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -201,3 +205,7 @@ def build_muon_setup(model: nn.Module, cfg) -> Setup:
     )
     # Newton-Schulz mixes every entry of a matrix: pruned weights must be re-masked after each step.
     return Setup(opt, cfg["GRAD_CLIP_NORM"], elementwise=False)
+
+
+# Last: each optimizer's own module imports the registry and the helpers above from here.
+import_members(__name__, __path__)

@@ -7,12 +7,9 @@ its tests, nothing else. The registry lists the methods in the order the Kconfig
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from lib.pruning.base import PRUNERS, Pruner
+from lib.registry import import_members
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_members(__name__, __path__)
 
 __all__ = ["PRUNERS", "Pruner"]
