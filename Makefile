@@ -134,6 +134,7 @@ bench: $(STAMP) ## Run the benchmarks; tables go to docs/benchmarks/ (not part o
 	@$(PY) -m scripts.bench_optimizers
 	@$(PY) -m scripts.bench_pruning
 	@$(PY) -m scripts.bench_resnet
+	@$(PY) -m scripts.bench_lenet5
 	@exec $(PY) -m scripts.bench_gpt2
 
 lint: $(STAMP) ## ruff check and format check

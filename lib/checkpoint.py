@@ -22,6 +22,7 @@ import pickle
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import torch
 
 from lib import results
 from lib.errors import UserError
+from lib.monitor import environment
 
 logger = logging.getLogger(__name__)
 
@@ -145,3 +147,59 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# A training run's checkpoint: what a resumed run needs to continue bit-identically.
+
+
+def save_training(path: Path, *, model, optimizer, schedule, pruner, state: dict, threads: int, run_id: str) -> None:
+    """The run's checkpoint: model (with its masks), optimizer, LR schedule, pruner, every RNG, the loop's
+    state (plain values: ``dataclasses.asdict`` of it), the thread count and the run id; the previous one kept."""
+    save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "pruner": pruner.state_dict(),
+            "rng": rng_state(),
+            "state": state,
+            "threads": threads,
+            "run_id": run_id,
+        },
+        path,
+        keep_previous=True,
+    )
+
+
+def resume_training(
+    run_dir: Path, device: torch.device, *, model, optimizer, schedule, pruner, main: bool = True
+) -> dict | None:
+    """Restore a run from its newest readable checkpoint; returns the loop's saved state (None: nothing to
+    resume, the run starts at step 0).
+
+    The main process (rank 0 under DDP) also cuts ``metrics.jsonl`` back to the rows the checkpoint had seen
+    (the steps after it are replayed and log them again) and appends a record of the resume to ``env.json``."""
+    ckpt = load_for_resume(run_dir / results.CHECKPOINT, map_location=device)
+    if ckpt is None:
+        return None
+    model.load_state_dict(ckpt["model"], strict=True)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt["schedule"])
+    pruner.load_state_dict(ckpt["pruner"])
+    set_rng_state(ckpt["rng"])
+    state = ckpt["state"]
+    if main:
+        metrics = run_dir / results.METRICS
+        results.write_jsonl(metrics, results.read_jsonl(metrics)[: state["metric_rows"]])
+        record_resume(run_dir / results.ENV, state["step"], device)
+    return state
+
+
+def record_resume(env_path: Path, step: int, device: torch.device) -> None:
+    """Append to ``env.json``'s ``resumed`` list: the step, the time and what the run continued on."""
+    env = results.read_json(env_path, {})
+    record = {"at_step": step, "time": time.time()}
+    now = environment(device)
+    record.update({k: now[k] for k in ("git_sha", "git_dirty", "torch", "device", "gpu", "torch_threads")})
+    env.setdefault("resumed", []).append(record)
+    results.atomic_write_json(env_path, env)

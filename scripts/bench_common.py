@@ -70,9 +70,9 @@ def open_run(cfg, workdir: Path, name: str | None = None):
 def time_fit(ctx, model: nn.Module, task) -> tuple[float, float]:
     """(units per second of training, seconds spent outside the training steps) of the shared loop ``fit``.
 
-    The rate is ``fit``'s own (``summary.json``'s throughput: every step with its hooks, batch assembly, metric
-    rows and status writes); the other seconds are set-up and checkpoint saves. Evaluation is excluded from
-    both (a hand-written training loop does none)."""
+    The rate is ``fit``'s own (``summary.json``'s throughput: every step with its hooks, loss accounting and
+    batch assembly); the other seconds are set-up, log rows, status writes and checkpoint saves. Evaluation is
+    excluded from both (a hand-written training loop does none)."""
     evaluate, eval_seconds = task.evaluate, [0.0]
 
     def timed_evaluate(m):

@@ -1,14 +1,15 @@
 """Optimizer step time and optimizer-state bytes on GPT-2 124M's parameters (``make bench``).
 
 The parameters are the framework's GPT-2 ``124m`` preset (models/gpt2; vocabulary padded to 50304, head tied
-to the token embedding; 124.5M parameters). Gradients are random and fixed; no forward pass
-is run, so the numbers isolate the optimizer. For each optimizer: warm-up steps, then the median wall time of
-the measured steps, and the bytes of every tensor in the optimizer state (plus masks for AdamWPrune).
+to the token embedding; 124.5M parameters). Gradients are random and fixed; no forward pass is run, so the
+numbers isolate the optimizer. For each optimizer: warm-up steps, then the median wall time of the measured
+steps, and the bytes of every tensor in the optimizer state (plus masks for AdamWPrune).
 
-AdamWPrune is AdamW + the ``state`` pruner exactly as the training loop drives it: gradients masked before
-the step (AdamW is elementwise, so pruned weights and moments stay exactly zero without re-masking; see
-``Pruner.attach``); the masks are recomputed (bitter0 scores, exact global threshold) every
-``--interval`` steps, reported separately and amortised. Writes a CSV row per optimizer and a Markdown table.
+AdamWPrune is AdamW + the ``state`` pruner driven by the training loop's own update (:func:`lib.step.update`,
+the part of a step after backward): gradients masked before the step (AdamW is elementwise, so pruned weights
+and moments stay exactly zero without re-masking; see ``Pruner.attach``); the masks are recomputed (bitter0
+scores, exact global threshold) every ``--interval`` steps, reported separately and amortised. Writes a CSV
+row per optimizer and a Markdown table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import nn
 from lib.config import ROOT, Config
 from lib.errors import run_cli
 from lib.pruning import PRUNERS
+from lib.step import update
 from models.gpt2.model import GPT2, GPT2Config
 from scripts.bench_common import machine, write_csv, write_table
 
@@ -80,11 +82,9 @@ class Subject:
     @torch.no_grad()
     def step(self, record: bool) -> None:
         tick = time.perf_counter()
-        if self.pruner is not None:
-            self.pruner.before_step()
-        self.optimizer.step()
-        if self.pruner is not None:
-            self.pruner.after_step()  # the schedule's next mask update is beyond the measured steps
+        # the loop's step without its backward (the gradients are fixed); the schedule's next mask update is
+        # beyond the measured steps
+        update(self.model, self.optimizer, self.pruner)
         if record:
             self.times.append(time.perf_counter() - tick)
 

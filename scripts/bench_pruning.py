@@ -1,11 +1,11 @@
 """Per-step pruning overhead relative to the same dense training step (``make bench``).
 
 For each model shape set, two copies of the same model train on the same fixed batch with AdamW: one dense,
-one with a pruner driven exactly as the training loop drives it (gradients masked before the step; masks
-recomputed on update steps). Their steps alternate in ABBA order, so machine noise lands on both alike.
-Reported: the median step time of each, the overhead of steps that only apply masks (median of the per-pair
-ratios), the cost of one mask update, and the average
-overhead with a mask update every ``--interval`` steps; mask bytes per weight of the pruned layers.
+one with a pruner, both through the training loop's own step (:func:`lib.step.train_step`: gradients masked
+before the step; masks recomputed on update steps). Their steps alternate in ABBA order, so machine noise
+lands on both alike. Reported: the median step time of each, the overhead of steps that only apply masks
+(median of the per-pair ratios), the cost of one mask update, and the average overhead with a mask update
+every ``--interval`` steps; mask bytes per weight of the pruned layers.
 
 Models: the framework's LeNet-5, ResNet-18 (CIFAR) and GPT-2 ``tiny`` preset. Writes
 ``docs/benchmarks/pruning.md`` and a CSV beside it.
@@ -17,7 +17,6 @@ import argparse
 import logging
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from lib import config as cfgmod
 from lib.config import ROOT
 from lib.errors import run_cli
 from lib.pruning import PRUNERS
+from lib.step import Loss, train_step
 from models.gpt2.model import GPT2, GPT2Config
 from models.lenet5.model import LeNet5, LeNet5Config
 from models.resnet.model import ResNet, ResNetConfig
@@ -36,23 +36,31 @@ from scripts.bench_common import machine, write_csv, write_table
 logger = logging.getLogger(__name__)
 
 
-def _lenet() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
+def _classify(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+def _next_token(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+
+
+def _lenet() -> tuple[nn.Module, object, Loss]:
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(128, 1, 32, 32, generator=gen), torch.randint(0, 10, (128,), generator=gen)
-    return LeNet5(LeNet5Config()), lambda model: F.cross_entropy(model(x), y)
+    return LeNet5(LeNet5Config()), (x, y), _classify
 
 
-def _resnet18() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
+def _resnet18() -> tuple[nn.Module, object, Loss]:
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 3, 32, 32, generator=gen), torch.randint(0, 10, (32,), generator=gen)
-    return ResNet(ResNetConfig(depth=18)), lambda model: F.cross_entropy(model(x), y)
+    return ResNet(ResNetConfig(depth=18)), (x, y), _classify
 
 
-def _gpt2_tiny() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
+def _gpt2_tiny() -> tuple[nn.Module, object, Loss]:
     gen = torch.Generator().manual_seed(0)
     model = GPT2(GPT2Config.preset("tiny"))
-    idx = torch.randint(0, model.config.vocab_size, (4, 257), generator=gen)
-    return model, lambda model: F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+    return model, torch.randint(0, model.config.vocab_size, (4, 257), generator=gen), _next_token
 
 
 # name -> (builder, measured steps): fewer steps where a step takes long on a CPU
@@ -75,7 +83,7 @@ def bench(name: str, method: str, steps: int, warmup: int, interval: int) -> dic
     runs = []
     for pruned in (False, True):
         torch.manual_seed(0)
-        model, loss_fn = SHAPE_SETS[name][0]()
+        model, batch, loss = SHAPE_SETS[name][0]()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         pruner = None
         if pruned:
@@ -83,17 +91,11 @@ def bench(name: str, method: str, steps: int, warmup: int, interval: int) -> dic
             pruner = PRUNERS[method](model, cfg, 0.7, total_steps=10**9)
             pruner.prepare()
             pruner.attach(optimizer)
-        runs.append({"model": model, "loss": loss_fn, "opt": optimizer, "pruner": pruner, "times": []})
+        runs.append({"model": model, "batch": batch, "loss": loss, "opt": optimizer, "pruner": pruner, "times": []})
 
     def step(run: dict) -> float:
         tick = time.perf_counter()
-        run["opt"].zero_grad(set_to_none=True)
-        run["loss"](run["model"]).backward()
-        if run["pruner"] is not None:
-            run["pruner"].before_step()
-        run["opt"].step()
-        if run["pruner"] is not None:
-            run["pruner"].after_step()
+        train_step(run["model"], [run["batch"]], run["loss"], run["opt"], pruner=run["pruner"])
         return time.perf_counter() - tick
 
     for i in range(warmup + steps):

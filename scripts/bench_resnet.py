@@ -5,9 +5,9 @@ same batch size, batched crop+flip augmentation, normalisation, SGD Nesterov and
 memory format and compilation. "Ours" is the real entrypoint's ``build`` and the shared loop ``fit`` on a real
 run directory: pruning hooks (method ``none``), LR schedule, loss accounting, metrics rows every LOG_INTERVAL
 steps, status file, checkpoints every CHECKPOINT_INTERVAL steps and at each epoch end, best-checkpoint saves.
-Its time is ``fit``'s own count of training time (every step with its hooks, batch assembly, metric rows
-and status writes); set-up and checkpoint saves are reported separately, and evaluation (which the minimal loop
-does not do) is left out. The minimal loop
+Its time is ``fit``'s own count of training time (every step with its hooks, loss accounting and batch
+assembly); set-up, log rows, status writes and checkpoint saves are reported separately, and evaluation (which
+the minimal loop does not do) is left out. The minimal loop
 is what one would write by hand: a randperm per epoch, index, augment, normalise, forward, loss, backward,
 step. The two alternate in ABBA order, ``--pairs`` times each, and the ratio reported is the median of the
 per-pair ratios, after one untimed run of each (the first training in a process pays one-time costs).
@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         f" Machine: {desc}; torch {torch.__version__}; git {sha}. Setup: {setup}; {args.pairs} pairs in ABBA"
         " order after one untimed run of each,"
         " ratio = median of per-pair ratios. The framework's time is `fit`'s own training time (train_seconds), without"
-        " evaluation and checkpoint saves (reported separately below): every step with its pruning hooks, LR"
-        " schedule, loss accounting, batch assembly, metric rows and status writes.",
+        " evaluation, log rows, status writes and checkpoint saves (reported separately below): every step with"
+        " its pruning hooks, LR schedule, loss accounting and batch assembly.",
         "",
         "| pair | ours (images/s) | minimal (images/s) | ours / minimal |",
         "| --- | --- | --- | --- |",
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         + (f" MFU: {100 * mfu:.1f}% of {peak / 1e12:.0f} TFLOP/s." if mfu is not None else " MFU: CPU, no peak."),
         "",
         f"Outside the training steps, `fit` spent a median {other:.1f} s per measurement on set-up (environment"
-        f" capture, tracker), the epoch-end checkpoint and best-checkpoint saves ({args.epochs} epochs of"
+        f" capture, tracker), log rows, status writes, the epoch-end checkpoint and best-checkpoint saves"
+        f" ({args.epochs} epochs of"
         f" {math.ceil((args.images or 0) / args.batch) if args.images else 'all'} steps here). On CIFAR an"
         f" epoch is {cifar_steps} steps of ~{step:.2f} s on this machine, so even all of that time charged to one"
         f" epoch would be {100 * other / (cifar_steps * step):.2f}% of it.",

@@ -149,12 +149,13 @@ def test_gpt2_sigkill_then_continue_is_bit_identical(tmp_path: Path):
 
 
 def test_mfu_is_tokens_per_second_times_flops_per_token_over_the_peak(monkeypatch):
-    from lib import training
+    from lib import trainer
+    from lib.trainer import TrainState
     from lib.training import Speed
 
     model = GPT2(GPT2Config(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64))
-    task, state = _task(), {"samples": 3_000_000, "train_seconds": 2.0}
-    assert training._mfu(model, task, state, torch.device("cpu"), Speed()) is None  # no peak on a CPU
-    monkeypatch.setattr(training, "peak_flops", lambda device, precision: 1e12)
+    task, state = _task(), TrainState(samples=3_000_000, train_seconds=2.0)
+    assert trainer.mfu(model, task, state, torch.device("cpu"), Speed()) is None  # no peak on a CPU
+    monkeypatch.setattr(trainer, "peak_flops", lambda device, precision: 1e12)
     expected = 1_500_000 * model.flops_per_token() / 1e12
-    assert training._mfu(model, task, state, torch.device("cpu"), Speed()) == pytest.approx(expected)
+    assert trainer.mfu(model, task, state, torch.device("cpu"), Speed()) == pytest.approx(expected)

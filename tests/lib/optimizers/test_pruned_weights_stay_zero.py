@@ -1,6 +1,7 @@
-"""Every registered optimizer, driven with a pruner exactly as the training loop drives it, keeps pruned
-weights exactly zero after every step — including the ones that skip re-masking weights between mask updates
-because they are elementwise."""
+"""Every registered optimizer, driven with a pruner by the training loop's own step
+(:func:`lib.step.train_step`: masked gradients, clipping, step, re-masking, LR schedule), keeps pruned weights
+exactly zero after every step — including the ones that skip re-masking weights between mask updates because
+they are elementwise."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from torch import nn
 from lib import checkpoint
 from lib import config as cfgmod
 from lib.optimizers import OPTIMIZERS
+from lib.optimizers.schedules import LRSchedule
 from lib.pruning import PRUNERS
+from lib.step import train_step
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +43,17 @@ def test_pruned_weights_stay_exactly_zero(cfg, name, tmp_path):
     setup = OPTIMIZERS[name](model, cfg)
     pruner.attach(setup.optimizer, setup.elementwise)
     x, y = torch.randn(32, 12), torch.randint(0, 3, (32,))
+    schedule = LRSchedule(setup.optimizer, steps, cfg, setup.schedule)
     for step in range(steps):
-        setup.optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        pruner.before_step()
-        if setup.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), setup.clip_grad_norm)
-        setup.optimizer.step()
-        pruner.after_step()
+        train_step(
+            model,
+            [(x, y)],
+            lambda m, batch: nn.functional.cross_entropy(m(batch[0]), batch[1]),
+            setup.optimizer,
+            pruner=pruner,
+            clip_grad_norm=setup.clip_grad_norm,
+            schedule=schedule,
+        )
         for _, layer in pruner.modules:
             assert torch.all(layer.weight[~layer.weight_mask] == 0), (name, step)
     assert [layer for _, layer in pruner.modules] == [model[0], model[2]]  # the head stays dense by default

@@ -1,0 +1,337 @@
+"""The shared training loop in parts: the loop's state, its set-up and resume, a period of steps, the period's
+end (evaluation, best checkpoint, checkpoint), stopping, and the summary.
+
+Training is a sequence of periods (epochs for images, EVAL_INTERVAL steps for tokens), each ending with an
+evaluation and a checkpoint. :class:`TrainState` counts where the run is ("epoch": periods done, "batch": steps
+done in the current one) and goes into every checkpoint as plain values. Each step is
+:func:`lib.step.train_step`, the function tests and benchmarks call too. DDP differences live in
+:class:`lib.ranks.Ranks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import torch
+from torch import nn
+
+from lib import checkpoint, results
+from lib.monitor import environment, peak_flops, peak_memory_bytes, reset_peak_memory
+from lib.optimizers import OPTIMIZERS, set_peak_lr
+from lib.optimizers.schedules import LRSchedule
+from lib.pruning import PRUNERS
+from lib.pruning.base import sparsity_of
+from lib.step import train_step
+from lib.tracking import TRACKERS
+
+if TYPE_CHECKING:
+    from lib.matrix import RunSpec
+    from lib.training import RunContext, Speed
+
+logger = logging.getLogger(__name__)
+
+STATUS_EVERY_SECONDS = 1.0
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite: the run fails with this reason."""
+
+
+class Interrupted(Exception):
+    """A stop signal arrived; the run saved a checkpoint at a step boundary and stops, resumable."""
+
+
+@dataclass
+class TrainState:
+    """Where a run is and what it has gathered; saved in every checkpoint as ``dataclasses.asdict`` of it."""
+
+    step: int = 0
+    epoch: int = 0  # periods done
+    batch: int = 0  # steps done in the current period
+    best: dict | None = None  # the best evaluation so far, with its step
+    train_seconds: float = 0.0  # time in training steps (not evaluation, checkpoints or logging)
+    samples: int = 0  # units trained on (images, tokens)
+    metric_rows: int = 0  # rows of metrics.jsonl written so far
+    peak_memory_bytes: int = 0
+    last_eval: dict | None = None
+    loss_sum: float = 0.0  # the training loss summed since the last log row (its mean over ranks)
+    loss_count: int = 0
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainState:
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+
+
+class StatusWriter:
+    """``status.json``: the live state the runner's progress bars read; written at most once a second (by
+    rank 0 only, under DDP)."""
+
+    def __init__(self, path, total_steps: int, enabled: bool = True) -> None:
+        self.path = path
+        self.total_steps = total_steps
+        self.enabled = enabled
+        self.last = 0.0
+
+    def write(self, state: str, step: int, force: bool = False, **extra: Any) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if force or now - self.last >= STATUS_EVERY_SECONDS:
+            self.last = now
+            results.atomic_write_json(
+                self.path, {"state": state, "step": step, "total_steps": self.total_steps, **extra}
+            )
+
+
+class Trainer:
+    """One run's training: the parts built from its config, its state, and the loop as small methods."""
+
+    def __init__(self, ctx: RunContext, model: nn.Module, task, speed: Speed) -> None:
+        cfg, axes, device = ctx.cfg, ctx.spec.axes, ctx.device
+        self.ctx, self.cfg, self.model, self.task, self.speed, self.device = ctx, cfg, model, task, speed, device
+        self.ranks = ctx.ranks
+        pruner_cls, variant = PRUNERS[axes["pruning"]], axes.get("variant")
+        self.periods = task.periods(cfg, pruner_cls.budget_scale(cfg, variant))
+        self.total_steps = sum(self.periods)
+        model.to(device)
+        self.forward = speed.prepare(model, task, device)  # evaluation calls it; training its DDP wrapping
+        self.pruner = pruner_cls(model, cfg, axes["target_sparsity"], self.total_steps, variant=variant, axes=axes)
+        self.pruner.prepare()
+        self.train_forward = self.ranks.wrap(self.forward)
+        setup = OPTIMIZERS[axes["optimizer"]](model, cfg)
+        self.optimizer, self.clip_grad_norm = setup.optimizer, setup.clip_grad_norm
+        if axes.get("lr"):
+            set_peak_lr(self.optimizer, axes["lr"])
+        self.pruner.attach(self.optimizer, setup.elementwise)
+        self.schedule = LRSchedule(self.optimizer, self.total_steps, cfg, setup.schedule)
+        self.state = TrainState()
+        self.status = StatusWriter(ctx.run_dir / results.STATUS, self.total_steps, enabled=self.ranks.main)
+        self.tracker = None
+        self.loss_sum = self.loss_count = None  # the running loss since the last log row, set by start()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self.speed.autocast(self.device)
+
+    def fit(self) -> dict:
+        """Train to the end (from the checkpoint, if there is one); the summary (``{}`` on ranks other than 0)."""
+        self.start()
+        self.model.train()
+        for period in range(self.state.epoch, len(self.periods)):
+            self.train_period(period)
+            self.end_period(period)
+        return self.summary() if self.ranks.main else {}
+
+    def start(self) -> None:
+        """Resume from the checkpoint, or start a fresh run directory; then the tracker and status."""
+        ctx, state = self.ctx, self.state
+        restored = checkpoint.resume_training(
+            ctx.run_dir,
+            self.device,
+            model=self.model,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            pruner=self.pruner,
+            main=self.ranks.main,
+        )
+        if restored is not None:
+            self.state = state = TrainState.from_dict(restored)
+            state.loss_sum = self.ranks.own_part(state.loss_sum)
+            logger.info(
+                "resumed %s at step %d/%d (epoch %d, batch %d)",
+                *(ctx.spec.run_id, state.step, self.total_steps, state.epoch, state.batch),
+            )
+        elif self.ranks.main:
+            results.write_jsonl(ctx.run_dir / results.METRICS, [])
+            env = {**environment(self.device), "world_size": ctx.world}
+            results.atomic_write_json(ctx.run_dir / results.ENV, env)
+            logger.info(
+                "starting %s: %d steps (%d evaluation periods) on %s, %d threads",
+                *(ctx.spec.run_id, self.total_steps, len(self.periods), self.device, ctx.threads),
+            )
+        spec = ctx.spec
+        tracker = self.cfg["TRACKER"] if self.ranks.main else "none"
+        self.tracker = TRACKERS[tracker](self.cfg["TRACKER_PROJECT"], f"{spec.matrix}/{spec.run_id}", spec.to_json())
+        self.status.write("running", state.step, force=True)
+        reset_peak_memory(self.device)
+        self.loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=self.device)
+        self.loss_count = state.loss_count
+
+    def train_period(self, period: int) -> None:
+        """The steps of one period from ``state.batch`` on, with log rows, checkpoints and stopping."""
+        state, task, steps = self.state, self.task, self.periods[period]
+        log_every, checkpoint_every = self.cfg["LOG_INTERVAL"], self.cfg["CHECKPOINT_INTERVAL"]
+        tick = time.perf_counter()
+        for batch in task.batches(self.ctx.spec.axes["seed"], period, state.batch, steps):
+            loss = train_step(
+                self.model,
+                self.ranks.share(task.micro_batches(batch)),
+                task.loss,
+                self.optimizer,
+                forward=self.train_forward,
+                pruner=self.pruner,
+                clip_grad_norm=self.clip_grad_norm,
+                schedule=self.schedule,
+                autocast=self.autocast,
+            )
+            state.step += 1
+            state.batch += 1
+            state.samples += task.units(batch)
+            self.loss_sum += loss.double()
+            self.loss_count += 1
+            if state.step % log_every == 0 or state.batch == steps:
+                self.check_finite()  # waits for the device, so the time below is the steps' own
+                state.train_seconds += time.perf_counter() - tick
+                self.log_train()
+                tick = time.perf_counter()
+            mid_period = state.batch < steps  # a period's last step ends with its own checkpoint
+            stopping = mid_period and self.stop_requested()
+            if mid_period and (state.step % checkpoint_every == 0 or stopping):
+                state.train_seconds += time.perf_counter() - tick
+                self.save()
+                tick = time.perf_counter()
+            if stopping:
+                self.stop("mid-period")
+        state.train_seconds += time.perf_counter() - tick
+
+    def check_finite(self) -> None:
+        # A sum is finite exactly when every loss in it is (float64 cannot overflow adding float32 losses),
+        # so one test per log row covers every step since the last one.
+        if self.ranks.any(~torch.isfinite(self.loss_sum)):
+            raise NonFiniteLoss(f"non-finite training loss at or before step {self.state.step}")
+
+    def log_train(self) -> None:
+        """A training row: the mean loss since the last row, the learning rate, the achieved sparsity."""
+        step = self.state.step
+        loss = self.ranks.mean(self.loss_sum).item() / self.loss_count
+        row = {"split": "train", "step": step, **self.task.progress(step), "loss": loss}
+        self.log_rows([{**row, "lr": self.schedule.get_last_lr(), "sparsity": sparsity_of(self.model, self.cfg)}])
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        self.status.write("running", step)
+
+    def log_rows(self, rows: list[dict]) -> None:
+        if not self.ranks.main:
+            return
+        results.append_jsonl(self.ctx.run_dir / results.METRICS, rows)
+        self.state.metric_rows += len(rows)
+        for row in rows:
+            self.tracker.log(row, row["step"])
+
+    def end_period(self, period: int) -> None:
+        """Rank 0 evaluates (and keeps the best model); every rank checkpoints and may stop here."""
+        state = self.state
+        if self.ranks.main:
+            self.evaluate(period)
+        state.epoch, state.batch = period + 1, 0
+        self.save()  # under DDP the other ranks meet rank 0 in its collective
+        self.status.write("running", state.step, force=True)
+        if period + 1 < len(self.periods) and self.stop_requested():
+            self.stop("at the period's end")
+
+    def evaluate(self, period: int) -> None:
+        state = self.state
+        with self.speed.autocast(self.device):
+            evaluation = self.task.evaluate(self.forward)
+        state.last_eval = evaluation
+        self.log_rows([{"split": "eval", "step": state.step, **self.task.progress(state.step), **evaluation}])
+        if state.best is None or self.improved(evaluation, state.best):
+            state.best = {**evaluation, "step": state.step}
+            checkpoint.save(
+                {"model": self.model.state_dict(), "step": state.step, "eval": evaluation},
+                self.ctx.run_dir / results.BEST_CHECKPOINT,
+            )
+        logger.info(
+            "period %d/%d step %d/%d: %s",
+            *(period + 1, len(self.periods), state.step, self.total_steps),
+            ", ".join(f"{k} {v:.4f}" for k, v in evaluation.items()),
+        )
+
+    def improved(self, evaluation: dict, best: dict) -> bool:
+        new, old = evaluation[self.task.metric], best[self.task.metric]
+        return new > old if self.task.metric_mode == "max" else new < old
+
+    def save(self) -> None:
+        """The checkpoint (rank 0 writes it; every rank takes part in the loss's mean)."""
+        state = self.state
+        # The running sum of the loss since the last log row, so a resumed run logs the same numbers.
+        state.loss_sum, state.loss_count = self.ranks.mean(self.loss_sum).item(), self.loss_count
+        if not self.ranks.main:
+            return
+        state.peak_memory_bytes = max(state.peak_memory_bytes, peak_memory_bytes(self.device))
+        checkpoint.save_training(
+            self.ctx.run_dir / results.CHECKPOINT,
+            model=self.model,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            pruner=self.pruner,
+            state=dataclasses.asdict(state),
+            threads=self.ctx.threads,
+            run_id=self.ctx.spec.run_id,
+        )
+
+    def stop_requested(self) -> bool:
+        """Whether to stop at this step boundary: a stop signal reached this process (under DDP: any rank, so
+        that every rank stops at the same step; a collective)."""
+        stop = self.ctx.stop
+        return self.ranks.any(stop is not None and stop.requested)
+
+    def stop(self, where: str) -> NoReturn:
+        """End the run after its checkpoint: no rank leaves (and has torchrun stop the others) before rank 0
+        has saved."""
+        stop = self.ctx.stop
+        reason = stop.name if stop and stop.requested else "a stop signal on another rank"
+        logger.info(
+            "%s: checkpoint saved %s at step %d; `make continue` resumes the run", reason, where, self.state.step
+        )
+        self.ranks.barrier()
+        raise Interrupted(reason)
+
+    def summary(self) -> dict:
+        """``summary.json``, written; the status is set to done."""
+        state, task, pruner = self.state, self.task, self.pruner
+        summary = {
+            **identity(self.ctx.spec),
+            "world_size": self.ctx.world,
+            "status": "done",
+            "reason": None,
+            "metric": task.metric,
+            "metric_mode": task.metric_mode,
+            "final": state.last_eval,
+            "best": state.best,
+            "sparsity": sparsity_of(self.model, self.cfg),
+            "layer_sparsity": pruner.layer_sparsity(),
+            "mask_bytes": pruner.mask_bytes(),
+            "pruning_seconds": pruner.seconds,
+            "train_seconds": state.train_seconds,
+            "peak_memory_bytes": max(state.peak_memory_bytes, peak_memory_bytes(self.device)),
+            "throughput": state.samples / state.train_seconds if state.train_seconds else None,
+            "throughput_unit": f"{task.unit}/s",
+            "mfu": mfu(self.model, task, state, self.device, self.speed),
+            "steps": state.step,
+            "epochs": len(self.periods),
+        }
+        results.atomic_write_json(self.ctx.run_dir / results.SUMMARY, summary)
+        self.status.write("done", state.step, force=True)
+        self.tracker.finish()
+        return summary
+
+
+def mfu(model: nn.Module, task, state: TrainState, device: torch.device, speed: Speed) -> float | None:
+    """Model FLOPs utilisation: training FLOPs per second over the device's dense peak, for models that know
+    their FLOPs per token (GPT-2: 6N + 12·L·C·T) on a GPU listed in :data:`lib.monitor.PEAK_FLOPS`."""
+    flops = getattr(model, "flops_per_token", None)
+    peak = peak_flops(device, speed.precision)
+    if flops is None or task.unit != "tokens" or not peak or not state.train_seconds:
+        return None
+    return state.samples / state.train_seconds * flops() / peak
+
+
+def identity(spec: RunSpec) -> dict:
+    # One top-level key per matrix axis (model, optimizer, pruning, target_sparsity, seed, and any axis a
+    # later matrix adds), plus the axes again as one dict for code that iterates over them.
+    return {"run_id": spec.run_id, **spec.axes, "axes": dict(spec.axes)}
