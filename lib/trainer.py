@@ -30,7 +30,7 @@ from lib.step import train_step
 from lib.tracking import TRACKERS
 
 if TYPE_CHECKING:
-    from lib.matrix import RunSpec
+    from lib.spec import RunSpec
     from lib.training import RunContext, Speed
 
 logger = logging.getLogger(__name__)

@@ -44,9 +44,9 @@ from torch import nn
 from lib import checkpoint, results
 from lib.config import ROOT, Config
 from lib.errors import UserError
-from lib.matrix import RunSpec
 from lib.process import StopRequest, die_with_parent
 from lib.ranks import Ranks, join_process_group
+from lib.spec import RunSpec
 from lib.trainer import Interrupted, NonFiniteLoss, Trainer, identity
 
 logger = logging.getLogger(__name__)

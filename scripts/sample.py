@@ -19,7 +19,7 @@ import torch
 from lib import checkpoint, results
 from lib.data.text import TOKENIZERS
 from lib.errors import ArgumentParser, UserError, run_cli
-from lib.matrix import RunSpec
+from lib.spec import RunSpec
 from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
 
