@@ -54,8 +54,10 @@ def processes_mentioning(path: Path) -> list[int]:
 
 
 def make_env() -> dict:
-    """make uses the virtualenv the tests run in, whatever it is called."""
-    env = dict(os.environ)
+    """make uses the virtualenv the tests run in, whatever it is called, and runs as a user's top-level make:
+    a parent `make test` passes its variables and its level down through MAKEFLAGS and MAKELEVEL, which would
+    change both what the make under test does and how it words its messages (`make[1]:`)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
     return env
 
