@@ -183,13 +183,16 @@ class Trainer:
             state.samples += task.units(batch)
             self.loss_sum += loss.double()
             self.loss_count += 1
-            if state.step % log_every == 0 or state.batch == steps:
+            logged = state.step % log_every == 0 or state.batch == steps
+            if logged:
                 self.check_finite()  # waits for the device, so the time below is the steps' own
                 state.train_seconds += time.perf_counter() - tick
                 self.log_train()
                 tick = time.perf_counter()
             mid_period = state.batch < steps  # a period's last step ends with its own checkpoint
-            stopping = mid_period and self.stop_requested()
+            # Under DDP the ranks agree on a stop through a collective that waits for the device: only at a log
+            # row, where the loop waits anyway, never on every step. One process checks its flag every step.
+            stopping = mid_period and (logged or self.ranks.world == 1) and self.stop_requested()
             if mid_period and (state.step % checkpoint_every == 0 or stopping):
                 state.train_seconds += time.perf_counter() - tick
                 self.save()
@@ -275,8 +278,8 @@ class Trainer:
         )
 
     def stop_requested(self) -> bool:
-        """Whether to stop at this step boundary: a stop signal reached this process (under DDP: any rank, so
-        that every rank stops at the same step; a collective)."""
+        """Whether to stop here: a stop signal reached this process (under DDP: any rank, so that every rank
+        stops at the same step; a collective, called only at log rows and period ends)."""
         stop = self.ctx.stop
         return self.ranks.any(stop is not None and stop.requested)
 

@@ -15,7 +15,8 @@ only, the previous one kept for when the newest is damaged).
 
 Stopping. SIGINT, SIGTERM and SIGUSR1 set a flag (:class:`lib.process.StopRequest`); at the next step boundary
 the loop saves a checkpoint and the process exits with status 130 and state "interrupted", so the runner and
-``make continue`` resume it exactly. Under DDP the ranks agree on the step to stop at.
+``make continue`` resume it exactly. Under DDP the ranks agree on the step to stop at: the next log row (or
+period end), where the loop synchronises anyway, so no step pays for a collective of its own.
 
 Parts. This module opens a run (:class:`RunContext`) and records how it ends (:func:`run_training`); the loop
 itself is :class:`lib.trainer.Trainer` (state, periods, evaluation, summary), each step
