@@ -105,6 +105,12 @@ def writable_dir(path: str | os.PathLike, what: str, fix: str) -> Path:
     return path
 
 
+def writable_matrix(path: str | os.PathLike, command: str) -> Path:
+    """:func:`writable_dir` for a matrix ``make <command>`` writes into (MATRIX=, or RESULTS_DIR/latest)."""
+    fix = f"make it writable, or copy the matrix somewhere writable and `make {command} MATRIX=<copy>`"
+    return writable_dir(path, "MATRIX", fix)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n").encode())
 

@@ -144,8 +144,7 @@ def cmd_continue(args: argparse.Namespace) -> int:
         raise UserError(
             f"{matrix_dir} has no {results.LEDGER}: nothing to continue; run `make` first, or pass MATRIX=<results/dir>"
         )
-    fix = "make it writable, or copy the matrix somewhere writable and `make continue MATRIX=<copy>`"
-    results.writable_dir(matrix_dir, "MATRIX", fix)
+    results.writable_matrix(matrix_dir, "continue")
     with MatrixLock(matrix_dir):
         ledger = Ledger(matrix_dir)
         _note_config_difference(args.config, cfg, matrix_dir, ledger)

@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from lib.errors import UserError
-from lib.results import GRAPHS, LEDGER, REPORT, atomic_write_text, writable_dir
+from lib.results import GRAPHS, LEDGER, REPORT, atomic_write_text, writable_matrix
 from scripts.update_graphs import matrix as matrix_mod
 from scripts.update_graphs.figures import curves_file, plot_run_curves
 from scripts.update_graphs.matrix import Matrix, state_counts
@@ -64,9 +64,8 @@ def update_graphs(matrix_dir: Path) -> Path:
             f"no runs in {matrix_dir} (no run in a {LEDGER}, no subdirectory with a config.json): run `make` first, "
             "or pass MATRIX=<dir> naming a matrix directory"
         )
-    fix = "make it writable, or copy the matrix somewhere writable and `make update-graphs MATRIX=<copy>`"
-    writable_dir(matrix_dir, "MATRIX", fix)
-    report = Report(matrix, writable_dir(matrix_dir / GRAPHS, "MATRIX", fix))
+    writable_matrix(matrix_dir, "update-graphs")
+    report = Report(matrix, writable_matrix(matrix_dir / GRAPHS, "update-graphs"))
     log.info("matrix %s: %d runs (%s) in %s", matrix.name, len(matrix.runs), state_counts(matrix.runs), matrix_dir)
     for section in SECTIONS:
         section(report)
