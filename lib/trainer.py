@@ -25,7 +25,6 @@ from lib.monitor import environment, peak_flops, peak_memory_bytes, reset_peak_m
 from lib.optimizers import OPTIMIZERS, set_peak_lr
 from lib.optimizers.schedules import LRSchedule
 from lib.pruning import PRUNERS
-from lib.pruning.base import sparsity_of
 from lib.step import train_step
 from lib.tracking import TRACKERS
 
@@ -95,12 +94,13 @@ class Trainer:
         cfg, axes, device = ctx.cfg, ctx.spec.axes, ctx.device
         self.ctx, self.cfg, self.model, self.task, self.speed, self.device = ctx, cfg, model, task, speed, device
         self.ranks = ctx.ranks
-        pruner_cls, variant = PRUNERS[axes["pruning"]], axes.get("variant")
-        self.periods = task.periods(cfg, pruner_cls.budget_scale(cfg, variant))
+        pruner_cls = PRUNERS[axes["pruning"]]
+        pruning = pruner_cls.Settings.from_config(cfg, axes)
+        self.periods = task.periods(cfg, pruning.budget_scale)
         self.total_steps = sum(self.periods)
         model.to(device)
         self.forward = speed.prepare(model, task, device)  # evaluation calls it; training its DDP wrapping
-        self.pruner = pruner_cls(model, cfg, axes["target_sparsity"], self.total_steps, variant=variant, axes=axes)
+        self.pruner = pruner_cls(model, pruning, self.total_steps)
         self.pruner.prepare()
         self.train_forward = self.ranks.wrap(self.forward)
         setup = OPTIMIZERS[axes["optimizer"]](model, cfg)
@@ -212,7 +212,7 @@ class Trainer:
         step = self.state.step
         loss = self.ranks.mean(self.loss_sum).item() / self.loss_count
         row = {"split": "train", "step": step, **self.task.progress(step), "loss": loss}
-        self.log_rows([{**row, "lr": self.schedule.get_last_lr(), "sparsity": sparsity_of(self.model, self.cfg)}])
+        self.log_rows([{**row, "lr": self.schedule.get_last_lr(), "sparsity": self.pruner.sparsity()}])
         self.loss_sum.zero_()
         self.loss_count = 0
         self.status.write("running", step)
@@ -306,7 +306,7 @@ class Trainer:
             "metric_mode": task.metric_mode,
             "final": state.last_eval,
             "best": state.best,
-            "sparsity": sparsity_of(self.model, self.cfg),
+            "sparsity": self.pruner.sparsity(),
             "layer_sparsity": pruner.layer_sparsity(),
             "mask_bytes": pruner.mask_bytes(),
             "pruning_seconds": pruner.seconds,

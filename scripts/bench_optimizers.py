@@ -24,9 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib.config import ROOT, Config
+from lib.config import ROOT
 from lib.errors import run_cli
 from lib.pruning import PRUNERS
+from lib.pruning.schedule import ScheduleSettings
+from lib.pruning.state import StateSettings
 from lib.step import update
 from models.gpt2.model import GPT2, GPT2Config
 from scripts.bench_common import machine, write_csv, write_table
@@ -61,20 +63,13 @@ class Subject:
         self.optimizer = torch.optim.AdamW(_groups(self.model), lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
         self.pruner = None
         if kind == "adamwprune":
-            cfg = Config(
-                {
-                    "PRUNING_SCOPE": "global",
-                    "PRUNING_START_PERCENT": 0,
-                    "PRUNING_END_PERCENT": 100,
-                    "PRUNING_INTERVAL": interval,
-                    "PRUNING_SCHEDULE": "cubic",
-                    "ADAM_EPS": 1e-8,
-                    # the head (lm_head, tied to the token embedding) stays dense, as in training
-                    "PRUNING_EXCLUDE_HEAD": True,
-                    "PRUNING_EXCLUDE_FIRST_CONV": False,
-                }
+            settings = StateSettings(
+                target=0.5,
+                variant="bitter0",
+                schedule=ScheduleSettings(shape="cubic", start_percent=0, end_percent=100, interval=interval),
+                exclude_head=True,  # the head (lm_head, tied to the token embedding) stays dense, as in training
             )
-            self.pruner = PRUNERS["state"](self.model, cfg, 0.5, total_steps=10**9, variant="bitter0")
+            self.pruner = PRUNERS["state"](self.model, settings, total_steps=10**9)
             self.pruner.prepare()
             self.pruner.attach(self.optimizer, elementwise=True)
         self.times: list[float] = []

@@ -88,7 +88,7 @@ def bench(name: str, method: str, steps: int, warmup: int, interval: int) -> dic
         pruner = None
         if pruned:
             # a schedule whose next mask update lies beyond the measured steps: those steps only apply masks
-            pruner = PRUNERS[method](model, cfg, 0.7, total_steps=10**9)
+            pruner = PRUNERS[method](model, PRUNERS[method].Settings.from_config(cfg, {"target_sparsity": 0.7}), 10**9)
             pruner.prepare()
             pruner.attach(optimizer)
         runs.append({"model": model, "batch": batch, "loss": loss, "opt": optimizer, "pruner": pruner, "times": []})

@@ -6,6 +6,11 @@ masks travel in the model's ``state_dict`` and load strictly); around every opti
 (pruned weights set to exactly zero in place, and, on the schedule's update steps, new masks from
 :meth:`Pruner.update_mask`). A method implements ``update_mask`` only. There is never a second copy of the
 weights: the contract is a dense weight with zeros plus a bool mask.
+
+Settings. A method reads its knobs once, at the boundary: ``Pruner.Settings.from_config(cfg, axes)`` (the run's
+config and matrix axes) gives a frozen :class:`PruningSettings`, and the pruner takes only that. A method with
+knobs of its own declares a subclass of the settings (``StateSettings``, ``NMSettings``, ``BandedSettings``)
+whose ``read`` adds its fields; benchmarks and tests build settings directly, without a config.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from lib.pruning.schedule import SparsitySchedule
+from lib.pruning.schedule import ScheduleSettings
 from lib.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -26,27 +33,53 @@ logger = logging.getLogger(__name__)
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def prunable_modules(model: nn.Module, cfg) -> list[tuple[str, nn.Module]]:
+@dataclass(frozen=True)
+class PruningSettings:
+    """What every pruning method reads. ``target`` is the run's ``target_sparsity`` axis; with 0 there is no
+    schedule (``none``, and banded, whose sparsity the band widths set)."""
+
+    target: float = 0.0
+    scope: str = "global"  # PRUNING_SCOPE: one threshold over all layers ("global") or each layer on its own
+    exclude_head: bool = False  # PRUNING_EXCLUDE_HEAD
+    exclude_first_conv: bool = False  # PRUNING_EXCLUDE_FIRST_CONV
+    schedule: ScheduleSettings | None = None  # None: no gradual schedule
+    budget_scale: float = 1.0  # factor on the run's training length (AdamWPrune bitter2 spends saved compute)
+
+    @classmethod
+    def from_config(cls, cfg, axes: Mapping[str, Any]) -> PruningSettings:
+        return cls(**cls.read(cfg, axes))
+
+    @classmethod
+    def read(cls, cfg, axes: Mapping[str, Any]) -> dict[str, Any]:
+        """The field values from a config and a run's axes; a method's settings extend the dict with theirs."""
+        target = axes.get("target_sparsity") or 0.0
+        fields = {"exclude_head": cfg["PRUNING_EXCLUDE_HEAD"], "exclude_first_conv": cfg["PRUNING_EXCLUDE_FIRST_CONV"]}
+        if target:  # the scope and schedule symbols are visible (and set) only with a sparsity-producing method
+            fields |= {"target": target, "scope": cfg["PRUNING_SCOPE"], "schedule": ScheduleSettings.from_config(cfg)}
+        return fields
+
+
+def prunable_modules(model: nn.Module, settings: PruningSettings) -> list[tuple[str, nn.Module]]:
     """Linear and convolution modules whose ``weight`` may be pruned, in definition order, less the output
-    head and the first convolution when ``PRUNING_EXCLUDE_HEAD`` / ``_FIRST_CONV`` say so. The head is the
-    Linear whose weight is tied to an embedding (GPT-2's ``lm_head``), or else the last Linear."""
+    head and the first convolution when the settings exclude them. The head is the Linear whose weight is tied
+    to an embedding (GPT-2's ``lm_head``), or else the last Linear."""
     modules = [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
     linears = [m for _, m in modules if isinstance(m, nn.Linear)]
     convs = [m for _, m in modules if not isinstance(m, nn.Linear)]
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     tied = [m for m in linears if id(m.weight) in embeddings]
     excluded = set()
-    if cfg["PRUNING_EXCLUDE_HEAD"] and linears:
+    if settings.exclude_head and linears:
         excluded.add(id((tied or linears)[-1]))
-    if cfg["PRUNING_EXCLUDE_FIRST_CONV"] and convs:
+    if settings.exclude_first_conv and convs:
         excluded.add(id(convs[0]))
     return [(name, m) for name, m in modules if id(m) not in excluded]
 
 
-def sparsity_of(model: nn.Module, cfg) -> float:
+def sparsity_of(model: nn.Module, settings: PruningSettings) -> float:
     """Achieved sparsity: the fraction of exact zeros over all prunable weights."""
     zeros = total = 0
-    for _, m in prunable_modules(model, cfg):
+    for _, m in prunable_modules(model, settings):
         zeros += int((m.weight == 0).sum())
         total += m.weight.numel()
     return zeros / total if total else 0.0
@@ -59,30 +92,17 @@ class Pruner:
     AXES: tuple = ()
     RULES: tuple = ()
 
-    def __init__(
-        self,
-        model: nn.Module,
-        cfg,
-        target_sparsity: float,
-        total_steps: int,
-        variant: str | None = None,
-        axes: dict | None = None,
-    ) -> None:
+    Settings: ClassVar[type[PruningSettings]] = PruningSettings  # what the method reads, from_config(cfg, axes)
+
+    def __init__(self, model: nn.Module, settings: PruningSettings, total_steps: int) -> None:
         self.model = model
-        self.cfg = cfg
-        self.axes = axes or {}  # the run's matrix axes, for methods with an axis of their own (banded widths)
-        self.target = target_sparsity
-        self.variant = variant
-        self.schedule = SparsitySchedule.from_config(cfg, target_sparsity, total_steps) if target_sparsity else None
+        self.settings = settings
+        self.target = settings.target
+        self.schedule = settings.schedule.build(self.target, total_steps) if settings.schedule and self.target else None
         self.modules: list[tuple[str, nn.Module]] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self.reapply_every_step = True
         self.seconds = 0.0  # wall time spent in pruning (mask updates and masking), for the summary
-
-    @classmethod
-    def budget_scale(cls, cfg, variant: str | None) -> float:
-        """Factor on the run's training length (1 except for methods that spend saved compute on steps)."""
-        return 1.0
 
     def attach(self, optimizer: torch.optim.Optimizer, elementwise: bool = True) -> None:
         """The optimizer whose per-weight state is zeroed where weights are pruned (and read by ``state``).
@@ -109,7 +129,7 @@ class Pruner:
         """Register one bool mask per prunable weight; ``constant`` schedules set their masks now."""
         if not self.active:
             return
-        self.modules = prunable_modules(self.model, self.cfg)
+        self.modules = prunable_modules(self.model, self.settings)
         for _, m in self.modules:
             m.register_buffer("weight_mask", torch.ones_like(m.weight, dtype=torch.bool))
         s = self.schedule
@@ -172,6 +192,10 @@ class Pruner:
             del m.weight_mask
         self.modules = []
 
+    def sparsity(self) -> float:
+        """Achieved sparsity over every prunable weight of the model (pruned by this method or not)."""
+        return sparsity_of(self.model, self.settings)
+
     def layer_sparsity(self) -> dict[str, float]:
         """Fraction of exact zeros per pruned layer, by module name."""
         return {name: float((m.weight == 0).sum()) / m.weight.numel() for name, m in self.modules}
@@ -189,7 +213,7 @@ class Pruner:
         """Set the masks from per-layer score callables: one threshold over all layers (``PRUNING_SCOPE``
         global) or each layer to ``sparsity`` on its own (per layer). Higher scores are kept."""
         masks = [m.weight_mask for _, m in self.modules]
-        if self.cfg["PRUNING_SCOPE"] == "global":
+        if self.settings.scope == "global":
             global_keep(fns, masks, sparsity)
         else:
             for fn, mask in zip(fns, masks, strict=True):

@@ -23,7 +23,7 @@ class MovementPruner(Pruner):
         if self.active:
             self.scores = {
                 name: torch.zeros_like(m.weight, dtype=torch.float32)
-                for name, m in prunable_modules(self.model, self.cfg)
+                for name, m in prunable_modules(self.model, self.settings)
             }
         super().prepare()
 

@@ -15,6 +15,7 @@ the target; in between they are only re-applied. Two more kinds: ``oneshot`` pru
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from lib.registry import Registry
 
@@ -44,14 +45,6 @@ class SparsitySchedule:
         """Masks are computed once, before the first step (``constant``)."""
         return self.kind == "constant"
 
-    @classmethod
-    def from_config(cls, cfg, final: float, total_steps: int) -> SparsitySchedule:
-        # Steps are counted from 1 (the first update happens after the first optimizer step), so a schedule
-        # that starts "at 0%" starts at step 1.
-        start = max(1, round(total_steps * cfg["PRUNING_START_PERCENT"] / 100))
-        end = round(total_steps * cfg["PRUNING_END_PERCENT"] / 100)
-        return cls(final, start, max(start, end), cfg["PRUNING_INTERVAL"], cfg["PRUNING_SCHEDULE"])
-
     def sparsity(self, step: int) -> float:
         if self.kind == "constant":
             return self.final
@@ -80,3 +73,30 @@ class SparsitySchedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.last_step = state["last_step"]
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """When a gradual method prunes: ``PRUNING_SCHEDULE``, ``PRUNING_START_PERCENT`` / ``_END_PERCENT`` of the run's
+    optimizer steps, and ``PRUNING_INTERVAL`` steps between mask updates."""
+
+    shape: str = "cubic"
+    start_percent: int = 0
+    end_percent: int = 100
+    interval: int = 1
+
+    @classmethod
+    def from_config(cls, cfg) -> ScheduleSettings:
+        return cls(
+            shape=cfg["PRUNING_SCHEDULE"],
+            start_percent=cfg["PRUNING_START_PERCENT"],
+            end_percent=cfg["PRUNING_END_PERCENT"],
+            interval=cfg["PRUNING_INTERVAL"],
+        )
+
+    def build(self, final: float, total_steps: int) -> SparsitySchedule:
+        """The schedule to ``final`` over a run of ``total_steps``. Steps are counted from 1 (the first update
+        happens after the first optimizer step), so a schedule that starts "at 0%" starts at step 1."""
+        start = max(1, round(total_steps * self.start_percent / 100))
+        end = round(total_steps * self.end_percent / 100)
+        return SparsitySchedule(final, start, max(start, end), self.interval, self.shape)

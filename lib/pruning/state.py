@@ -10,12 +10,13 @@ scores at once (:func:`lib.pruning.base.global_keep`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from lib.pruning.base import PRUNERS, Pruner, global_keep
+from lib.pruning.base import PRUNERS, Pruner, PruningSettings, global_keep
 from lib.registry import Registry
 from lib.spec import Axis, Rule
 
@@ -91,6 +92,20 @@ def _variants(cfg) -> list[str]:
     return list(cfg["ADAMWPRUNE_VARIANTS"])
 
 
+@dataclass(frozen=True)
+class StateSettings(PruningSettings):
+    """The run's AdamWPrune variant (its ``variant`` axis) and the Adam epsilon its scores divide by."""
+
+    variant: str = "bitter0"
+    eps: float = 1e-8  # ADAM_EPS
+
+    @classmethod
+    def read(cls, cfg, axes: Mapping[str, Any]) -> dict[str, Any]:
+        variant = axes.get("variant") or "bitter0"
+        scale = cfg["ADAMWPRUNE_BUDGET_SCALE"] if VARIANTS[variant].scaled_budget else 1.0
+        return super().read(cfg, axes) | {"variant": variant, "eps": cfg["ADAM_EPS"], "budget_scale": scale}
+
+
 @PRUNERS.register("state")
 class StatePruner(Pruner):
     """The ``state`` pruning method: masks from an AdamWPrune variant's scores.
@@ -123,9 +138,8 @@ class StatePruner(Pruner):
         ),
     )
 
-    @classmethod
-    def budget_scale(cls, cfg, variant: str | None) -> float:
-        return cfg["ADAMWPRUNE_BUDGET_SCALE"] if variant and VARIANTS[variant].scaled_budget else 1.0
+    Settings = StateSettings
+    settings: StateSettings
 
     def _score_fn(self, w: torch.Tensor, variant: Variant) -> Callable[[], torch.Tensor]:
         state = self.param_state(w)
@@ -134,14 +148,14 @@ class StatePruner(Pruner):
         beta1 = self.optimizer.param_groups[0]["betas"][0] if self.optimizer is not None else 0.9
         step = float(state.get("step", 1))
         bias1 = 1.0 - beta1 ** max(step, 1.0)
-        eps = self.cfg["ADAM_EPS"]
+        eps = self.settings.eps
         return lambda: variant.score(
             w.detach().float(), state["exp_avg"].float(), state["exp_avg_sq"].float(), eps, bias1
         )
 
     @torch.no_grad()
     def update_mask(self, sparsity: float) -> None:
-        variant = VARIANTS[self.variant or "bitter0"]
+        variant = VARIANTS[self.settings.variant]
         weights = [m.weight for _, m in self.modules]
         masks = [m.weight_mask for _, m in self.modules]
         fns = [self.keep_pruned(self._score_fn(w, variant), m) for w, m in zip(weights, masks, strict=True)]
@@ -153,4 +167,4 @@ class StatePruner(Pruner):
             self.keep_top(fns, sparsity)
 
 
-__all__ = ["VARIANTS", "StatePruner", "layer_sparsity"]
+__all__ = ["VARIANTS", "StatePruner", "StateSettings", "layer_sparsity"]

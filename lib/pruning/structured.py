@@ -12,12 +12,15 @@ before the first step and never change. The formula is in :mod:`lib.pruning.patt
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from lib.errors import UserError
-from lib.pruning.base import PRUNERS, Pruner, prunable_modules
+from lib.pruning.base import PRUNERS, Pruner, PruningSettings, prunable_modules
 from lib.pruning.patterns import band_density, banded_mask, nm_mask_partial
 from lib.spec import Axis, Rule
 
@@ -26,8 +29,23 @@ logger = logging.getLogger(__name__)
 NM_PATTERNS = {"2_4": (2, 4), "4_8": (4, 8)}  # PRUNING_NM_PATTERN_<N>_<M> -> (N, M)
 
 
+@dataclass(frozen=True)
+class NMSettings(PruningSettings):
+    """N kept of every M consecutive input weights (``PRUNING_NM_PATTERN``)."""
+
+    n: int = 2
+    m: int = 4
+
+    @classmethod
+    def read(cls, cfg, axes: Mapping[str, Any]) -> dict[str, Any]:
+        n, m = NM_PATTERNS[cfg["PRUNING_NM_PATTERN"]]
+        return super().read(cfg, axes) | {"n": n, "m": m}
+
+
 @PRUNERS.register("nm")
 class NMPruner(Pruner):
+    Settings = NMSettings
+    settings: NMSettings
     RULES = (
         Rule(
             "N:M sparsity is fixed by its pattern: (M-N)/M = 50%",
@@ -37,7 +55,7 @@ class NMPruner(Pruner):
     )
 
     def prepare(self) -> None:
-        self.n, self.m = NM_PATTERNS[self.cfg["PRUNING_NM_PATTERN"]]
+        self.n, self.m = self.settings.n, self.settings.m
         super().prepare()
         fits = [(name, mod) for name, mod in self.modules if mod.weight[0].numel() % self.m == 0]
         for name, mod in self.modules:
@@ -61,9 +79,24 @@ class NMPruner(Pruner):
             mod.weight_mask.copy_(nm_mask_partial(scores, self.n, self.m, zeros))
 
 
+@dataclass(frozen=True)
+class BandedSettings(PruningSettings):
+    """The run's band widths (its ``fc1_band`` and ``fc2_band`` axes); 0 leaves that layer kind dense."""
+
+    fc1_band: int = 0
+    fc2_band: int = 0
+
+    @classmethod
+    def read(cls, cfg, axes: Mapping[str, Any]) -> dict[str, Any]:
+        return super().read(cfg, axes) | {"fc1_band": axes.get("fc1_band") or 0, "fc2_band": axes.get("fc2_band") or 0}
+
+
 @PRUNERS.register("banded")
 class BandedPruner(Pruner):
     """Static band on MLP layers with an integer expansion ratio; no schedule and no target sparsity."""
+
+    Settings = BandedSettings
+    settings: BandedSettings
 
     AXES = (
         Axis(
@@ -107,14 +140,14 @@ class BandedPruner(Pruner):
     )
 
     def prepare(self) -> None:
-        bandwidths = {"fc1": self.axes.get("fc1_band") or 0, "fc2": self.axes.get("fc2_band") or 0}
+        bandwidths = {"fc1": self.settings.fc1_band, "fc2": self.settings.fc2_band}
         self.modules = []
         # A model that knows its MLPs says so (``mlp_layers()``: (fc1, fc2) pairs); otherwise any Linear with an
         # integer expansion ratio is taken for one.
         declared = {}
         for fc1, fc2 in getattr(self.model, "mlp_layers", lambda: [])():
             declared[id(fc1)], declared[id(fc2)] = "fc1", "fc2"
-        for name, mod in prunable_modules(self.model, self.cfg):
+        for name, mod in prunable_modules(self.model, self.settings):
             out, inp = mod.weight.shape[0], mod.weight[0].numel()
             if declared:
                 kind = declared.get(id(mod))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lib.pruning.base import prunable_modules
+from lib.pruning.base import PruningSettings, prunable_modules
 from models.gpt2.model import GATE_ACTIVATIONS, GATE_POSITIONS, GATES, GPT2, PRESETS, GPT2Config, padded_vocab
 
 
@@ -126,9 +126,8 @@ def test_ns_sigmoid_never_closes():
 
 
 def test_tied_head_is_the_excluded_head_for_pruning():
-    cfg = {"PRUNING_EXCLUDE_HEAD": True, "PRUNING_EXCLUDE_FIRST_CONV": True}
     model = GPT2(GPT2Config(**SMALL))
-    names = [name for name, _ in prunable_modules(model, cfg)]
+    names = [name for name, _ in prunable_modules(model, PruningSettings(exclude_head=True, exclude_first_conv=True))]
     assert "lm_head" not in names
     assert names[-1] == "transformer.h.1.mlp.c_proj"  # the last MLP projection is pruned like the others
     assert len(names) == 2 * 4  # c_attn, attn.c_proj, c_fc, mlp.c_proj per layer

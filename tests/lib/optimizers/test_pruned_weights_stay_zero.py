@@ -38,7 +38,9 @@ def test_pruned_weights_stay_exactly_zero(cfg, name, tmp_path):
     model = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 3))
     steps = 40
     pruning = "state" if name == "adamwprune" else "magnitude"
-    pruner = PRUNERS[pruning](model, cfg, 0.6, steps, variant="bitter0")
+    pruner_cls = PRUNERS[pruning]
+    settings = pruner_cls.Settings.from_config(cfg, {"target_sparsity": 0.6, "variant": "bitter0"})
+    pruner = pruner_cls(model, settings, steps)
     pruner.prepare()
     setup = OPTIMIZERS[name](model, cfg)
     pruner.attach(setup.optimizer, setup.elementwise)

@@ -8,8 +8,8 @@ from torch import nn
 
 from lib.config import Config
 from lib.pruning import PRUNERS
-from lib.pruning.base import global_keep, sparsity_of
-from lib.pruning.schedule import SparsitySchedule
+from lib.pruning.base import PruningSettings, global_keep, sparsity_of
+from lib.pruning.schedule import ScheduleSettings, SparsitySchedule
 
 
 def _cfg(scope: str = "global", start: int = 0, end: int = 0, interval: int = 1) -> Config:
@@ -24,6 +24,12 @@ def _cfg(scope: str = "global", start: int = 0, end: int = 0, interval: int = 1)
             "PRUNING_EXCLUDE_FIRST_CONV": False,
         }
     )
+
+
+def _pruner(method: str, model: nn.Module, cfg, target: float, total_steps: int, **axes):
+    """A method's pruner the way the trainer builds one: its settings from the config and the run's axes."""
+    cls = PRUNERS[method]
+    return cls(model, cls.Settings.from_config(cfg, {"target_sparsity": target, **axes}), total_steps)
 
 
 def test_cubic_schedule_matches_zhu_gupta_by_hand():
@@ -43,9 +49,9 @@ def test_late_ramp_by_hand():
 
 
 def test_schedule_from_config_uses_percentages_of_total_steps():
-    s = SparsitySchedule.from_config(_cfg(start=10, end=70, interval=7), 0.5, total_steps=200)
+    s = ScheduleSettings.from_config(_cfg(start=10, end=70, interval=7)).build(0.5, total_steps=200)
     assert (s.start, s.end, s.interval) == (20, 140, 7)
-    one_shot = SparsitySchedule.from_config(_cfg(start=0, end=0), 0.5, total_steps=200)
+    one_shot = ScheduleSettings.from_config(_cfg(start=0, end=0)).build(0.5, total_steps=200)
     assert (one_shot.start, one_shot.end) == (1, 1) and one_shot.is_update_step(1)
 
 
@@ -67,18 +73,18 @@ def test_global_vs_per_layer_scope():
     for scope, kept0, kept1 in (("global", 6, 0), ("layer", 4, 2)):
         m = nn.Sequential(nn.Linear(4, 2, bias=False), nn.Linear(2, 2, bias=False))
         m.load_state_dict(model.state_dict())
-        pruner = PRUNERS["magnitude"](m, _cfg(scope), 0.5, total_steps=1)
+        pruner = _pruner("magnitude", m, _cfg(scope), 0.5, 1)
         pruner.prepare()
         pruner.after_step()  # step 1 == end: one-shot to 50%
         assert int(m[0].weight_mask.sum()) == kept0 and int(m[1].weight_mask.sum()) == kept1, scope
-        assert sparsity_of(m, _cfg(scope)) == 0.5
+        assert sparsity_of(m, PruningSettings()) == 0.5
         assert torch.all(m[0].weight[~m[0].weight_mask] == 0)
 
 
 def test_pruned_weights_stay_zero_through_optimizer_steps():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
-    pruner = PRUNERS["magnitude"](model, _cfg(start=0, end=50, interval=5), 0.75, total_steps=20)
+    pruner = _pruner("magnitude", model, _cfg(start=0, end=50, interval=5), 0.75, 20)
     pruner.prepare()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.randn(16, 8), torch.randint(0, 2, (16,))
@@ -92,12 +98,12 @@ def test_pruned_weights_stay_zero_through_optimizer_steps():
         pruner.after_step()
         for layer in (model[0], model[2]):
             assert torch.all(layer.weight[~layer.weight_mask] == 0)
-    assert sparsity_of(model, _cfg()) == pytest.approx(0.75, abs=0.005)
+    assert sparsity_of(model, PruningSettings()) == pytest.approx(0.75, abs=0.005)
 
 
 def test_none_prunes_nothing_and_adds_no_buffers():
     model = nn.Linear(3, 3)
-    pruner = PRUNERS["none"](model, _cfg(), 0.0, total_steps=10)
+    pruner = _pruner("none", model, _cfg(), 0.0, 10)
     pruner.prepare()
     pruner.after_step()
     assert "weight_mask" not in model.state_dict()

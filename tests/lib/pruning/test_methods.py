@@ -9,7 +9,7 @@ from torch import nn
 from lib import checkpoint
 from lib.config import Config
 from lib.pruning import PRUNERS
-from lib.pruning.base import sparsity_of
+from lib.pruning.base import PruningSettings, sparsity_of
 from lib.pruning.schedule import SparsitySchedule
 
 
@@ -27,12 +27,18 @@ def _cfg(schedule: str = "cubic", scope: str = "global", start: int = 0, end: in
     )
 
 
+def _pruner(method: str, model: nn.Module, cfg, target: float, total_steps: int, **axes):
+    """A method's pruner the way the trainer builds one: its settings from the config and the run's axes."""
+    cls = PRUNERS[method]
+    return cls(model, cls.Settings.from_config(cfg, {"target_sparsity": target, **axes}), total_steps)
+
+
 def test_movement_scores_are_minus_w_times_grad_accumulated_by_hand():
     layer = nn.Linear(4, 2, bias=False)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 3.0], [-1.0, 0.25, 2.0, -0.5]]))
     model = nn.Sequential(layer)
-    pruner = PRUNERS["movement"](model, _cfg(start=100, end=100), 0.5, total_steps=200)
+    pruner = _pruner("movement", model, _cfg(start=100, end=100), 0.5, 200)
     pruner.prepare()
     grads = [
         torch.tensor([[0.1, 0.2, -0.4, -0.1], [0.3, -0.2, 0.1, 0.0]]),
@@ -59,14 +65,14 @@ def test_random_pruning_hits_the_target_and_is_reproducible(scope):
     def run():
         torch.manual_seed(7)
         model = nn.Sequential(nn.Linear(20, 30), nn.Linear(30, 10))
-        pruner = PRUNERS["random"](model, _cfg(scope=scope, start=0, end=50, interval=10), 0.7, total_steps=60)
+        pruner = _pruner("random", model, _cfg(scope=scope, start=0, end=50, interval=10), 0.7, 60)
         pruner.prepare()
         for _ in range(60):
             pruner.after_step()
         return model, pruner
 
     (a, pa), (b, _) = run(), run()
-    assert abs(sparsity_of(a, _cfg()) - 0.7) <= 0.005
+    assert abs(sparsity_of(a, PruningSettings()) - 0.7) <= 0.005
     if scope == "layer":
         assert all(abs(v - 0.7) <= 0.005 for v in pa.layer_sparsity().values())
     assert torch.equal(a[0].weight_mask, b[0].weight_mask) and torch.equal(a[1].weight_mask, b[1].weight_mask)
@@ -77,9 +83,9 @@ def test_oneshot_and_constant_schedules():
     assert [t for t in range(12) if oneshot.is_update_step(t)] == [5]
     assert oneshot.sparsity(4) == 0.0 and oneshot.sparsity(5) == 0.6
     model = nn.Sequential(nn.Linear(10, 10))
-    pruner = PRUNERS["magnitude"](model, _cfg("constant"), 0.6, total_steps=10)
+    pruner = _pruner("magnitude", model, _cfg("constant"), 0.6, 10)
     pruner.prepare()  # constant: masks at the target before the first step
-    assert abs(sparsity_of(model, _cfg()) - 0.6) <= 0.005
+    assert abs(sparsity_of(model, PruningSettings()) - 0.6) <= 0.005
     before = model[0].weight_mask.clone()
     for _ in range(10):
         pruner.after_step()
@@ -89,7 +95,7 @@ def test_oneshot_and_constant_schedules():
 def test_checkpoint_holds_only_bool_masks_loads_strictly_and_squash_removes_them():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4))
-    pruner = PRUNERS["magnitude"](model, _cfg("oneshot", start=0), 0.5, total_steps=4)
+    pruner = _pruner("magnitude", model, _cfg("oneshot", start=0), 0.5, 4)
     pruner.prepare()
     pruner.after_step()
     state = model.state_dict()
@@ -98,20 +104,20 @@ def test_checkpoint_holds_only_bool_masks_loads_strictly_and_squash_removes_them
     assert all(state[k].dtype == torch.bool for k in extra)
     assert pruner.mask_bytes() == 8 * 8 + 8 * 4  # exactly one byte per prunable weight
     fresh = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4))
-    again = PRUNERS["magnitude"](fresh, _cfg("oneshot", start=0), 0.5, total_steps=4)
+    again = _pruner("magnitude", fresh, _cfg("oneshot", start=0), 0.5, 4)
     again.prepare()
     fresh.load_state_dict(state, strict=True)
     assert torch.equal(fresh[0].weight_mask, model[0].weight_mask)
     pruner.squash()
     assert set(model.state_dict()) == {"0.weight", "0.bias", "1.weight", "1.bias"}
-    assert sparsity_of(model, _cfg()) == 0.5
+    assert sparsity_of(model, PruningSettings()) == 0.5
 
 
 def test_movement_and_random_resume_exactly():
     def make():
         torch.manual_seed(3)
         model = nn.Sequential(nn.Linear(6, 6))
-        p = PRUNERS["movement"](model, _cfg(start=0, end=80, interval=4), 0.5, total_steps=100)
+        p = _pruner("movement", model, _cfg(start=0, end=80, interval=4), 0.5, 100)
         p.prepare()
         return model, p
 
@@ -144,7 +150,7 @@ def _nm_cfg(pattern: str = "2_4", **extra) -> Config:
 def test_nm_pruner_ends_with_exactly_n_of_every_m_and_skips_indivisible_layers(pattern, n, m):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 8), nn.Linear(6, 6))  # 6 % 4, 6 % 8 != 0
-    pruner = PRUNERS["nm"](model, _nm_cfg(pattern), 0.5, total_steps=60)
+    pruner = _pruner("nm", model, _nm_cfg(pattern), 0.5, 60)
     pruner.prepare()
     assert [name for name, _ in pruner.modules] == ["0", "2"]
     assert "weight_mask" not in dict(model[3].named_buffers())
@@ -165,7 +171,7 @@ def test_banded_pruner_masks_mlp_layers_with_the_formula():
 
     c, r = 4, 4
     model = nn.Sequential(nn.Linear(c, r * c), nn.GELU(), nn.Linear(r * c, c), nn.Linear(c, 3))
-    pruner = PRUNERS["banded"](model, _cfg(), 0.0, total_steps=10, axes={"fc1_band": 4, "fc2_band": 2})
+    pruner = _pruner("banded", model, _cfg(), 0.0, 10, fc1_band=4, fc2_band=2)
     pruner.prepare()
     assert torch.equal(model[0].weight_mask, banded_mask(r * c, c, 4))
     assert torch.equal(model[2].weight_mask, banded_mask(c, r * c, 2))
@@ -185,7 +191,7 @@ def test_every_method_hits_its_target_globally_and_per_layer(method, scope, tmp_
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(10, 40), nn.ReLU(), nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 5))
     cfg = Config({**_cfg(scope=scope, start=10, end=70, interval=3).values, "ADAM_EPS": 1e-8})
-    pruner = PRUNERS[method](model, cfg, 0.7, total_steps=40, variant="bitter0")
+    pruner = _pruner(method, model, cfg, 0.7, 40, variant="bitter0")
     pruner.prepare()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     pruner.attach(opt)
@@ -196,7 +202,7 @@ def test_every_method_hits_its_target_globally_and_per_layer(method, scope, tmp_
         pruner.before_step()
         opt.step()
         pruner.after_step()
-    assert abs(sparsity_of(model, cfg) - 0.7) <= 0.005
+    assert abs(sparsity_of(model, PruningSettings()) - 0.7) <= 0.005
     if scope == "layer":
         for name, value in pruner.layer_sparsity().items():
             assert abs(value - 0.7) <= 0.005, name

@@ -10,7 +10,7 @@ from torch import nn
 
 from lib.config import Config
 from lib.pruning import PRUNERS
-from lib.pruning.base import global_keep, sparsity_of
+from lib.pruning.base import PruningSettings, global_keep, sparsity_of
 from lib.pruning.state import VARIANTS, layer_sparsity
 
 EPS = 1e-8
@@ -77,13 +77,19 @@ CFG = Config(
 )
 
 
+def _pruner(method: str, model: nn.Module, cfg, target: float, total_steps: int, **axes):
+    """A method's pruner the way the trainer builds one: its settings from the config and the run's axes."""
+    cls = PRUNERS[method]
+    return cls(model, cls.Settings.from_config(cfg, {"target_sparsity": target, **axes}), total_steps)
+
+
 @pytest.mark.parametrize("variant", ["bitter0", "bitter3", "bitter5", "bitter7", "bitter9"])
 @pytest.mark.parametrize("base", [torch.optim.Adam, torch.optim.AdamW])
 def test_adamwprune_hits_target_and_keeps_weights_and_moments_zero(variant, base):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
     steps = 60
-    pruner = PRUNERS["state"](model, CFG, 0.7, steps, variant=variant)
+    pruner = _pruner("state", model, CFG, 0.7, steps, variant=variant)
     pruner.prepare()
     opt = base(model.parameters(), lr=1e-2, weight_decay=0.01)
     pruner.attach(opt)
@@ -100,11 +106,14 @@ def test_adamwprune_hits_target_and_keeps_weights_and_moments_zero(variant, base
             assert torch.all(layer.weight[dead] == 0), step
             state = opt.state[layer.weight]
             assert torch.all(state["exp_avg"][dead] == 0) and torch.all(state["exp_avg_sq"][dead] == 0), step
-    assert abs(sparsity_of(model, CFG) - 0.7) <= 0.005
+    assert abs(sparsity_of(model, PruningSettings()) - 0.7) <= 0.005
     assert all(layer.weight_mask.dtype == torch.bool for layer in layers)
 
 
 def test_bitter2_scales_the_budget_and_others_do_not():
-    assert PRUNERS["state"].budget_scale(CFG, "bitter2") == 1.21
-    assert PRUNERS["state"].budget_scale(CFG, "bitter0") == 1.0
-    assert PRUNERS["magnitude"].budget_scale(CFG, None) == 1.0
+    def scale(method: str, variant: str | None) -> float:
+        return PRUNERS[method].Settings.from_config(CFG, {"target_sparsity": 0.7, "variant": variant}).budget_scale
+
+    assert scale("state", "bitter2") == 1.21
+    assert scale("state", "bitter0") == 1.0
+    assert scale("magnitude", None) == 1.0
