@@ -44,9 +44,9 @@ OVERRIDES += $(value SET)
 endif
 MATRIX_ARG := $(call option,--matrix,MATRIX)
 CONTINUE_JOBS := $(if $(filter command line,$(origin JOBS)),--jobs $(call quote,JOBS))
-# `make continue` takes SET= alone (JOBS= is --jobs; the ledger fixes the rest): SET="RESULTS_DIR=<dir>" says
-# where the latest matrix is.
-CONTINUE_SET := $(if $(filter command line,$(origin SET)),$(call option,--set,SET))
+# `make continue` and `make sample` take SET= alone (for continue JOBS= is --jobs; the ledger fixes the rest):
+# SET="RESULTS_DIR=<dir>" says where the latest matrix is.
+SET_ARG := $(if $(filter command line,$(origin SET)),$(call option,--set,SET))
 # YES is one word, 1, y or yes: a destructive flag is never read out of a longer value.
 YES_ARG := $(if $(filter 1,$(words $(value YES))),$(if $(filter 1 y yes,$(value YES)),--yes))
 # make would expand a command-line variable to put it in the recipes' environment. After the `?=` defaults:
@@ -88,15 +88,15 @@ plan: $(STAMP) ## Print the runs the matrix expands into, without running anythi
 	@$(TIED) exec $(PY) -m lib.runner plan $(CONFIG_ARG) --set $(call quote,OVERRIDES)
 
 continue: $(STAMP) ## Resume the latest matrix (or MATRIX=<dir>) from its ledger
-	@$(TIED) exec $(PY) -m lib.runner continue $(CONFIG_ARG) $(MATRIX_ARG) $(CONTINUE_JOBS) $(CONTINUE_SET)
+	@$(TIED) exec $(PY) -m lib.runner continue $(CONFIG_ARG) $(MATRIX_ARG) $(CONTINUE_JOBS) $(SET_ARG)
 
 update-graphs: $(STAMP) ## Write graphs/*.png and report.md of the latest matrix (or MATRIX=<dir>)
 	@exec $(PY) -m scripts.update_graphs $(CONFIG_ARG) --set $(call quote,OVERRIDES) $(MATRIX_ARG)
 
 SAMPLE_ARGS := $(call option,--prompt,PROMPT) $(call option,--tokens,TOKENS) \
 	$(call option,--temperature,TEMPERATURE) $(call option,--top-k,TOP_K) $(call option,--seed,SEED)
-sample: $(STAMP) ## Generate text from a GPT-2 run: RUN=<run dir> [PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=]
-	@exec $(PY) -m scripts.sample $(call quote,RUN) $(SAMPLE_ARGS)
+sample: $(STAMP) ## Text from a GPT-2 run: RUN=<run dir or id> [MATRIX= SET= PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=]
+	@exec $(PY) -m scripts.sample $(call quote,RUN) $(CONFIG_ARG) $(MATRIX_ARG) $(SET_ARG) $(SAMPLE_ARGS)
 
 quickstart: $(STAMP) ## Set up, then run the embedded `quickstart` defconfig through to graphs and report
 	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig quickstart

@@ -1,4 +1,7 @@
-"""Generate text from a GPT-2 run's checkpoint (``make sample RUN=<run dir>``).
+"""Generate text from a GPT-2 run's checkpoint (``make sample RUN=<run dir or run id>``).
+
+``RUN`` is a run directory, or the id of a run in the matrix every command finds (``MATRIX=``, else
+``RESULTS_DIR/latest`` with ``SET="RESULTS_DIR=<dir>"`` honoured; :func:`lib.results.resolve_matrix`).
 
 The model is rebuilt from the run's own ``config.json`` (size, gate axes, tokenizer), its weights loaded from
 ``best.pt`` (the best validation loss; ``--checkpoint last`` for ``checkpoint.pt``), and ``--num`` samples of
@@ -17,6 +20,7 @@ from pathlib import Path
 import torch
 
 from lib import checkpoint, results
+from lib import config as config_mod
 from lib.data.text import TOKENIZERS
 from lib.errors import ArgumentParser, UserError, run_cli
 from lib.spec import RunSpec
@@ -25,6 +29,20 @@ from models.gpt2.train import model_config
 
 CHECKPOINTS = {"best": results.BEST_CHECKPOINT, "last": results.CHECKPOINT}
 DEFAULTS = {"tokens": 200, "temperature": 0.8, "top_k": 200, "seed": 0}
+
+
+def find_run(run: str, config: str | Path, overrides: list[str], matrix: str | None) -> Path:
+    """``run`` itself when it is a run directory, else the run of that id in the resolved matrix."""
+    path = Path(run)
+    if (path / results.CONFIG).is_file():
+        return path
+    place = results.resolve_matrix(config, overrides, matrix)
+    if run and (place.path / run / results.CONFIG).is_file():
+        return place.path / run
+    raise UserError(
+        f"{run} is not a run directory (no {results.CONFIG}), nor a run of the matrix {place.path}; give "
+        'RUN=results/<matrix>/<run>, or a run id with MATRIX=<matrix dir> or SET="RESULTS_DIR=<dir>"'
+    )
 
 
 def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
@@ -102,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python -m scripts.sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run_dir", type=Path, help="a GPT-2 run directory, results/<matrix>/<run-id>")
+    parser.add_argument("run", help="a GPT-2 run directory (results/<matrix>/<run-id>), or a run id of the matrix")
+    parser.add_argument("--config", default=str(config_mod.DOTCONFIG), help="the .config that names RESULTS_DIR")
+    parser.add_argument("--set", default="", help="overrides: 'SYM=VALUE ...', e.g. 'RESULTS_DIR=<dir>'")
+    parser.add_argument("--matrix", metavar="DIR", help="where a run id is looked up (default: RESULTS_DIR/latest)")
     parser.add_argument("--prompt", default="")
     parser.add_argument("--tokens", type=_number(int, 1, "TOKENS"), default=DEFAULTS["tokens"])
     parser.add_argument("--temperature", type=_number(float, 0, "TEMPERATURE"), default=DEFAULTS["temperature"])
@@ -112,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", choices=sorted(CHECKPOINTS), default="best")
     args = parser.parse_args(argv)
     texts = sample(
-        args.run_dir,
+        find_run(args.run, args.config, config_mod.split_overrides(args.set), args.matrix),
         args.prompt,
         tokens=args.tokens,
         temperature=args.temperature,

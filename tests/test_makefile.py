@@ -229,7 +229,10 @@ OVERRIDE_VARS = [
     ("KCONFIG_CONFIG", "--config"),
 ]
 PASSED = [
-    ("sample", "RUN", "last"),
+    ("sample", "RUN", "first"),
+    ("sample", "MATRIX", "--matrix"),
+    ("sample", "SET", "--set"),
+    ("continue", "SET", "--set"),
     ("sample", "PROMPT", "--prompt"),
     ("sample", "TOKENS", "--tokens"),
     ("sample", "TEMPERATURE", "--temperature"),
@@ -285,6 +288,8 @@ def received(argv: list[str], how: str) -> str:
     """The value as the program got it (see PASSED)."""
     if how == "last":
         return argv[-1]
+    if how == "first":  # the first argument after `-m <module>`
+        return argv[2]
     flag, _, assignment = how.partition(" ")
     got = argv[argv.index(flag) + 1]
     if assignment:
@@ -333,9 +338,9 @@ def test_make_passes_values_as_typed(tmp_path: Path, recording_venv: tuple[Path,
         result = make("-o", str(venv / STAMP), *args, f"KCONFIG_CONFIG={config}", env={"VIRTUAL_ENV": str(venv)})
         assert result.returncode == 0, result.stderr
     assert calls(log) == [
-        ["-m", "scripts.sample", "r", "--prompt", "def ", "--tokens", "5", "--temperature", "0.5"]
-        + ["--top-k", "0", "--seed", "-1"],
-        ["-m", "scripts.sample", "r"],
+        ["-m", "scripts.sample", "r", "--config", str(config), "--prompt", "def ", "--tokens", "5"]
+        + ["--temperature", "0.5", "--top-k", "0", "--seed", "-1"],
+        ["-m", "scripts.sample", "r", "--config", str(config)],
         ["-m", "lib.runner", "clean-results", "--matrix", "m", "--yes"],
         ["-m", "lib.runner", "continue", "--config", str(config)],
         ["-m", "lib.runner", "continue", "--config", str(config), "--matrix", "m", "--jobs", "2"],

@@ -13,7 +13,7 @@ from lib.matrix import expand
 from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
 from scripts import sample, update_graphs
-from tests.helpers import HANG_GUARD_SECONDS, Planted, make_cmd, make_env
+from tests.helpers import HANG_GUARD_SECONDS, Planted, make_cmd, make_env, make_run, write_config
 
 
 def _run_dir(tmp_path: Path, *extra: str) -> tuple[Path, GPT2]:
@@ -52,6 +52,26 @@ def test_make_sample_errors_are_one_line(tmp_path: Path):
     )
     assert proc.returncode != 0 and "is not a run directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_make_sample_finds_a_run_id_in_set_results_dir_or_matrix(tmp_path: Path):
+    """RUN=<run id> is looked up in the matrix every command finds: RESULTS_DIR/latest, with SET= honoured
+    over the .config's RESULTS_DIR, or MATRIX=."""
+    matrix = tmp_path / "results" / "handmade"
+    matrix.mkdir(parents=True)
+    run, _ = _run_dir(matrix)
+    results.point_latest(matrix)
+    cfg = write_config(tmp_path / ".config", tmp_path / "elsewhere")
+    expected = sample.sample(run, "def ", tokens=8, seed=0)[0]
+
+    for where in (f"SET=RESULTS_DIR='{tmp_path / 'results'}'", f"MATRIX={matrix}"):
+        proc = make_run("sample", f"RUN={run.name}", f"KCONFIG_CONFIG={cfg}", "PROMPT=def ", "TOKENS=8", where)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[1:] == expected.splitlines(), where
+    without = make_run("sample", f"RUN={run.name}", f"KCONFIG_CONFIG={cfg}")  # the .config's RESULTS_DIR is empty
+    assert without.returncode == 2
+    assert f"error: {run.name} is not a run directory (no config.json), nor a run of the matrix " in without.stderr
+    assert str(tmp_path / "elsewhere" / "latest") in without.stderr
 
 
 def test_make_sample_refuses_a_checkpoint_that_would_run_code(tmp_path: Path):
