@@ -151,12 +151,25 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, _jsonl(rows))
 
 
-def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """Append rows and fsync. Appends are not atomic; readers drop a torn tail and resume truncates."""
+def append_jsonl(path: str | os.PathLike, rows: Iterable[dict], durable: bool = True) -> None:
+    """Append rows (and fsync them, when ``durable``). Appends are not atomic; readers drop a torn tail and
+    resume truncates. Without ``durable`` the rows are in the file (a killed process loses none of them) but may
+    be lost with the machine: the training loop appends its metric rows so and calls :func:`sync_file` before
+    each checkpoint, so a checkpoint never counts rows that a power cut could take back."""
     with open(path, "a") as f:
         f.write(_jsonl(rows))
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
+
+
+def sync_file(path: str | os.PathLike) -> None:
+    """fsync a file already written (what :func:`append_jsonl` without ``durable`` put off)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- where results live

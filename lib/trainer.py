@@ -53,7 +53,7 @@ class TrainState:
     epoch: int = 0  # periods done
     batch: int = 0  # steps done in the current period
     best: dict | None = None  # the best evaluation so far, with its step
-    train_seconds: float = 0.0  # time in training steps (not evaluation, checkpoints or logging)
+    train_seconds: float = 0.0  # time in training steps with their log rows (not evaluation or checkpoints)
     samples: int = 0  # units trained on (images, tokens)
     metric_rows: int = 0  # rows of metrics.jsonl written so far
     peak_memory_bytes: int = 0
@@ -184,11 +184,9 @@ class Trainer:
             self.loss_sum += loss.double()
             self.loss_count += 1
             logged = state.step % log_every == 0 or state.batch == steps
-            if logged:
-                self.check_finite()  # waits for the device, so the time below is the steps' own
-                state.train_seconds += time.perf_counter() - tick
+            if logged:  # the row's cost is the steps' own: training time stops only for checkpoints
+                self.check_finite()
                 self.log_train()
-                tick = time.perf_counter()
             mid_period = state.batch < steps  # a period's last step ends with its own checkpoint
             # Under DDP the ranks agree on a stop through a collective that waits for the device: only at a log
             # row, where the loop waits anyway, never on every step. One process checks its flag every step.
@@ -220,7 +218,8 @@ class Trainer:
     def log_rows(self, rows: list[dict]) -> None:
         if not self.ranks.main:
             return
-        results.append_jsonl(self.ctx.run_dir / results.METRICS, rows)
+        # fsync'd with the next checkpoint or the summary (save(), summary()), not one fsync per row
+        results.append_jsonl(self.ctx.run_dir / results.METRICS, rows, durable=False)
         self.state.metric_rows += len(rows)
         for row in rows:
             self.tracker.log(row, row["step"])
@@ -266,6 +265,7 @@ class Trainer:
         if not self.ranks.main:
             return
         state.peak_memory_bytes = max(state.peak_memory_bytes, peak_memory_bytes(self.device))
+        results.sync_file(self.ctx.run_dir / results.METRICS)  # the rows the checkpoint counts are on disk first
         checkpoint.save_training(
             self.ctx.run_dir / results.CHECKPOINT,
             model=self.model,
@@ -318,6 +318,7 @@ class Trainer:
             "steps": state.step,
             "epochs": len(self.periods),
         }
+        results.sync_file(self.ctx.run_dir / results.METRICS)
         results.atomic_write_json(self.ctx.run_dir / results.SUMMARY, summary)
         self.status.write("done", state.step, force=True)
         self.tracker.finish()

@@ -6,11 +6,14 @@ table under ``docs/benchmarks/``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import logging
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -106,3 +109,70 @@ def abba(ours: Callable[[], tuple[float, float]], minimal: Callable[[], float], 
         rows.append({"pair": pair, "ours_per_s": rate, "minimal_per_s": low, "ratio": rate / low, "other_s": other})
         logger.warning("pair %d: %s", pair, rows[-1])
     return rows
+
+
+def loop_parser(doc: str, name: str, pairs: int) -> argparse.ArgumentParser:
+    """The command line every loop-vs-minimal benchmark shares: ``--pairs``, ``--threads`` and ``--out``
+    (``docs/benchmarks/<name>.md``, with the CSV beside it); each adds its own shape options."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=pairs, help="alternating (ours, minimal) measurements")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / f"{name}.md")
+    return parser
+
+
+@dataclass
+class LoopBench:
+    """One benchmark of the shared loop against a hand-written loop on the same model and data.
+
+    ``build`` is the model's entrypoint builder (``(ctx) -> (model, task)``), ``minimal(cfg, workdir)`` the
+    hand-written loop's units per second, ``adjust(task)`` what both do to the task first (e.g. a subset)."""
+
+    module: str  # "scripts.bench_lenet5": named in the report's command line
+    build: Callable
+    minimal: Callable[..., float]
+    adjust: Callable[[object], None] = lambda task: None
+
+    def ours(self, cfg, workdir: Path) -> tuple[float, float]:
+        """(units/s of training, seconds outside the steps) of the real entrypoint's ``build`` and ``fit``."""
+        ctx = open_run(cfg, workdir)
+        model, task = self.build(ctx)
+        self.adjust(task)
+        return time_fit(ctx, model, task)
+
+    def measure(self, args: argparse.Namespace, cfg, workdir: Path) -> list[dict]:
+        logging.basicConfig(level=logging.WARNING)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return abba(lambda: self.ours(cfg, workdir), lambda: self.minimal(cfg, workdir), args.pairs)
+
+    def header(self, argv: list[str] | None, desc: str, sha: str, setup: str) -> str:
+        """The report's first paragraph: the command, the machine, torch, git, and the setup in words."""
+        command = f"Command: `python -m {self.module} {' '.join(argv or [])}`".rstrip()
+        return f"{command} (run by `make bench`). Machine: {desc}; torch {torch.__version__}; git {sha}. Setup: {setup}"
+
+    def write(self, args: argparse.Namespace, rows: list[dict], desc: str, sha: str, lines: list[str]) -> None:
+        write_csv(args.out.with_suffix(".csv"), rows, desc, sha)
+        write_table(args.out, lines)
+
+
+def ratio_table(rows: list[dict], unit: str, digits: int) -> list[str]:
+    """Per-pair rates of both loops and their ratio, then the medians (the ratio's in bold)."""
+    medians = [statistics.median(r[k] for r in rows) for k in ("ours_per_s", "minimal_per_s", "ratio")]
+    return [
+        f"| pair | ours ({unit}/s) | minimal ({unit}/s) | ours / minimal |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {r['pair']} | {r['ours_per_s']:.{digits}f} | {r['minimal_per_s']:.{digits}f} | {r['ratio']:.3f} |"
+            for r in rows
+        ),
+        f"| median | {medians[0]:.{digits}f} | {medians[1]:.{digits}f} | **{medians[2]:.3f}** |",
+    ]
+
+
+def device_description(device: torch.device) -> tuple[str, str]:
+    """:func:`machine`, with the GPU's name in front on CUDA."""
+    desc, sha = machine()
+    if device.type == "cuda":
+        desc = f"{torch.cuda.get_device_name(device)}; host {desc}"
+    return desc, sha

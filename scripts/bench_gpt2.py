@@ -13,7 +13,6 @@ Writes ``docs/benchmarks/gpt2.md`` (``--out``) and a CSV beside it.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import statistics
 import tempfile
@@ -25,14 +24,11 @@ import torch
 from torch.nn import functional as F
 
 from lib import config as cfgmod
-from lib.config import ROOT
 from lib.errors import run_cli
 from lib.monitor import peak_flops
 from lib.training import PRECISIONS
 from models.gpt2.train import build
-from scripts.bench_common import abba, machine, open_run, sync, time_fit, write_csv, write_table
-
-logger = logging.getLogger(__name__)
+from scripts.bench_common import LoopBench, device_description, loop_parser, open_run, ratio_table, sync
 
 
 def _config(args: argparse.Namespace, workdir: Path) -> cfgmod.Config:
@@ -60,12 +56,6 @@ def _config(args: argparse.Namespace, workdir: Path) -> cfgmod.Config:
             "MATRIX_NAME=bench",
         ],
     )
-
-
-def ours(cfg: cfgmod.Config, workdir: Path) -> tuple[float, float]:
-    ctx = open_run(cfg, workdir)
-    model, task = build(ctx)
-    return time_fit(ctx, model, task)
 
 
 def minimal(cfg: cfgmod.Config, workdir: Path) -> float:
@@ -121,52 +111,43 @@ def minimal(cfg: cfgmod.Config, workdir: Path) -> float:
     return steps * accum * batch * block / (time.perf_counter() - tick)
 
 
+BENCH = LoopBench("scripts.bench_gpt2", build, minimal)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = loop_parser(__doc__, "gpt2", pairs=6)
     parser.add_argument("--size", default="tiny", help="a GPT2_SIZE preset (default: tiny)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--accum", type=int, default=1)
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per measurement")
-    parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "gpt2.md")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         cfg = _config(args, workdir)
-        rows = abba(lambda: ours(cfg, workdir), lambda: minimal(cfg, workdir), args.pairs)
+        rows = BENCH.measure(args, cfg, workdir)
         ctx = open_run(cfg, workdir, "flops")
         model, _ = build(ctx)
         flops_per_token = model.flops_per_token()
         device = ctx.device
     ours_tps = statistics.median(r["ours_per_s"] for r in rows)
-    min_tps = statistics.median(r["minimal_per_s"] for r in rows)
-    ratio = statistics.median(r["ratio"] for r in rows)
     peak = peak_flops(device, args.precision)
-    desc, sha = machine()
-    if device.type == "cuda":
-        desc = f"{torch.cuda.get_device_name(device)}; host {desc}"
-    write_csv(args.out.with_suffix(".csv"), rows, desc, sha)
+    desc, sha = device_description(device)
     setup = (
         f"GPT-2 {args.size}, bytes of the embedded corpus, batch {args.batch} x grad accum {args.accum},"
-        f" {args.steps} steps per measurement, {args.precision}, torch.compile {'on' if args.compile else 'off'}"
+        f" {args.steps} steps per measurement, {args.precision}, torch.compile {'on' if args.compile else 'off'};"
+        f" {args.pairs} pairs in ABBA order after one untimed run of each; ratio = median of per-pair ratios. Ours"
+        " is `fit`'s own training time: every step with its hooks, loss accounting, batch assembly, metric rows"
+        " and status writes; evaluation is left out, and set-up and checkpoint saves are reported below."
     )
     lines = [
         "# GPT-2 training throughput: the framework's loop vs a minimal nanoGPT loop",
         "",
-        f"Command: `python -m scripts.bench_gpt2 {' '.join(argv or [])}`".rstrip() + " (run by `make bench`)."
-        f" Machine: {desc}; torch {torch.__version__}; git {sha}. Setup: {setup}; {args.pairs} pairs in ABBA"
-        " order after one untimed run of each; ratio = median of per-pair ratios. Ours is `fit`'s own training"
-        " time: every step with its hooks, loss accounting and batch assembly; evaluation is left out, and log"
-        " rows, status writes and checkpoint saves are reported below.",
+        BENCH.header(argv, desc, sha, setup),
         "",
-        "| pair | ours (tokens/s) | minimal (tokens/s) | ours / minimal |",
-        "| --- | --- | --- | --- |",
-        *(f"| {r['pair']} | {r['ours_per_s']:.0f} | {r['minimal_per_s']:.0f} | {r['ratio']:.3f} |" for r in rows),
-        f"| median | {ours_tps:.0f} | {min_tps:.0f} | **{ratio:.3f}** |",
+        *ratio_table(rows, "tokens", 0),
         "",
         f"FLOPs per token (6N + 12·L·C·T): {flops_per_token / 1e6:.1f} MFLOP."
         + (
@@ -175,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             else " MFU: CPU, no peak."
         ),
         f" Outside the training steps `fit` spent a median {statistics.median(r['other_s'] for r in rows):.2f} s"
-        " per measurement (set-up, log rows, status writes, checkpoint saves).",
+        " per measurement (set-up, checkpoint saves).",
         "",
         "Target (issue 6): ours / minimal >= 0.97.",
         "",
     ]
-    write_table(args.out, lines)
+    BENCH.write(args, rows, desc, sha, lines)
     return 0
 
 

@@ -21,7 +21,6 @@ against the GPU's dense peak from :data:`lib.monitor.PEAK_FLOPS`. Writes ``docs/
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import statistics
 import tempfile
@@ -32,15 +31,12 @@ import torch
 from torch.nn import functional as F
 
 from lib import config as cfgmod
-from lib.config import ROOT
 from lib.data.augment import crop_flip
 from lib.errors import run_cli
 from lib.monitor import peak_flops, training_flops
 from lib.training import PRECISIONS
 from models.resnet.train import build
-from scripts.bench_common import abba, machine, open_run, sync, time_fit, write_csv, write_table
-
-logger = logging.getLogger(__name__)
+from scripts.bench_common import LoopBench, device_description, loop_parser, open_run, ratio_table, sync
 
 
 def _config(args: argparse.Namespace, results_dir: Path) -> cfgmod.Config:
@@ -64,15 +60,6 @@ def _config(args: argparse.Namespace, results_dir: Path) -> cfgmod.Config:
             "MATRIX_NAME=bench",
         ],
     )
-
-
-def ours(cfg: cfgmod.Config, workdir: Path, images: int) -> tuple[float, float]:
-    """(images/s of training, seconds outside the training steps) of the framework's loop: the real entrypoint's
-    ``build`` and the shared ``fit`` on a fresh run directory (see :func:`scripts.bench_common.time_fit`)."""
-    ctx = open_run(cfg, workdir)
-    model, task = build(ctx)
-    _subset(task, images)
-    return time_fit(ctx, model, task)
 
 
 def _subset(task, images: int) -> None:
@@ -133,72 +120,61 @@ def flops_per_image(cfg: cfgmod.Config, workdir: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = loop_parser(__doc__, "resnet", pairs=4)
     parser.add_argument("--model", default="resnet18", choices=("resnet18", "resnet50"))
     parser.add_argument("--dataset", default="digits", help="an IMAGE_DATASET value (default: digits)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--images", type=int, default=512, help="first N training images per epoch (0: all)")
-    parser.add_argument("--pairs", type=int, default=4, help="alternating (ours, minimal) measurements")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "resnet.md")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    bench = LoopBench(
+        "scripts.bench_resnet",
+        build,
+        lambda cfg, workdir: minimal(cfg, workdir, args.images),
+        adjust=lambda task: _subset(task, args.images),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         cfg = _config(args, workdir)
-        rows = abba(lambda: ours(cfg, workdir, args.images), lambda: minimal(cfg, workdir, args.images), args.pairs)
-        device = torch.device(
-            "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-        )
+        rows = bench.measure(args, cfg, workdir)
         flops = flops_per_image(cfg, workdir)
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     peak = peak_flops(device, args.precision)
     ours_ips = statistics.median(r["ours_per_s"] for r in rows)
-    min_ips = statistics.median(r["minimal_per_s"] for r in rows)
-    ratio = statistics.median(r["ratio"] for r in rows)
     mfu = ours_ips * flops / peak if peak else None
     other = statistics.median(r["other_s"] for r in rows)
     step = args.batch / ours_ips
     # At CIFAR scale: 50,000 images per epoch, two checkpoint-sized saves per epoch (checkpoint.pt, best.pt)
     # plus one every CHECKPOINT_INTERVAL steps; set-up is paid once per run.
     cifar_steps = math.ceil(50_000 / args.batch)
-    desc, sha = machine()
-    if device.type == "cuda":
-        desc = f"{torch.cuda.get_device_name(device)}; host {desc}"
-    write_csv(args.out.with_suffix(".csv"), rows, desc, sha)
+    desc, sha = device_description(device)
     setup = (
         f"{args.model}, {args.images or 'all'} {args.dataset} training images (32x32x3), batch {args.batch},"
-        f" {args.epochs} epochs per measurement,"
-        f" {args.precision}, channels_last {'on' if args.channels_last else 'off'},"
-        f" torch.compile {'on' if args.compile else 'off'}"
+        f" {args.epochs} epochs per measurement, {args.precision}, channels_last"
+        f" {'on' if args.channels_last else 'off'}, torch.compile {'on' if args.compile else 'off'}; {args.pairs}"
+        " pairs in ABBA order after one untimed run of each, ratio = median of per-pair ratios. The framework's"
+        " time is `fit`'s own training time (train_seconds): every step with its pruning hooks, LR schedule, loss"
+        " accounting, batch assembly, metric rows and status writes; evaluation and checkpoint saves are left out"
+        " (the latter reported below)."
     )
     lines = [
         "# ResNet training throughput: the framework's loop vs a minimal PyTorch loop",
         "",
-        f"Command: `python -m scripts.bench_resnet {' '.join(argv or [])}`".rstrip() + " (run by `make bench`)."
-        f" Machine: {desc}; torch {torch.__version__}; git {sha}. Setup: {setup}; {args.pairs} pairs in ABBA"
-        " order after one untimed run of each,"
-        " ratio = median of per-pair ratios. The framework's time is `fit`'s own training time (train_seconds), without"
-        " evaluation, log rows, status writes and checkpoint saves (reported separately below): every step with"
-        " its pruning hooks, LR schedule, loss accounting and batch assembly.",
+        bench.header(argv, desc, sha, setup),
         "",
-        "| pair | ours (images/s) | minimal (images/s) | ours / minimal |",
-        "| --- | --- | --- | --- |",
-        *(f"| {r['pair']} | {r['ours_per_s']:.1f} | {r['minimal_per_s']:.1f} | {r['ratio']:.3f} |" for r in rows),
-        f"| median | {ours_ips:.1f} | {min_ips:.1f} | **{ratio:.3f}** |",
+        *ratio_table(rows, "images", 1),
         "",
         f"Training FLOPs per image (forward + backward, FlopCounterMode): {flops / 1e9:.2f} GFLOP."
         + (f" MFU: {100 * mfu:.1f}% of {peak / 1e12:.0f} TFLOP/s." if mfu is not None else " MFU: CPU, no peak."),
         "",
         f"Outside the training steps, `fit` spent a median {other:.1f} s per measurement on set-up (environment"
-        f" capture, tracker), log rows, status writes, the epoch-end checkpoint and best-checkpoint saves"
-        f" ({args.epochs} epochs of"
+        f" capture, tracker), the epoch-end checkpoint and best-checkpoint saves ({args.epochs} epochs of"
         f" {math.ceil((args.images or 0) / args.batch) if args.images else 'all'} steps here). On CIFAR an"
         f" epoch is {cifar_steps} steps of ~{step:.2f} s on this machine, so even all of that time charged to one"
         f" epoch would be {100 * other / (cifar_steps * step):.2f}% of it.",
@@ -206,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "Target (issue 5): ours / minimal >= 0.97.",
         "",
     ]
-    write_table(args.out, lines)
+    bench.write(args, rows, desc, sha, lines)
     return 0
 
 

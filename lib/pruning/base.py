@@ -78,11 +78,17 @@ def prunable_modules(model: nn.Module, settings: PruningSettings) -> list[tuple[
 
 def sparsity_of(model: nn.Module, settings: PruningSettings) -> float:
     """Achieved sparsity: the fraction of exact zeros over all prunable weights."""
-    zeros = total = 0
-    for _, m in prunable_modules(model, settings):
-        zeros += int((m.weight == 0).sum())
-        total += m.weight.numel()
-    return zeros / total if total else 0.0
+    return zero_fraction([m.weight for _, m in prunable_modules(model, settings)])
+
+
+@torch.no_grad()
+def zero_fraction(weights: Sequence[torch.Tensor]) -> float:
+    """The fraction of exact zeros over ``weights``, read back with one device sync."""
+    total = sum(w.numel() for w in weights)
+    if not total:
+        return 0.0
+    nonzero = torch.stack([torch.count_nonzero(w) for w in weights]).sum()
+    return (total - int(nonzero)) / total
 
 
 class Pruner:
@@ -103,6 +109,7 @@ class Pruner:
         self.optimizer: torch.optim.Optimizer | None = None
         self.reapply_every_step = True
         self.seconds = 0.0  # wall time spent in pruning (mask updates and masking), for the summary
+        self._counted: list[nn.Module] | None = None  # the prunable modules sparsity() counts zeros over
 
     def attach(self, optimizer: torch.optim.Optimizer, elementwise: bool = True) -> None:
         """The optimizer whose per-weight state is zeroed where weights are pruned (and read by ``state``).
@@ -193,8 +200,11 @@ class Pruner:
         self.modules = []
 
     def sparsity(self) -> float:
-        """Achieved sparsity over every prunable weight of the model (pruned by this method or not)."""
-        return sparsity_of(self.model, self.settings)
+        """Achieved sparsity over every prunable weight of the model (pruned by this method or not); the
+        prunable weights are looked up once."""
+        if self._counted is None:
+            self._counted = [m for _, m in prunable_modules(self.model, self.settings)]
+        return zero_fraction([m.weight for m in self._counted])
 
     def layer_sparsity(self) -> dict[str, float]:
         """Fraction of exact zeros per pruned layer, by module name."""
