@@ -101,7 +101,41 @@ def _symbol_names(kconf: kconfiglib.Kconfig) -> list[str]:
     return [s.name for s in kconf.unique_defined_syms]
 
 
+# Choices renamed since runs were first recorded: old name -> (new name, the models the old one belonged to).
+# Members follow their choice (LENET5_DATASET_MNIST -> IMAGE_DATASET_MNIST). A recorded run is read under the
+# new names (:func:`migrate`); a .config that still has an old name gets one line naming the new one.
+RENAMED = {
+    "LENET5_DATASET": ("IMAGE_DATASET", ("lenet5",)),
+    "RESNET_DATASET": ("IMAGE_DATASET", ("resnet18", "resnet50")),
+}
+
+
+def _renamed(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """(new name, models) of an old choice or choice member name, else None."""
+    for old, (new, models) in RENAMED.items():
+        if name == old or name.startswith(old + "_"):
+            return new + name[len(old) :], models
+    return None
+
+
+def migrate(values: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """A recorded run's values under today's names: a renamed choice that belonged to ``model`` takes its new
+    name; one that belonged to other models is dropped (an old config held one per model)."""
+    out = {k: v for k, v in values.items() if _renamed(k) is None}
+    for name, value in values.items():
+        found = _renamed(name)
+        if found and model in found[1]:
+            out.setdefault(found[0], value)
+    return out
+
+
 def _unknown_symbol_error(kconf: kconfiglib.Kconfig, name: str, where: str) -> UserError:
+    found = _renamed(name)
+    if found:
+        return UserError(
+            f"{where}: {name} is now {found[0]} (one image dataset choice for every model); write {found[0]} "
+            "instead, or choose the dataset again in `make menuconfig`"
+        )
     close = difflib.get_close_matches(name, _symbol_names(kconf), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "see `make menuconfig` for the symbols"
     return UserError(f"{where}: unknown Kconfig symbol {name}; {hint}")

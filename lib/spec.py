@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib.config import Config
+from lib.config import Config, migrate
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,9 @@ class RunSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> RunSpec:
-        return cls(d["run_id"], d["matrix"], dict(d["axes"]), Config.from_json(d["values"]))
+        # A run recorded before a choice was renamed reads under today's names (lib.config.RENAMED).
+        values = migrate(d["values"], d["axes"].get("model"))
+        return cls(d["run_id"], d["matrix"], dict(d["axes"]), Config.from_json(values))
 
 
 def selected(cfg: Config, prefix: str, names: tuple[str, ...]) -> list[str]:

@@ -174,6 +174,34 @@ def test_unknown_symbol_suggests_close_match(tmp_path: Path) -> None:
     assert str(tmp_path / ".config") in message
 
 
+@pytest.mark.parametrize("old", ["LENET5_DATASET_MNIST", "RESNET_DATASET_MNIST"])
+def test_a_renamed_dataset_symbol_names_its_new_name(tmp_path: Path, old: str) -> None:
+    message = load_error(tmp_path, f"CONFIG_MODEL_LENET5=y\nCONFIG_{old}=y\n")
+    assert message == (
+        f"{tmp_path / '.config'}: {old} is now IMAGE_DATASET_MNIST (one image dataset choice for every model); "
+        "write IMAGE_DATASET_MNIST instead, or choose the dataset again in `make menuconfig`"
+    )
+
+
+def test_a_run_recorded_before_the_dataset_rename_reads_under_the_new_names() -> None:
+    """config.json of a ResNet run written when each model had its own dataset choice (and the LeNet-5 one was
+    in the same config): the ResNet choice becomes IMAGE_DATASET, the LeNet-5 one is dropped."""
+    from lib.matrix import expand
+    from lib.spec import RunSpec
+
+    spec = expand(cfgmod.from_defaults(["MODEL_LENET5=n", "MODEL_RESNET18=y", "IMAGE_DATASET=mnist"])).runs[0]
+    now = spec.to_json()
+    old = {k: v for k, v in now["values"].items() if not k.startswith("IMAGE_DATASET")}
+    for prefix, chosen in (("RESNET_DATASET", "mnist"), ("LENET5_DATASET", "cifar10")):
+        old[prefix] = chosen
+        for name in ("DIGITS", "MNIST", "FASHION_MNIST", "CIFAR10", "CIFAR100"):
+            old[f"{prefix}_{name}"] = name.lower() == chosen
+    recorded = RunSpec.from_json({**now, "values": old})
+    assert recorded.cfg["IMAGE_DATASET"] == "mnist" and recorded.cfg["IMAGE_DATASET_MNIST"] is True
+    assert not any(k.startswith(("RESNET_DATASET", "LENET5_DATASET")) for k in recorded.cfg.values)
+    assert recorded.to_json() == now
+
+
 def test_unknown_symbol_without_close_match(tmp_path: Path) -> None:
     message = load_error(tmp_path, "CONFIG_QWERTYUIOP=y\n")
     assert "unknown Kconfig symbol QWERTYUIOP" in message
