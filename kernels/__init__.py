@@ -1,0 +1,67 @@
+"""Kernels: ``KERNELS_<NAME>`` in Kconfig -> ``KERNELS["<name>"]``, one package ``kernels/<name>/`` per op.
+
+A kernel package holds the kernel itself (``kernel.py``: Triton; or ``*.cu`` built on first use),
+``reference.py`` (pure PyTorch: the oracle its tests compare against, and the path wherever the kernel cannot
+run), and a :class:`Kernel` subclass registered under its name. Every package under ``kernels/`` is imported
+with this one, so adding a kernel touches its own package, its Kconfig entry in ``kernels/Kconfig`` and its
+tests, nothing else.
+
+The model is handed to the kernels in one place, :func:`prepare`: by the trainer once the pruner has set its
+masks (purpose ``"train"``) and by sampling once the weights are loaded (``"inference"``). A kernel swaps the
+modules it accelerates for modules that call it, keeping their parameters and buffers (same names, same
+tensors), so the optimizer, the pruner and checkpoints see no difference. A pruning method never calls a
+kernel: it sets masks, and the kernels read them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lib.registry import Registry, import_members
+
+logger = logging.getLogger(__name__)
+
+PURPOSES = ("train", "inference")
+
+
+class Kernel:
+    """A kernel's hook into a model. ``from_config`` reads the kernel's knobs (its settings at the boundary);
+    ``apply`` swaps modules and returns the names of the modules it took over."""
+
+    PURPOSES: ClassVar[tuple[str, ...]] = PURPOSES  # what the kernel serves: training, inference or both
+
+    @classmethod
+    def from_config(cls, cfg) -> Kernel:
+        return cls()
+
+    def apply(self, model: nn.Module, purpose: str, device: torch.device) -> list[str]:
+        raise NotImplementedError
+
+
+# KERNELS_<NAME> in Kconfig -> KERNELS["<name>"]: each kernel's package registers its class.
+KERNELS: Registry[type[Kernel]] = Registry("kernel", "KERNELS", menu_order=True)
+
+
+def prepare(model: nn.Module, cfg, purpose: str, device: torch.device) -> dict[str, list[str]]:
+    """Hand ``model`` to every selected kernel that serves ``purpose``, in menu order; what each took over
+    (kernel name -> module names), for the run's summary and log."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose {purpose!r}: one of {', '.join(PURPOSES)}")
+    taken: dict[str, list[str]] = {}
+    # .get: a run recorded before a kernel existed did not use it, and resumes without it
+    for name in [n for n in KERNELS.names() if cfg.get(KERNELS.symbol(n))]:
+        kernel = KERNELS[name]
+        if purpose in kernel.PURPOSES:
+            taken[name] = kernel.from_config(cfg).apply(model, purpose, device)
+            logger.info("kernel %s (%s) on %d modules: %s", name, purpose, len(taken[name]), ", ".join(taken[name]))
+    return taken
+
+
+# Last: each kernel's package imports the base class and the registry from here.
+import_members(__name__, __path__)
+
+__all__ = ["KERNELS", "Kernel", "prepare"]

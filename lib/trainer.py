@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import torch
 from torch import nn
 
+import kernels
 from lib import checkpoint, results
 from lib.monitor import environment, peak_flops, peak_memory_bytes, reset_peak_memory
 from lib.optimizers import OPTIMIZERS, set_peak_lr
@@ -102,6 +103,7 @@ class Trainer:
         self.forward = speed.prepare(model, task, device)  # evaluation calls it; training its DDP wrapping
         self.pruner = pruner_cls(model, pruning, self.total_steps)
         self.pruner.prepare()
+        self.kernels = kernels.prepare(model, cfg, "train", device)  # after the masks exist: kernels read them
         self.train_forward = self.ranks.wrap(self.forward)
         setup = OPTIMIZERS[axes["optimizer"]](model, cfg)
         self.optimizer, self.clip_grad_norm = setup.optimizer, setup.clip_grad_norm
@@ -310,6 +312,7 @@ class Trainer:
             "layer_sparsity": pruner.layer_sparsity(),
             "mask_bytes": pruner.mask_bytes(),
             "pruning_seconds": pruner.seconds,
+            "kernels": self.kernels,
             "train_seconds": state.train_seconds,
             "peak_memory_bytes": max(state.peak_memory_bytes, peak_memory_bytes(self.device)),
             "throughput": state.samples / state.train_seconds if state.train_seconds else None,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+import kernels
 from lib import checkpoint, results
 from lib import config as config_mod
 from lib.data.text import TOKENIZERS
@@ -63,6 +64,7 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
     except checkpoint.UnreadableCheckpoint as e:
         raise UserError(f"{e}; sample another run, or train this one again") from None
     model.load_state_dict({k: v for k, v in state.items() if not k.endswith("weight_mask")})
+    kernels.prepare(model, spec.cfg, "inference", torch.device("cpu"))
     return model.eval(), tokenizer
 
 

@@ -1,6 +1,7 @@
 """docs/extending.md followed to the letter, in a copy of the tree: a throw-away pruning method and a throw-away
 optimizer, each exactly one new module plus one Kconfig entry (nothing else is edited), appear in `make plan`
-and train a short run to the end."""
+and train a short run to the end; a throw-away kernel (one new package plus one Kconfig entry) takes over the
+modules it claims in that run."""
 
 from __future__ import annotations
 
@@ -74,6 +75,46 @@ OPTIMIZER_KCONFIG = """config OPTIMIZER_SIGNSGD
 """
 
 
+KERNEL = '''"""Linear as a plain matmul (a throw-away kernel for the extending test): it takes over every Linear."""
+
+import torch
+from torch import nn
+
+from kernels import KERNELS, Kernel
+
+
+class MatmulLinear(nn.Module):
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias  # the same Parameters: optimizer and checkpoints agree
+        for name, buffer in linear.named_buffers(recurse=False):  # the pruner's weight_mask
+            self.register_buffer(name, buffer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, self.weight.t()) + self.bias
+
+
+@KERNELS.register("matmul_linear")
+class MatmulLinearKernel(Kernel):
+    PURPOSES = ("train",)
+
+    def apply(self, model, purpose, device):
+        names = [name for name, m in model.named_modules() if type(m) is nn.Linear]
+        for name in names:
+            parent, _, child = name.rpartition(".")
+            owner = model.get_submodule(parent) if parent else model
+            setattr(owner, child, MatmulLinear(getattr(owner, child)))
+        return names
+'''
+
+KERNEL_KCONFIG = """config KERNELS_MATMUL_LINEAR
+\tbool "Linear as a plain matmul"
+\thelp
+\t  Every Linear computed as x @ W.T + b (a throw-away kernel).
+
+"""
+
+
 def _copy_tree(dest: Path) -> Path:
     """The checkout's files as git sees them (tracked, and new ones not ignored), without results or caches."""
     listing = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
@@ -103,7 +144,7 @@ def _make(tree: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_new_pruning_method_and_optimizer_are_one_module_and_one_kconfig_entry_each(tmp_path: Path) -> None:
+def test_a_new_pruning_method_optimizer_and_kernel_are_one_module_and_one_kconfig_entry_each(tmp_path: Path) -> None:
     tree = _copy_tree(tmp_path / "tree")
     before = {p for p in tree.rglob("*") if p.is_file()}
     # The recipe: the method's module and its Kconfig entry; the optimizer's module and its Kconfig entry.
@@ -111,9 +152,13 @@ def test_a_new_pruning_method_and_optimizer_are_one_module_and_one_kconfig_entry
     _insert_before(tree / "lib/pruning/Kconfig", "config PRUNING_SPARSE\n", PRUNER_KCONFIG)
     (tree / "lib/optimizers/signsgd.py").write_text(OPTIMIZER)
     _insert_before(tree / "lib/optimizers/Kconfig", "menuconfig OPTIMIZER_SGD\n", OPTIMIZER_KCONFIG)
+    (tree / "kernels/matmul_linear").mkdir()
+    (tree / "kernels/matmul_linear/__init__.py").write_text(KERNEL)
+    _insert_before(tree / "kernels/Kconfig", "endmenu\n", KERNEL_KCONFIG)
     assert {p for p in tree.rglob("*") if p.is_file()} - before == {
         tree / "lib/pruning/rowscaled.py",
         tree / "lib/optimizers/signsgd.py",
+        tree / "kernels/matmul_linear/__init__.py",
     }
 
     config = tmp_path / ".config"
@@ -121,7 +166,8 @@ def test_a_new_pruning_method_and_optimizer_are_one_module_and_one_kconfig_entry
     assert written.returncode == 0, written.stderr
     settings = (
         "SET=OPTIMIZER_SGD=n OPTIMIZER_ADAMW=n OPTIMIZER_SIGNSGD=y PRUNING_NONE=n PRUNING_MAGNITUDE=n "
-        f"PRUNING_ROWSCALED=y TARGET_SPARSITIES=0.5 RESULTS_DIR={tmp_path / 'results'} MATRIX_NAME=extended"
+        f"PRUNING_ROWSCALED=y TARGET_SPARSITIES=0.5 KERNELS_MATMUL_LINEAR=y RESULTS_DIR={tmp_path / 'results'} "
+        "MATRIX_NAME=extended"
     )
     plan = _make(tree, "plan", f"KCONFIG_CONFIG={config}", settings)
     assert plan.returncode == 0, plan.stderr
@@ -137,3 +183,4 @@ def test_a_new_pruning_method_and_optimizer_are_one_module_and_one_kconfig_entry
     assert summary["status"] == "done"
     assert abs(summary["sparsity"] - 0.5) < 0.005
     assert summary["final"]["accuracy"] > 0.5  # it learned: ten classes, chance is 0.1
+    assert summary["kernels"] == {"matmul_linear": ["fc1", "fc2", "fc3"]}  # it trained through the kernel

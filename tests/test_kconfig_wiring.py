@@ -6,6 +6,7 @@ from __future__ import annotations
 import kconfiglib
 import pytest
 
+from kernels import KERNELS
 from lib import config as cfgmod
 from lib.data import DATASETS
 from lib.data.corpora import CORPORA
@@ -40,6 +41,8 @@ CHOICES = {
 }
 # Multi-select axes: bool symbols <PREFIX>_<NAME> <-> registry entries.
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}
+# Every bool family: the axes, and the kernels (each selected one takes over modules; no matrix axis).
+BOOL_FAMILIES = {**AXES, "KERNELS": KERNELS}
 # Registries that are exactly one named choice: the choice <PREFIX> has one member per entry, and no other.
 CHOICE_REGISTRIES = [DATASETS, CORPORA, TOKENIZERS, LR_SCHEDULES, TRACKERS, SPARSITY_SHAPES]
 
@@ -56,12 +59,18 @@ def test_every_named_choice_is_wired(kconf):
         assert members <= CHOICES[choice.name], f"{choice.name}: no implementation for {members - CHOICES[choice.name]}"
 
 
-@pytest.mark.parametrize("prefix", sorted(AXES))
+@pytest.mark.parametrize("prefix", sorted(BOOL_FAMILIES))
 def test_every_registry_entry_has_a_prompted_bool_symbol(kconf, prefix):
-    for name in AXES[prefix].names():
+    for name in BOOL_FAMILIES[prefix].names():
         sym = kconf.syms.get(f"{prefix}_{name.upper()}")
         assert sym is not None and sym.nodes, f"{prefix}_{name.upper()} is missing from Kconfig"
         assert sym.orig_type == kconfiglib.BOOL and any(n.prompt for n in sym.nodes)
+
+
+def test_every_kernel_symbol_has_a_kernel(kconf):
+    """KERNELS_* is the kernels' namespace: a prompted bool there without a registered kernel is a dead knob."""
+    symbols = [s.name for s in kconf.unique_defined_syms if s.name.startswith("KERNELS_") and s.nodes]
+    assert [s for s in symbols if s.removeprefix("KERNELS_").lower() not in KERNELS] == []
 
 
 @pytest.mark.parametrize("registry", CHOICE_REGISTRIES, ids=lambda r: r.prefix)

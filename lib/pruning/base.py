@@ -109,7 +109,8 @@ class Pruner:
         self.optimizer: torch.optim.Optimizer | None = None
         self.reapply_every_step = True
         self.seconds = 0.0  # wall time spent in pruning (mask updates and masking), for the summary
-        self._counted: list[nn.Module] | None = None  # the prunable modules sparsity() counts zeros over
+        # The modules sparsity() counts zeros over, fixed now: kernels may later swap them for their own modules.
+        self._counted = [m for _, m in prunable_modules(model, settings)]
 
     def attach(self, optimizer: torch.optim.Optimizer, elementwise: bool = True) -> None:
         """The optimizer whose per-weight state is zeroed where weights are pruned (and read by ``state``).
@@ -200,10 +201,8 @@ class Pruner:
         self.modules = []
 
     def sparsity(self) -> float:
-        """Achieved sparsity over every prunable weight of the model (pruned by this method or not); the
-        prunable weights are looked up once."""
-        if self._counted is None:
-            self._counted = [m for _, m in prunable_modules(self.model, self.settings)]
+        """Achieved sparsity over every prunable weight of the model (pruned by this method or not), as the
+        model was built (the prunable modules are looked up once, before any kernel takes one over)."""
         return zero_fraction([m.weight for m in self._counted])
 
     def layer_sparsity(self) -> dict[str, float]:
