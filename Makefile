@@ -44,29 +44,40 @@ OVERRIDES += $(value SET)
 endif
 MATRIX_ARG := $(call option,--matrix,MATRIX)
 CONTINUE_JOBS := $(if $(filter command line,$(origin JOBS)),--jobs $(call quote,JOBS))
-# `make continue` and `make sample` take SET= alone (for continue JOBS= is --jobs; the ledger fixes the rest):
-# SET="RESULTS_DIR=<dir>" says where the latest matrix is.
+# `make continue`, `status`, `estimate` and `sample` take SET= alone (for continue and estimate JOBS= is --jobs; the
+# ledger fixes the rest): SET="RESULTS_DIR=<dir>" says where the latest matrix is.
 SET_ARG := $(if $(filter command line,$(origin SET)),$(call option,--set,SET))
 # YES is one word, 1, y or yes: a destructive flag is never read out of a longer value.
 YES_ARG := $(if $(filter 1,$(words $(value YES))),$(if $(filter 1 y yes,$(value YES)),--yes))
+# EXTRAS (command line only): optional dependency groups of pyproject.toml, words from a fixed set. Any other
+# word is one `error:` line before anything is installed (CHECK_EXTRAS, at the head of a recipe line), and only
+# the known words reach pip: `make env EXTRAS="trackio wandb"` installs `.[dev,trackio,wandb]`.
+EXTRA_NAMES := trackio wandb
+EXTRAS_WORDS := $(if $(filter command line,$(origin EXTRAS)),$(value EXTRAS))
+empty :=
+comma := ,
+EXTRAS_SPEC := $(subst $(empty) $(empty),$(comma),dev $(sort $(filter $(EXTRA_NAMES),$(EXTRAS_WORDS))))
+CHECK_EXTRAS = $(if $(filter-out $(EXTRA_NAMES),$(EXTRAS_WORDS)),extras=$(call quote,EXTRAS); \
+	echo "error: EXTRAS=$$extras: each word must be one of: $(EXTRA_NAMES) (e.g. EXTRAS=\"trackio wandb\")" >&2; exit 2;)
 # make would expand a command-line variable to put it in the recipes' environment. After the `?=` defaults:
 # `unexport` defines a variable, and `?=` leaves a defined one alone.
 unexport TOKENS TEMPERATURE TOP_K SEED PROMPT RUN JOBS EPOCHS MAX_ITERS SET MATRIX DEFCONFIG KCONFIG_CONFIG TORCH \
-	YES PYTHON3
+	YES PYTHON3 EXTRAS SQL
 
 # The runner names make (the recipe shell's parent) as its starter: if make is killed before the runner has
 # tied itself to it (PR_SET_PDEATHSIG, in lib/process.py), the runner sees a stranger as its parent and exits.
 TIED := SPARSITY_LAB_PARENT=$$PPID
 
-.PHONY: all run plan continue update-graphs quickstart menuconfig guiconfig defconfig savedefconfig \
-	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample
+.PHONY: all run plan continue status estimate update-graphs quickstart menuconfig guiconfig defconfig savedefconfig \
+	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample \
+	trackio-test wandb-test trackio-view query
 
 all: run ## Run the matrix of .config (same as `make run`)
 
 # TORCH is checked first, so a value that is not a PEP 440 version (2.13.0, 2.14.1+cpu, 2.5.0rc1) stops
 # before anything is created or installed.
 $(STAMP): pyproject.toml
-	@torch=$(call quote,TORCH); \
+	@$(CHECK_EXTRAS)torch=$(call quote,TORCH); \
 	pep440='^([0-9]+!)?[0-9]+(\.[0-9]+)*((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?(\+[a-z0-9]+(\.[a-z0-9]+)*)?$$'; \
 	[[ $$torch =~ $$pep440 ]] || { echo "error: TORCH=$$torch is not a version (e.g. TORCH=2.13.0)" >&2; exit 2; }
 	@test -x $(PY) || $(call quote,PYTHON3) -m venv $(call quote,VENV)
@@ -79,19 +90,36 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	@touch $@
 
-env: $(STAMP) ## Create or update the Python environment (.venv, or the active virtualenv)
+env: $(STAMP) ## Create or update the Python environment (.venv, or the active virtualenv; EXTRAS="trackio wandb")
+	@$(CHECK_EXTRAS)$(if $(filter $(EXTRA_NAMES),$(EXTRAS_WORDS)),$(PY) -m pip install -e ".[$(EXTRAS_SPEC)]")
+
+# The tests use both trackers: `make test` installs them once, with a stamp of its own.
+TEST_STAMP := $(VENV)/.sparsity-lab-test-installed
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[dev,trackio,wandb]"
+	@touch $@
 
 run: $(STAMP) ## Train every run of the matrix that is not done yet (EPOCHS= JOBS= SET= override)
 	@$(TIED) exec $(PY) -m lib.runner run $(CONFIG_ARG) --set $(call quote,OVERRIDES)
 
-plan: $(STAMP) ## Print the runs the matrix expands into, without running anything
+plan: $(STAMP) ## Print the runs the matrix expands into, their steps and time, without running anything
 	@$(TIED) exec $(PY) -m lib.runner plan $(CONFIG_ARG) --set $(call quote,OVERRIDES)
 
 continue: $(STAMP) ## Resume the latest matrix (or MATRIX=<dir>) from its ledger
 	@$(TIED) exec $(PY) -m lib.runner continue $(CONFIG_ARG) $(MATRIX_ARG) $(CONTINUE_JOBS) $(SET_ARG)
 
-update-graphs: $(STAMP) ## Write graphs/*.png and report.md of the latest matrix (or MATRIX=<dir>)
+status: $(STAMP) ## Each run of the latest matrix (or MATRIX=<dir>): done, running with its ETA, failed and why, pending
+	@$(TIED) exec $(PY) -m lib.runner status $(CONFIG_ARG) $(MATRIX_ARG) $(SET_ARG)
+
+estimate: $(STAMP) ## Steps and estimated time of each run of the latest matrix (or MATRIX=<dir>; JOBS= what if)
+	@$(TIED) exec $(PY) -m lib.runner estimate $(CONFIG_ARG) $(MATRIX_ARG) $(CONTINUE_JOBS) $(SET_ARG)
+
+update-graphs: $(STAMP) ## Graphs, report.md/.html, results.csv of the latest matrix (or MATRIX=<dir>; "a b" compares)
 	@exec $(PY) -m scripts.update_graphs $(CONFIG_ARG) --set $(call quote,OVERRIDES) $(MATRIX_ARG)
+
+# `--`: the query is the last argument even when it starts with a dash (a `--` comment).
+query: $(STAMP) ## Print what SQL="select ..." returns from RESULTS_DIR/results.duckdb (see docs/results.md)
+	@exec $(PY) -m scripts.query $(CONFIG_ARG) $(SET_ARG) -- $(call quote,SQL)
 
 SAMPLE_ARGS := $(call option,--prompt,PROMPT) $(call option,--tokens,TOKENS) \
 	$(call option,--temperature,TEMPERATURE) $(call option,--top-k,TOP_K) $(call option,--seed,SEED)
@@ -127,14 +155,24 @@ alldefconfig: $(STAMP) ## Write .config with every symbol at its default
 list-defconfigs: $(STAMP) ## List the defconfigs with their descriptions
 	@exec $(PY) -m lib.kconfig_cli list-defconfigs
 
-test: $(STAMP) ## Run the test suite (pytest; under 10 minutes on 2 CPU cores)
+test: $(TEST_STAMP) ## Run the test suite (pytest; under 10 minutes on 2 CPU cores)
 	@exec $(PY) -m pytest -q
+
+trackio-test: $(STAMP) ## Log a short synthetic run to trackio through the trainer's fan-out; say where it is
+	@exec $(PY) -m lib.tracking test trackio
+
+wandb-test: $(STAMP) ## Log a short synthetic run to wandb (`wandb login`, or WANDB_MODE=offline); say where it is
+	@exec $(PY) -m lib.tracking test wandb
+
+trackio-view: $(STAMP) ## Open trackio's local dashboard (runs under TRACKIO_DIR, default ~/.cache/huggingface/trackio)
+	@exec $(PY) -m lib.tracking view
 
 bench: $(STAMP) ## Run the benchmarks; tables go to docs/benchmarks/ (not part of make test)
 	@$(PY) -m scripts.bench_optimizers
 	@$(PY) -m scripts.bench_pruning
 	@$(PY) -m scripts.bench_resnet
 	@$(PY) -m scripts.bench_lenet5
+	@$(PY) -m scripts.bench_memory
 	@exec $(PY) -m scripts.bench_gpt2
 
 lint: $(STAMP) ## ruff check and format check
@@ -151,5 +189,5 @@ clean-results: $(STAMP) ## Delete one matrix's results: MATRIX=<dir> (asks first
 
 help: ## List the targets
 	@echo "Targets (variables: EPOCHS= MAX_ITERS= JOBS= SET=\"SYM=VALUE ...\" MATRIX=<dir> DEFCONFIG=<name> TORCH=<version>"
-	@echo "         YES=1 KCONFIG_CONFIG=<file, default .config>):"
+	@echo "         YES=1 SQL=\"<query>\" EXTRAS=\"trackio wandb\" KCONFIG_CONFIG=<file, default .config>):"
 	@sed -nE 's/^([a-z%-]+):.*## (.*)$$/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20

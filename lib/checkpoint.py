@@ -178,7 +178,9 @@ def resume_training(
     resume, the run starts at step 0).
 
     The main process (rank 0 under DDP) also cuts ``metrics.jsonl`` back to the rows the checkpoint had seen
-    (the steps after it are replayed and log them again) and appends a record of the resume to ``env.json``."""
+    (the steps after it are replayed and log them again) and appends a record of the resume to ``env.json``,
+    with the last step the file had before the cut (``logged_step``: the trackers already have the steps up to
+    it, see :mod:`lib.tracking`)."""
     ckpt = load_for_resume(run_dir / results.CHECKPOINT, map_location=device)
     if ckpt is None:
         return None
@@ -190,15 +192,18 @@ def resume_training(
     state = ckpt["state"]
     if main:
         metrics = run_dir / results.METRICS
-        results.write_jsonl(metrics, results.read_jsonl(metrics)[: state["metric_rows"]])
-        record_resume(run_dir / results.ENV, state["step"], device)
+        rows = results.read_jsonl(metrics)
+        results.write_jsonl(metrics, rows[: state["metric_rows"]])
+        logged_step = max((row.get("step", 0) for row in rows), default=0)
+        record_resume(run_dir / results.ENV, state["step"], device, logged_step)
     return state
 
 
-def record_resume(env_path: Path, step: int, device: torch.device) -> None:
-    """Append to ``env.json``'s ``resumed`` list: the step, the time and what the run continued on."""
+def record_resume(env_path: Path, step: int, device: torch.device, logged_step: int = 0) -> None:
+    """Append to ``env.json``'s ``resumed`` list: the step, the last step logged before the interruption, the
+    time and what the run continued on."""
     env = results.read_json(env_path, {})
-    record = {"at_step": step, "time": time.time()}
+    record = {"at_step": step, "logged_step": logged_step, "time": time.time()}
     now = environment(device)
     record.update({k: now[k] for k in ("git_sha", "git_dirty", "torch", "device", "gpu", "torch_threads")})
     env.setdefault("resumed", []).append(record)

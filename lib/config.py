@@ -23,6 +23,7 @@ Values in a :class:`Config`: ``bool`` symbols -> ``bool``; ``int`` -> ``int``; t
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import shlex
@@ -110,6 +111,16 @@ RENAMED = {
 }
 
 
+# Symbols removed with nothing to rename them to: name -> what replaced them. A ``.config`` line that assigns one
+# is dropped (what it said is carried by the lines that replaced it, so an old ``.config`` still loads, and the
+# next write leaves it out); an override that names one gets this line.
+RETIRED = {
+    "TRACKER": "the tracker choice is now one bool per tracker: TRACKER_TRACKIO=y and/or TRACKER_WANDB=y "
+    "(neither: metrics.jsonl only)",
+    "TRACKER_NONE": "no tracker is now neither TRACKER_TRACKIO nor TRACKER_WANDB set (the default)",
+}
+
+
 def _renamed(name: str) -> tuple[str, tuple[str, ...]] | None:
     """(new name, models) of an old choice or choice member name, else None."""
     for old, (new, models) in RENAMED.items():
@@ -118,18 +129,35 @@ def _renamed(name: str) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
-def migrate(values: Mapping[str, Any], model: str) -> dict[str, Any]:
+def migrate(values: Mapping[str, Any], model: str | None) -> dict[str, Any]:
     """A recorded run's values under today's names: a renamed choice that belonged to ``model`` takes its new
-    name; one that belonged to other models is dropped (an old config held one per model)."""
+    name; one that belonged to other models is dropped (an old config held one per model). A symbol added
+    since the run was recorded takes its default (as Kconfig gives it with ``model`` selected), so an old run
+    directory resumes and plots with today's code; a new knob's default keeps the behaviour from before it."""
     out = {k: v for k, v in values.items() if _renamed(k) is None}
     for name, value in values.items():
         found = _renamed(name)
         if found and model in found[1]:
             out.setdefault(found[0], value)
+    if model:
+        for name, value in _defaults_with(model).values.items():
+            out.setdefault(name, value)
     return out
 
 
+@functools.cache
+def _defaults_with(model: str) -> Config:
+    """Every symbol at its default with ``MODEL_<model>`` the only model selected, as in a run's config."""
+    models = [name for name in from_defaults([]).values if name.startswith("MODEL_")]
+    try:
+        return from_defaults([f"{name}={'y' if name == f'MODEL_{model.upper()}' else 'n'}" for name in models])
+    except UserError:  # a model that no longer exists: no defaults to add
+        return Config({})
+
+
 def _unknown_symbol_error(kconf: kconfiglib.Kconfig, name: str, where: str) -> UserError:
+    if name in RETIRED:
+        return UserError(f"{where}: {name} no longer exists: {RETIRED[name]}")
     found = _renamed(name)
     if found:
         return UserError(
@@ -260,12 +288,13 @@ def _check_assignments(kconf: kconfiglib.Kconfig, where: str) -> None:
 
 def _take_warnings(kconf: kconfiglib.Kconfig, where: str) -> None:
     warnings, kconf.warnings = kconf.warnings, []
+    warnings = [w for w in warnings if _undefined_symbol(kconf, w) not in RETIRED]
     # Overrides are applied after the file is read, so only editing the file (or menuconfig) fixes it.
     fix = "correct or remove that line (`make menuconfig` rewrites the file)"
     for w in warnings:
-        m = re.search(r"undefined symbol (\w+)", w)
-        if m:
-            raise _unknown_symbol_error(kconf, m.group(1).removeprefix(kconf.config_prefix), where)
+        name = _undefined_symbol(kconf, w)
+        if name:
+            raise _unknown_symbol_error(kconf, name, where)
         m = re.search(r"the value '(.*)' is invalid for (\w+) ", w)  # kconfiglib names the symbol, not the file
         sym = kconf.syms.get(m.group(2)) if m else None
         if sym is not None and sym.orig_type in (kconfiglib.INT, kconfiglib.HEX):
@@ -274,6 +303,12 @@ def _take_warnings(kconf: kconfiglib.Kconfig, where: str) -> None:
         first = warnings[0].replace("\n", " ").strip()
         first = first.replace("warning: ignoring ", "")  # fatal here, and kconfiglib already names the file
         raise UserError(f"{first}; {fix}")
+
+
+def _undefined_symbol(kconf: kconfiglib.Kconfig, warning: str) -> str | None:
+    """The symbol a kconfiglib warning says is undefined, if it says so."""
+    m = re.search(r"undefined symbol (\w+)", warning)
+    return m.group(1).removeprefix(kconf.config_prefix) if m else None
 
 
 def load_file(kconf: kconfiglib.Kconfig, path: str | os.PathLike, replace: bool = True) -> None:

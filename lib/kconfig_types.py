@@ -19,5 +19,5 @@ STRING_TYPES = {
     "DDP_TORCHRUN_ARGS": Text(may_be_empty=True),
     "RESULTS_DIR": Text(),
     # lib/Kconfig.tracking
-    "TRACKER_PROJECT": Text(),
+    "TRACKER_PROJECT": Name(r"([A-Za-z0-9][A-Za-z0-9._-]*)?"),  # empty: derived (lib.tracking.project)
 }

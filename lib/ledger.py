@@ -40,6 +40,26 @@ class MatrixLock:
         assert self.fd is not None
         os.close(self.fd)
 
+    @staticmethod
+    def holder(matrix_dir: Path) -> str | None:
+        """The pid (as the holder wrote it) of the process working on the matrix, or None when none is: a
+        shared ``flock`` tried without waiting and dropped at once, on a read-only descriptor, so it creates and
+        writes nothing (``make status`` on a matrix it may not write). A ``make`` that starts in that very
+        instant would find the matrix in use and say so."""
+        try:
+            fd = os.open(matrix_dir / ".lock", os.O_RDONLY)
+        except OSError:  # no lock file: nothing ever ran here; unreadable: nothing to tell
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
 
 class Ledger:
     """``matrix.json``: every run's resolved config and state. Written atomically after every change."""

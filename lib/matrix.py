@@ -125,13 +125,19 @@ def expand(cfg: Config) -> Plan:
     return Plan(runs, notes)
 
 
-def format_plan(plan: Plan, matrix_dir: str) -> str:
+def format_plan(
+    plan: Plan, matrix_dir: str, columns: dict[str, str] | None = None, totals: list[str] | None = None
+) -> str:
+    """The runs with their axes, each rule that fired, and the count; ``columns`` adds text after each run id
+    (its steps and time, :mod:`lib.estimate`), ``totals`` lines before the count."""
     lines = [f"matrix {matrix_dir}"]
     width = max((len(r.run_id) for r in plan.runs), default=0)
     for r in plan.runs:
         axes = "  ".join(f"{k}={v}" for k, v in r.axes.items() if v is not None)
-        lines.append(f"  {r.run_id:<{width}}  {axes}")
+        extra = f"{columns[r.run_id]}  " if columns else ""
+        lines.append(f"  {r.run_id:<{width}}  {extra}{axes}")
     for note in plan.notes:
         lines.append(f"rule: {note}")
+    lines += totals or []
     lines.append(f"{len(plan.runs)} run{'' if len(plan.runs) == 1 else 's'}")
     return "\n".join(lines)

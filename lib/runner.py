@@ -3,6 +3,8 @@
 ``python -m lib.runner run``      expand ``.config`` (+ overrides) and run the matrix (``make``)
 ``python -m lib.runner plan``     print the runs without running anything (``make plan``)
 ``python -m lib.runner continue`` resume a matrix from its ledger, not from ``.config`` (``make continue``)
+``python -m lib.runner status``   each run's state, progress and ETA, from the ledger (``make status``)
+``python -m lib.runner estimate`` each run's steps and estimated time, from the ledger (``make estimate``)
 
 The ledger ``RESULTS_DIR/<matrix>/matrix.json`` lists every run with its full resolved config and its state
 (pending, running, done, failed, interrupted). Only the process holding the matrix's lock (``.lock``, an
@@ -24,13 +26,16 @@ import logging  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from lib import config as config_mod  # noqa: E402
-from lib import results  # noqa: E402
+from lib import results, tracking  # noqa: E402
+from lib import status as status_mod  # noqa: E402
 from lib.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from lib.estimate import Estimate, items, paces  # noqa: E402
 from lib.ledger import Ledger, MatrixLock  # noqa: E402
 from lib.matrix import expand, format_plan  # noqa: E402
 from lib.process import STOP_SIGNALS  # noqa: E402
@@ -69,16 +74,56 @@ def _finish(matrix_dir: Path, ledger: Ledger, failed: int) -> int:
     return 0
 
 
+def _known(matrix_dir: Path) -> list[results.Run]:
+    """The runs of a matrix on disk (none when it has no ledger yet): their state and pace for the estimate."""
+    return results.load_matrix(matrix_dir) if (matrix_dir / results.LEDGER).is_file() else []
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, config_mod.split_overrides(args.set))
     plan = expand(cfg)
-    print(format_plan(plan, str(results.matrix_dir(cfg))))
+    where = results.matrix_dir(cfg)
+    known = _known(where)
+    estimate = Estimate(items(plan.runs, known), paces(known), cfg["JOBS"])
+    print(format_plan(plan, str(where), estimate.columns(), estimate.lines(str(where))))
+    return 0
+
+
+def _recorded_matrix(args: argparse.Namespace, what: str) -> Path:
+    """The matrix ``MATRIX=`` (or ``RESULTS_DIR/latest``) names, which must have a ledger."""
+    place = results.resolve_matrix(args.config, config_mod.split_overrides(args.set), args.matrix)
+    matrix_dir = place.path.resolve()
+    if not (matrix_dir / results.LEDGER).is_file():
+        raise UserError(
+            f"{matrix_dir} has no {results.LEDGER}: nothing to {what}; run `make` first, or pass MATRIX=<results/dir>"
+        )
+    return matrix_dir
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print("\n".join(status_mod.report(_recorded_matrix(args, "report"), time.time())))
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    jobs = config_mod.from_defaults([f"JOBS={args.jobs}"])["JOBS"] if args.jobs else None
+    matrix_dir = _recorded_matrix(args, "estimate")
+    ledger = Ledger(matrix_dir)
+    known = results.load_matrix(matrix_dir)
+    jobs = jobs or next(iter(ledger.runs.values()))["config"]["values"]["JOBS"]
+    estimate = Estimate(items(ledger.specs(), known), paces(known), jobs)
+    columns = estimate.columns()
+    width = max(len(run_id) for run_id in columns)
+    lines = [f"matrix {matrix_dir}"]
+    lines += [f"  {i.run_id:<{width}}  {columns[i.run_id]}{'  done' if i.done else ''}" for i in estimate.runs]
+    print("\n".join(lines + estimate.lines(str(matrix_dir))))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, config_mod.split_overrides(args.set))
     plan = expand(cfg)
+    tracking.preflight(cfg)  # a tracker that cannot start is one line now, not a warning in every run
     for note in plan.notes:
         logger.info("rule: %s", note)
     matrix_dir = results.writable_dir(
@@ -149,6 +194,7 @@ def cmd_continue(args: argparse.Namespace) -> int:
         ledger = Ledger(matrix_dir)
         _note_config_difference(args.config, cfg, matrix_dir, ledger)
         values = next(iter(ledger.runs.values()))["config"]["values"]
+        tracking.preflight(config_mod.Config.from_json(values))  # the trackers the ledger's runs will use
         jobs = jobs or values["JOBS"]
         logger.info("continuing %s from its ledger: %d runs, JOBS=%d", matrix_dir, len(ledger.runs), jobs)
         with logging_redirect_tqdm():
@@ -191,18 +237,26 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lib.runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = (("run", cmd_run), ("plan", cmd_plan), ("continue", cmd_continue), ("clean-results", cmd_clean_results))
+    commands = (
+        ("run", cmd_run),
+        ("plan", cmd_plan),
+        ("continue", cmd_continue),
+        ("status", cmd_status),
+        ("estimate", cmd_estimate),
+        ("clean-results", cmd_clean_results),
+    )
     for name, func in commands:
         p = sub.add_parser(name)
         p.set_defaults(func=func)
         p.add_argument("--config", default=str(config_mod.DOTCONFIG), help="the .config to read")
-        if name in ("run", "plan", "continue"):
+        if name in ("run", "plan", "continue", "status", "estimate"):
             p.add_argument("--set", default="", help="overrides: 'SYM=VALUE ...' (quote values with spaces)")
         if name == "clean-results":
             p.add_argument("--matrix", default="", help="the matrix directory to delete")
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        if name == "continue":
+        if name in ("continue", "status", "estimate"):
             p.add_argument("--matrix", default="", help="matrix directory (default: RESULTS_DIR/latest)")
+        if name in ("continue", "estimate"):
             p.add_argument("--jobs", default="", help="parallel runs (default: the ledger's JOBS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

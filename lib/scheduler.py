@@ -1,5 +1,8 @@
 """Scheduling a matrix's runs: one training process per run (torchrun with DDP), ``JOBS`` at a time, one GPU (or
-GPU group) per job, progress bars from each run's ``status.json``, the ledger updated as each run ends.
+GPU group) per job, progress from each run's ``status.json``, the ledger updated as each run ends. Progress is a
+bar per run on a terminal; when stderr is not one (nohup, a batch scheduler's log) it is a timestamped line as
+each run starts and ends and, every :data:`lib.progress.LINE_EVERY_SECONDS`, one per running run with its step
+and ETA.
 
 A stop (Ctrl-C, SIGTERM, SIGUSR1 reach this process as ``KeyboardInterrupt``) is forwarded once to every
 running training process, which checkpoints at its next step boundary and exits as interrupted; a second
@@ -28,6 +31,7 @@ from lib.errors import UserError
 from lib.ledger import Ledger
 from lib.model_registry import MODELS
 from lib.process import child_env, die_with_parent, usable_cpus
+from lib.progress import Lines, describe
 
 logger = logging.getLogger("runner")
 
@@ -133,23 +137,36 @@ def execute(
     )
     running: list[Job] = []
     failed = 0
+    lines = Lines()  # writes only when stderr is not a terminal
     try:
         while queue or running:
             busy = {j.slot for j in running}
             for slot in [s for s in range(where.slots) if s not in busy][: len(queue)]:
                 running.append(_launch(matrix_dir, ledger, queue.pop(0), slot, where))
+                lines.write(f"{_done(ledger)} {running[-1].run_id}: started")
             time.sleep(POLL_SECONDS)
             for job in list(running):
                 if _finished(matrix_dir, ledger, job):
                     running.remove(job)
                     matrix_bar.update(1)
                     failed += ledger.runs[job.run_id]["state"] == "failed"
+                    lines.write(f"{_done(ledger)} {job.run_id}: {ledger.runs[job.run_id]['state']}")
+            if lines.due():
+                for job in running:
+                    status = results.read_json(matrix_dir / job.run_id / results.STATUS, {})
+                    lines.write(f"{_done(ledger)} {job.run_id}: {describe(status, time.time())}")
     except KeyboardInterrupt:
         _stop(matrix_dir, ledger, running)
         raise
     finally:
         matrix_bar.close()
     return failed
+
+
+def _done(ledger: Ledger) -> str:
+    """``[3/6 done]``: the matrix's progress, for a progress line."""
+    states = [e["state"] for e in ledger.runs.values()]
+    return f"[{states.count('done')}/{len(states)} done]"
 
 
 def _finished(matrix_dir: Path, ledger: Ledger, job: Job) -> bool:

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 import kernels
-from lib import checkpoint, results
+from lib import checkpoint, results, tracking
+from lib.memory import MemorySampler, counted_bytes
 from lib.monitor import environment, peak_flops, peak_memory_bytes, reset_peak_memory
 from lib.optimizers import OPTIMIZERS, set_peak_lr
 from lib.optimizers.schedules import LRSchedule
 from lib.pruning import PRUNERS
 from lib.step import train_step
-from lib.tracking import TRACKERS
 
 if TYPE_CHECKING:
     from lib.spec import RunSpec
@@ -58,6 +58,7 @@ class TrainState:
     samples: int = 0  # units trained on (images, tokens)
     metric_rows: int = 0  # rows of metrics.jsonl written so far
     peak_memory_bytes: int = 0
+    memory: dict | None = None  # the memory sampler's seconds and peaks so far (MemorySampler.state)
     last_eval: dict | None = None
     loss_sum: float = 0.0  # the training loss summed since the last log row (its mean over ranks)
     loss_count: int = 0
@@ -69,13 +70,15 @@ class TrainState:
 
 class StatusWriter:
     """``status.json``: the live state the runner's progress bars read; written at most once a second (by
-    rank 0 only, under DDP)."""
+    rank 0 only, under DDP). The wall time and step of this process's first write and of the latest one give a
+    run's pace (:func:`lib.progress.eta`)."""
 
     def __init__(self, path, total_steps: int, enabled: bool = True) -> None:
         self.path = path
         self.total_steps = total_steps
         self.enabled = enabled
         self.last = 0.0
+        self.started: dict[str, float] = {}
 
     def write(self, state: str, step: int, force: bool = False, **extra: Any) -> None:
         if not self.enabled:
@@ -83,9 +86,9 @@ class StatusWriter:
         now = time.monotonic()
         if force or now - self.last >= STATUS_EVERY_SECONDS:
             self.last = now
-            results.atomic_write_json(
-                self.path, {"state": state, "step": step, "total_steps": self.total_steps, **extra}
-            )
+            self.started = self.started or {"started": time.time(), "started_step": step}
+            status = {"state": state, "step": step, "total_steps": self.total_steps, "updated": time.time()}
+            results.atomic_write_json(self.path, {**status, **self.started, **extra})
 
 
 class Trainer:
@@ -99,6 +102,8 @@ class Trainer:
         pruning = pruner_cls.Settings.from_config(cfg, axes)
         self.periods = task.periods(cfg, pruning.budget_scale)
         self.total_steps = sum(self.periods)
+        # Before the model moves: on CUDA the sampler measures the context now. Only rank 0 keeps a time line.
+        self.memory = MemorySampler(device, cfg["MEMORY_SAMPLE_MS"] / 1000 if self.ranks.main else 0)
         model.to(device)
         self.forward = speed.prepare(model, task, device)  # evaluation calls it; training its DDP wrapping
         self.pruner = pruner_cls(model, pruning, self.total_steps)
@@ -121,12 +126,15 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to the end (from the checkpoint, if there is one); the summary (``{}`` on ranks other than 0)."""
-        self.start()
-        self.model.train()
-        for period in range(self.state.epoch, len(self.periods)):
-            self.train_period(period)
-            self.end_period(period)
-        return self.summary() if self.ranks.main else {}
+        try:
+            self.start()
+            self.model.train()
+            for period in range(self.state.epoch, len(self.periods)):
+                self.train_period(period)
+                self.end_period(period)
+            return self.summary() if self.ranks.main else {}
+        finally:  # also when the run fails or stops: the sampler's thread ends with it
+            self.memory.stop()
 
     def start(self) -> None:
         """Resume from the checkpoint, or start a fresh run directory; then the tracker and status."""
@@ -149,17 +157,18 @@ class Trainer:
             )
         elif self.ranks.main:
             results.write_jsonl(ctx.run_dir / results.METRICS, [])
-            env = {**environment(self.device), "world_size": ctx.world}
+            env = {**environment(self.device), "world_size": ctx.world, "started": time.time()}
             results.atomic_write_json(ctx.run_dir / results.ENV, env)
             logger.info(
                 "starting %s: %d steps (%d evaluation periods) on %s, %d threads",
                 *(ctx.spec.run_id, self.total_steps, len(self.periods), self.device, ctx.threads),
             )
-        spec = ctx.spec
-        tracker = self.cfg["TRACKER"] if self.ranks.main else "none"
-        self.tracker = TRACKERS[tracker](self.cfg["TRACKER_PROJECT"], f"{spec.matrix}/{spec.run_id}", spec.to_json())
+        # Never raises: a tracker that fails is a warning and is off (metrics.jsonl is the record).
+        main, resumed = self.ranks.main, restored is not None
+        self.tracker = tracking.for_run(ctx.spec, ctx.run_dir, resumed) if main else tracking.Trackers()
         self.status.write("running", state.step, force=True)
         reset_peak_memory(self.device)
+        self.memory.start(state.memory, state.step)
         self.loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=self.device)
         self.loss_count = state.loss_count
 
@@ -181,6 +190,7 @@ class Trainer:
                 autocast=self.autocast,
             )
             state.step += 1
+            self.memory.step = state.step
             state.batch += 1
             state.samples += task.units(batch)
             self.loss_sum += loss.double()
@@ -212,7 +222,8 @@ class Trainer:
         step = self.state.step
         loss = self.ranks.mean(self.loss_sum).item() / self.loss_count
         row = {"split": "train", "step": step, **self.task.progress(step), "loss": loss}
-        self.log_rows([{**row, "lr": self.schedule.get_last_lr(), "sparsity": self.pruner.sparsity()}])
+        train = {**row, "lr": self.schedule.get_last_lr(), "sparsity": self.pruner.sparsity()}
+        self.log_rows([*self.memory.drain(), train])  # the memory rows sampled since the last row come first
         self.loss_sum.zero_()
         self.loss_count = 0
         self.status.write("running", step)
@@ -267,6 +278,7 @@ class Trainer:
         if not self.ranks.main:
             return
         state.peak_memory_bytes = max(state.peak_memory_bytes, peak_memory_bytes(self.device))
+        state.memory = self.memory.state()
         results.sync_file(self.ctx.run_dir / results.METRICS)  # the rows the checkpoint counts are on disk first
         checkpoint.save_training(
             self.ctx.run_dir / results.CHECKPOINT,
@@ -299,6 +311,8 @@ class Trainer:
     def summary(self) -> dict:
         """``summary.json``, written; the status is set to done."""
         state, task, pruner = self.state, self.task, self.pruner
+        self.memory.stop()
+        self.log_rows(self.memory.drain())  # the time line to the end (evaluation and checkpoints included)
         summary = {
             **identity(self.ctx.spec),
             "world_size": self.ctx.world,
@@ -315,6 +329,7 @@ class Trainer:
             "kernels": self.kernels,
             "train_seconds": state.train_seconds,
             "peak_memory_bytes": max(state.peak_memory_bytes, peak_memory_bytes(self.device)),
+            "memory": self.memory.summary(counted_bytes(self.model, self.optimizer, pruner)),
             "throughput": state.samples / state.train_seconds if state.train_seconds else None,
             "throughput_unit": f"{task.unit}/s",
             "mfu": mfu(self.model, task, state, self.device, self.speed),
@@ -324,7 +339,7 @@ class Trainer:
         results.sync_file(self.ctx.run_dir / results.METRICS)
         results.atomic_write_json(self.ctx.run_dir / results.SUMMARY, summary)
         self.status.write("done", state.step, force=True)
-        self.tracker.finish()
+        self.tracker.finish(summary)  # after summary.json: a tracker slow to finish never holds the record back
         return summary
 
 

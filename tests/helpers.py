@@ -77,10 +77,32 @@ def assert_same_run(reference: Path, run: Path) -> None:
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         for key in sa:
             assert torch.equal(sa[key], sb[key]), f"{run.name}: optimizer {key} differs"
-    # Same metric rows, each exactly once: no step lost, none logged twice.
-    assert results.read_jsonl(run / results.METRICS) == results.read_jsonl(reference / results.METRICS)
+    # Same metric rows, each exactly once: no step lost, none logged twice. Memory rows measure the machine, not
+    # the computation (their count follows the wall clock, their RSS and times differ from run to run): they are
+    # compared for their order instead, and a resumed run's time line must go on where its checkpoint left it.
+    rows, ref_rows = results.read_jsonl(run / results.METRICS), results.read_jsonl(reference / results.METRICS)
+    assert computed_rows(rows) == computed_rows(ref_rows)
+    assert_memory_timeline(rows)
     summary, ref_summary = results.read_json(run / results.SUMMARY), results.read_json(reference / results.SUMMARY)
     assert summary["final"] == ref_summary["final"] and summary["sparsity"] == ref_summary["sparsity"]
+
+
+def computed_rows(rows: list[dict]) -> list[dict]:
+    """The metric rows a run computes (train, eval), without the memory time line (split "memory")."""
+    return [r for r in rows if r["split"] != "memory"]
+
+
+def assert_memory_timeline(rows: list[dict]) -> None:
+    """Memory rows in time order, each stamped with a step between those of the computed rows around it."""
+    times = [r["time_s"] for r in rows if r["split"] == "memory"]
+    assert times == sorted(times), "memory rows go back in time"
+    low = 0
+    for i, row in enumerate(rows):
+        if row["split"] != "memory":
+            low = row["step"]
+            continue
+        high = next((r["step"] for r in rows[i + 1 :] if r["split"] != "memory"), row["step"])
+        assert low <= row["step"] <= high, f"memory row {i} at step {row['step']} outside [{low}, {high}]"
 
 
 class Planted:

@@ -172,8 +172,10 @@ def test_a_new_pruning_method_optimizer_and_kernel_are_one_module_and_one_kconfi
     plan = _make(tree, "plan", f"KCONFIG_CONFIG={config}", settings)
     assert plan.returncode == 0, plan.stderr
     assert plan.stdout.splitlines()[1:] == [
-        "  lenet5-signsgd-rowscaled-s0.5-seed0  model=lenet5  optimizer=signsgd  pruning=rowscaled  "
+        "  lenet5-signsgd-rowscaled-s0.5-seed0  1,350 steps  model=lenet5  optimizer=signsgd  pruning=rowscaled  "
         "target_sparsity=0.5  seed=0",
+        "steps: 1,350 in all",
+        f"time: estimated once a run of {tmp_path / 'results' / 'extended'} is done",
         "1 run",
     ]
 

@@ -30,7 +30,6 @@ CHOICES = {
     "PRUNING_NM_PATTERN": set(NM_PATTERNS),
     "IMAGE_DATASET": set(DATASETS),
     "LR_SCHEDULE": set(LR_SCHEDULES),
-    "TRACKER": set(TRACKERS),
     "DEVICE": {"auto", "cuda", "mps", "cpu"},  # lib.training.select_device
     "PRUNING_SCOPE": {"global", "layer"},  # lib.pruning.magnitude
     "ADAMWPRUNE_BASE": set(OPTIMIZERS),
@@ -41,10 +40,11 @@ CHOICES = {
 }
 # Multi-select axes: bool symbols <PREFIX>_<NAME> <-> registry entries.
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}
-# Every bool family: the axes, and the kernels (each selected one takes over modules; no matrix axis).
-BOOL_FAMILIES = {**AXES, "KERNELS": KERNELS}
+# Every bool family: the axes, the kernels (each selected one takes over modules; no matrix axis) and the trackers
+# (each selected one mirrors the metrics).
+BOOL_FAMILIES = {**AXES, "KERNELS": KERNELS, "TRACKER": TRACKERS}
 # Registries that are exactly one named choice: the choice <PREFIX> has one member per entry, and no other.
-CHOICE_REGISTRIES = [DATASETS, CORPORA, TOKENIZERS, LR_SCHEDULES, TRACKERS, SPARSITY_SHAPES]
+CHOICE_REGISTRIES = [DATASETS, CORPORA, TOKENIZERS, LR_SCHEDULES, SPARSITY_SHAPES]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,14 @@ def test_every_kernel_symbol_has_a_kernel(kconf):
     """KERNELS_* is the kernels' namespace: a prompted bool there without a registered kernel is a dead knob."""
     symbols = [s.name for s in kconf.unique_defined_syms if s.name.startswith("KERNELS_") and s.nodes]
     assert [s for s in symbols if s.removeprefix("KERNELS_").lower() not in KERNELS] == []
+
+
+def test_every_tracker_symbol_has_a_tracker(kconf):
+    """A bool TRACKER_* is a tracker (TRACKER_PROJECT, a string, is the setting the trackers share)."""
+    symbols = [s.name for s in kconf.unique_defined_syms if s.name.startswith("TRACKER_") and s.nodes]
+    bools = [s for s in symbols if kconf.syms[s].orig_type == kconfiglib.BOOL]
+    assert sorted(set(symbols) - set(bools)) == ["TRACKER_PROJECT"]
+    assert sorted(s.removeprefix("TRACKER_").lower() for s in bools) == sorted(TRACKERS.names())
 
 
 @pytest.mark.parametrize("registry", CHOICE_REGISTRIES, ids=lambda r: r.prefix)

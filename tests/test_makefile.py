@@ -240,10 +240,17 @@ PASSED = [
     ("sample", "SEED", "--seed"),
     ("continue", "MATRIX", "--matrix"),
     ("continue", "JOBS", "--jobs"),
+    ("status", "MATRIX", "--matrix"),
+    ("status", "SET", "--set"),
+    ("estimate", "MATRIX", "--matrix"),
+    ("estimate", "SET", "--set"),
+    ("estimate", "JOBS", "--jobs"),
     *[(target, var, how) for target in ("plan", "run") for var, how in OVERRIDE_VARS],
     ("defconfig", "DEFCONFIG", "last"),
     ("defconfig-%", "%", "last"),
     ("update-graphs", "MATRIX", "--matrix"),
+    ("query", "SQL", "last"),
+    ("query", "SET", "--set"),
     ("clean-results", "MATRIX", "--matrix"),
     ("clean-results", "YES", "no --yes"),
     ("clean", "PYTHON3", "the program"),
@@ -333,7 +340,12 @@ def test_make_passes_values_as_typed(tmp_path: Path, recording_venv: tuple[Path,
         ["clean-results", "MATRIX=m", "YES=1"],
         ["continue"],
         ["continue", "MATRIX=m", "JOBS=2"],
+        ["status"],
+        ["status", "MATRIX=m", "SET=RESULTS_DIR=r"],
+        ["estimate", "MATRIX=m", "JOBS=2"],
         ["plan", "EPOCHS=2", "SET=SEEDS='0 1' MATRIX_NAME=mine"],
+        ["query", "SQL=select 'a' -- b"],
+        ["query", "SQL=-- only a comment", "SET=RESULTS_DIR=r"],
     ):
         result = make("-o", str(venv / STAMP), *args, f"KCONFIG_CONFIG={config}", env={"VIRTUAL_ENV": str(venv)})
         assert result.returncode == 0, result.stderr
@@ -344,7 +356,12 @@ def test_make_passes_values_as_typed(tmp_path: Path, recording_venv: tuple[Path,
         ["-m", "lib.runner", "clean-results", "--matrix", "m", "--yes"],
         ["-m", "lib.runner", "continue", "--config", str(config)],
         ["-m", "lib.runner", "continue", "--config", str(config), "--matrix", "m", "--jobs", "2"],
+        ["-m", "lib.runner", "status", "--config", str(config)],
+        ["-m", "lib.runner", "status", "--config", str(config), "--matrix", "m", "--set", "RESULTS_DIR=r"],
+        ["-m", "lib.runner", "estimate", "--config", str(config), "--matrix", "m", "--jobs", "2"],
         ["-m", "lib.runner", "plan", "--config", str(config), "--set", "EPOCHS='2' SEEDS='0 1' MATRIX_NAME=mine"],
+        ["-m", "scripts.query", "--config", str(config), "--", "select 'a' -- b"],
+        ["-m", "scripts.query", "--config", str(config), "--set", "RESULTS_DIR=r", "--", "-- only a comment"],
     ]
 
 
@@ -360,6 +377,11 @@ REJECTED = [
     ("sample", "SEED", {"RUN": "nowhere"}, "error: argument --seed: SEED={value!r} is not an integer"),
     ("continue", "MATRIX", {}, "error: {root}/{value} has no "),
     ("continue", "JOBS", {"MATRIX": "nowhere"}, "error: override JOBS={value}: JOBS takes an integer in 1..1024; "),
+    ("status", "MATRIX", {}, "error: {root}/{value} has no matrix.json: nothing to report"),
+    ("status", "SET", {}, "error: override "),
+    ("estimate", "MATRIX", {}, "error: {root}/{value} has no matrix.json: nothing to estimate"),
+    ("estimate", "JOBS", {"MATRIX": "nowhere"}, "error: override JOBS={value}: JOBS takes an integer in 1..1024; "),
+    ("estimate", "SET", {}, "error: override "),
     ("plan", "EPOCHS", {"KCONFIG_CONFIG": "quickstart"}, "error: override EPOCHS={value}: "),
     ("plan", "MAX_ITERS", {"KCONFIG_CONFIG": "quickstart"}, "error: override GPT2_MAX_ITERS={value}: "),
     ("plan", "JOBS", {"KCONFIG_CONFIG": "quickstart"}, "error: override JOBS={value}: "),
@@ -367,7 +389,9 @@ REJECTED = [
     ("plan", "KCONFIG_CONFIG", {}, "error: {value} does not exist"),
     ("defconfig", "DEFCONFIG", {}, "error: unknown defconfig {value!r}"),
     ("defconfig-%", "%", {}, "error: unknown defconfig {value!r}"),
-    ("update-graphs", "MATRIX", {}, "error: matrix directory {value} does not exist"),
+    # several words name several matrices to compare: the first, "it's", is the one missing
+    ("update-graphs", "MATRIX", {}, "error: matrix directory it's does not exist"),
+    ("query", "SQL", {}, "error: SQL: Parser Error: unterminated string literal"),
     ("clean-results", "MATRIX", {}, "error: {root}/{value} is not a matrix directory"),
     ("clean-results", "YES", {"MATRIX": "nowhere"}, "error: {nowhere} is not a matrix directory"),
 ]
@@ -424,3 +448,56 @@ def test_make_env_installs_the_torch_version_given(recording_venv: tuple[Path, P
         ["-m", "pip", "install", "-e", ".[dev]"],
     ]
     assert (venv / STAMP).exists()
+
+
+BAD_EXTRAS = {**HOSTILE, "unknown": "tensorboard", "commas": "trackio,wandb", "one-bad": "wandb nope"}
+
+
+@pytest.mark.parametrize("installed", [False, True], ids=["fresh", "installed"])
+@pytest.mark.parametrize("template", BAD_EXTRAS.values(), ids=BAD_EXTRAS.keys())
+def test_make_env_rejects_extras_outside_the_fixed_set(
+    marks: tuple[Path, Path], recording_venv: tuple[Path, Path], template: str, installed: bool
+) -> None:
+    """EXTRAS is checked before anything is installed, whether the environment exists yet or not."""
+    venv, log = recording_venv
+    value = hostile_value(template, marks)
+    args = ["-o", str(venv / STAMP)] if installed else []
+    result = make(*args, "env", f"EXTRAS={value}", env={"VIRTUAL_ENV": str(venv)})
+    assert [m for m in marks if m.exists()] == [], f"EXTRAS={value!r} ran as code"
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f'error: EXTRAS={value}: each word must be one of: trackio wandb (e.g. EXTRAS="trackio wandb")']
+    assert calls(log) == [] and not (venv / STAMP).exists()
+
+
+@pytest.mark.parametrize(
+    ("extras", "spec"), [("wandb", ".[dev,wandb]"), ("wandb trackio wandb", ".[dev,trackio,wandb]"), ("", None)]
+)
+def test_make_env_installs_the_extras_given(recording_venv: tuple[Path, Path], extras: str, spec: str | None) -> None:
+    venv, log = recording_venv
+    result = make("-o", str(venv / STAMP), "env", f"EXTRAS={extras}", env={"VIRTUAL_ENV": str(venv)})
+    assert result.returncode == 0, result.stderr
+    assert calls(log) == ([["-m", "pip", "install", "-e", spec]] if spec else [])
+    result = make("env", env={"VIRTUAL_ENV": str(venv), "EXTRAS": "trackio"})  # from the environment: ignored
+    assert result.returncode == 0, result.stderr
+    assert calls(log)[-1] == ["-m", "pip", "install", "-e", ".[dev]"]
+
+
+def test_make_test_installs_the_trackers_once(recording_venv: tuple[Path, Path]) -> None:
+    venv, log = recording_venv
+    for _ in range(2):
+        assert make("-o", str(venv / STAMP), "test", env={"VIRTUAL_ENV": str(venv)}).returncode == 0
+    assert calls(log) == [["-m", "pip", "install", "-e", ".[dev,trackio,wandb]"], ["-m", "pytest", "-q"]] + [
+        ["-m", "pytest", "-q"]
+    ]
+
+
+def test_tracker_targets_call_lib_tracking(recording_venv: tuple[Path, Path]) -> None:
+    venv, log = recording_venv
+    for target in ("trackio-test", "wandb-test", "trackio-view"):
+        assert make("-o", str(venv / STAMP), target, env={"VIRTUAL_ENV": str(venv)}).returncode == 0
+    assert calls(log) == [
+        ["-m", "lib.tracking", "test", "trackio"],
+        ["-m", "lib.tracking", "test", "wandb"],
+        ["-m", "lib.tracking", "view"],
+    ]

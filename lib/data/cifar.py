@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from lib.data.download import ensure_files, find_local
-from lib.data.registry import DATASETS, IMAGE_SIZE, ImageDataset
+from lib.data.registry import DATASETS, IMAGE_SIZE, TRAIN_SIZES, ImageDataset
 from lib.errors import UserError
 from lib.results import atomic_write_bytes
 
@@ -239,6 +239,9 @@ def _load_cifar(layout: ArchiveLayout, data_dir: Path, mirrors: tuple[str, ...],
         splits = _read_archive(archive, layout)
         _save_cache(cache, splits, archive)
     return ImageDataset.from_splits(layout.name, *splits, layout.num_classes)
+
+
+TRAIN_SIZES["cifar10"] = TRAIN_SIZES["cifar100"] = 50000
 
 
 @DATASETS.register("cifar10")

@@ -36,6 +36,7 @@ from lib.data.shards import write_shard
 from lib.data.text import TOKENIZERS, document_tokens, pydoc_documents
 from lib.errors import UserError
 from lib.process import usable_cpus
+from lib.progress import Meter
 from lib.registry import Registry
 from lib.results import atomic_write_json
 
@@ -69,10 +70,12 @@ def tokenize_to_shards(
     processes: int = 1,
 ) -> list[Path]:
     """Tokenise ``documents`` (each preceded by end-of-text) into ``out/<split>_NNNNNN.bin`` shards of at
-    most ``shard_tokens`` tokens, in document order; ``processes`` > 1 encodes in a worker pool."""
+    most ``shard_tokens`` tokens, in document order; ``processes`` > 1 encodes in a worker pool. Progress is a
+    bar on a terminal, timestamped lines in a log (:class:`lib.progress.Meter`)."""
     paths: list[Path] = []
     buf: list[np.ndarray] = []
-    filled = 0
+    filled = total = 0
+    meter = Meter(f"tokenising {out.name} {split}", "documents")
 
     def flush() -> None:
         nonlocal buf, filled
@@ -81,7 +84,9 @@ def tokenize_to_shards(
             buf, filled = [], 0
 
     def consume(tokens: np.ndarray) -> None:
-        nonlocal filled
+        nonlocal filled, total
+        total += len(tokens)
+        meter.update(1, f"{total:,} tokens")
         while len(tokens):
             take = tokens[: shard_tokens - filled]
             buf.append(take)
@@ -99,6 +104,7 @@ def tokenize_to_shards(
         for doc in documents:
             consume(_encode(doc))
     flush()
+    meter.close()
     return paths
 
 

@@ -23,7 +23,7 @@ import torch
 
 from lib.data.download import ensure_files, find_local
 from lib.data.idx import read_idx
-from lib.data.registry import DATASETS, IMAGE_SIZE, ImageDataset
+from lib.data.registry import DATASETS, IMAGE_SIZE, TRAIN_SIZES, ImageDataset
 from lib.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ def _complete(directory: Path) -> list[Path] | None:
     """The four files in ``directory``, or None if any is missing."""
     paths = [find_local(directory, f) for f in FILES]
     return None if any(p is None for p in paths) else paths
+
+
+TRAIN_SIZES["mnist"] = TRAIN_SIZES["fashion_mnist"] = 60000
 
 
 @DATASETS.register("mnist")

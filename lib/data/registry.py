@@ -2,8 +2,9 @@
 
 ``IMAGE_DATASET_<NAME>`` in Kconfig (``lib/data/Kconfig``) -> ``DATASETS["<name>"]``, a loader
 ``(data_dir) -> ImageDataset`` registered with ``@DATASETS.register("<name>")``; :func:`load_dataset` is the only
-way the rest of the framework gets images. Adding a dataset is one new module in ``lib/data/`` plus its import
-in ``lib/data/__init__.py``, and one ``IMAGE_DATASET_<NAME>`` entry in ``lib/data/Kconfig``.
+way the rest of the framework gets images. Adding a dataset is one new module in ``lib/data/`` (its loader, and
+its training-set size in :data:`TRAIN_SIZES`) plus its import in ``lib/data/__init__.py``, and one
+``IMAGE_DATASET_<NAME>`` entry in ``lib/data/Kconfig``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 DATASETS: Registry[Callable[[Path], ImageDataset]] = Registry("dataset", "IMAGE_DATASET")
+
+# Training images per dataset, declared by each module beside its loader's registration: a run's optimizer steps
+# are counted from it (`make plan`) without loading the data.
+TRAIN_SIZES: dict[str, int] = {}
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike) -> ImageDataset:

@@ -1,11 +1,15 @@
 """GPT-2 (nanoGPT layout) with attention-output gating: one value of the model axis, ``gpt2``.
 
 The gating axes (gate, its position and activation) and their rules live here, torch-free, so the matrix can
-be planned without importing torch; :mod:`lib.matrix` collects them through the model registry.
+be planned without importing torch; :mod:`lib.matrix` collects them through the model registry. So does
+``budget``, a run's steps and tokens counted from its config (``make plan``).
 """
 
 from __future__ import annotations
 
+import math
+
+from lib.budget import Budget
 from lib.spec import Axis, Rule, selected
 
 GATES = ("none", "headwise", "elementwise", "const")
@@ -55,3 +59,14 @@ RULES = (
         collapse=lambda a: {**a, "attn_gate_pos": None, "attn_gate_act": None},
     ),
 )
+
+
+def budget(cfg, scale: float = 1.0) -> Budget:
+    """``ceil(GPT2_MAX_ITERS x scale)`` steps, each of ``BATCH_SIZE x GPT2_GRAD_ACCUM`` windows of the context
+    length (the size preset's, or ``GPT2_BLOCK_SIZE`` for a custom size)."""
+    from models.gpt2.model import PRESETS  # with torch: only when counted, not when the registry loads this package
+
+    size = cfg["GPT2_SIZE"]
+    block = cfg["GPT2_BLOCK_SIZE"] if size == "custom" else PRESETS[size][3]
+    steps = math.ceil(cfg["GPT2_MAX_ITERS"] * scale)
+    return Budget(steps, tokens=steps * cfg["BATCH_SIZE"] * cfg["GPT2_GRAD_ACCUM"] * block)

@@ -1,6 +1,10 @@
-"""The figures: one run's curves, every run's curves overlaid, final metric vs target sparsity.
+"""The figures: one run's curves, every run's curves overlaid, final metric vs target sparsity; and how every
+figure is made and written.
 
-Figures are drawn on the Agg canvas outside pyplot (nothing global accumulates) and written atomically."""
+A plot function returns its :class:`~matplotlib.figure.Figure` (None: nothing to draw), drawn on the Agg canvas
+outside pyplot (nothing global accumulates); :meth:`Report.draw <scripts.update_graphs.report.Report.draw>`
+writes it, atomically, in each of GRAPH_FORMATS. Methods are coloured by the report's one palette
+(:class:`~scripts.update_graphs.grouping.Methods`)."""
 
 from __future__ import annotations
 
@@ -8,23 +12,28 @@ import io
 import logging
 import math
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from lib.results import Run, atomic_write_bytes
-from scripts.update_graphs.grouping import SparsityGroup
+from scripts.update_graphs.grouping import Methods, SparsityGroup
 from scripts.update_graphs.numbers import MetricFormat, mean_std, scaled
 
 log = logging.getLogger(__name__)
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-LINESTYLES = ("-", "--", ":", "-.")
 SPARSE_LINESTYLES = ("-", ":", "-.")  # dashed is for the dense baselines
+DENSE_MARKER = "D"
+SPARSE_MARKERS = tuple(m for m in MARKERS if m != DENSE_MARKER)
 DPI = 110
+# Leave out what changes with each write (the date) so that an unchanged figure is an unchanged file.
+METADATA: dict[str, dict | None] = {"png": None, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
 def safe_name(text: Any) -> str:
@@ -32,8 +41,8 @@ def safe_name(text: Any) -> str:
 
 
 def curves_file(run: Run) -> str:
-    """The file name of a run's own curves in ``graphs/``."""
-    return f"curves-{safe_name(run.run_id)}.png"
+    """The file name, without its format's suffix, of a run's own curves in ``graphs/``."""
+    return f"curves-{safe_name(run.run_id)}"
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -43,16 +52,26 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save(fig: Figure, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    atomic_write_bytes(path, buf.getvalue())
-    log.debug("wrote %s", path)
+def save(fig: Figure, stem: Path, formats: Sequence[str]) -> None:
+    """``fig`` as ``<stem>.<format>`` for each format (png, svg, pdf)."""
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=DPI, metadata=METADATA[fmt])
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        atomic_write_bytes(path, buf.getvalue())
+        log.debug("wrote %s", path)
 
 
-def run_style(i: int) -> dict:
-    """Distinct colour and line style for the i-th of many runs."""
-    return {"color": f"C{i % 10}", "linestyle": LINESTYLES[(i // 10) % len(LINESTYLES)]}
+def outside_legend(fig: Figure, handles: list | None = None, title: str | None = None) -> None:
+    """The figure's legend outside the axes, right, so it covers no data."""
+    kwargs = {} if handles is None else {"handles": handles}
+    fig.legend(loc="outside right upper", fontsize="small", title=title, **kwargs)
+
+
+def method_legend(fig: Figure, methods: Methods, labels: Iterable[str]) -> None:
+    """A legend of the methods drawn (a colour patch each), outside the axes."""
+    handles = [Patch(color=methods.colours[m], label=m) for m in methods.order(labels)]
+    outside_legend(fig, handles, title="method")
 
 
 def _loss_axis(ax: Axes, run: Run) -> None:
@@ -90,44 +109,64 @@ def _metric_axis(ax: Axes, run: Run, fmt: MetricFormat | None) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_run_curves(run: Run, fmt: MetricFormat | None, path: Path) -> bool:
-    """Train loss (LR on a twin axis) | eval metric, vs step. False, and nothing written, with no rows."""
+def plot_run_curves(run: Run, fmt: MetricFormat | None) -> Figure | None:
+    """Train loss (LR on a twin axis) | eval metric, vs step. None with no rows."""
     if not run.metrics:
         log.info("%s: no metrics yet, no curves drawn", run.run_id)
-        return False
+        return None
     fig = new_figure(12, 4.2)
     ax_loss, ax_metric = fig.subplots(1, 2)
     _loss_axis(ax_loss, run)
     _metric_axis(ax_metric, run, fmt)
     fig.suptitle(f"{run.run_id}  [{run.state}]")
-    save(fig, path)
-    return True
+    return fig
 
 
 def plot_overlay(
-    series: list[tuple[str, list[int], list[float]]], ylabel: str, title: str, path: Path, marker: str = ""
-) -> None:
-    """Every run's curve on one axis; the legend (run ids) outside, right."""
+    series: list[tuple[str, list[int], list[float], dict]], ylabel: str, title: str, marker: bool = False
+) -> Figure:
+    """Every run's curve on one axis, each in the style given (its method's colour); the legend (run ids)
+    outside, right."""
     fig = new_figure(12, 5.5)
     ax = fig.subplots()
-    for i, (label, steps, values) in enumerate(series):
-        ax.plot(steps, values, lw=1.1, marker=marker, ms=3, label=label, **run_style(i))
+    for label, steps, values, style in series:
+        style = style if marker else {**style, "marker": ""}
+        ax.plot(steps, values, lw=1.1, ms=3, label=label, gid=label, **style)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.legend(loc="outside right upper", fontsize="x-small", ncols=max(1, math.ceil(len(series) / 30)))
-    save(fig, path)
+    return fig
+
+
+def cell_id(method: str, sparsity: float, panel: str = "") -> str:
+    """The gid of what a figure draws for one (method, target sparsity): a handle to read it back by (and its id
+    in an svg)."""
+    return f"{panel}{method} @ {100 * sparsity:g}%"
+
+
+def style_of(methods: Methods, method: str, sparsities: Sequence[float], sparsity: float) -> dict:
+    """The method's colour; dashed for a dense baseline (target sparsity 0), else a line style and marker per
+    target sparsity."""
+    if sparsity == 0:
+        return {"color": methods.colours[method], "linestyle": "--", "marker": DENSE_MARKER}
+    i = sorted({s for s in sparsities if s}).index(sparsity)
+    return {
+        "color": methods.colours[method],
+        "linestyle": SPARSE_LINESTYLES[i % len(SPARSE_LINESTYLES)],
+        "marker": SPARSE_MARKERS[i % len(SPARSE_MARKERS)],
+    }
 
 
 def _dense_line(ax: Axes, group: SparsityGroup, key: tuple, colour: str) -> None:
     """A dense baseline: a dashed horizontal line at its mean over every seed, a band of ± one std."""
     values = [v for vs in group.cells[key].values() for v in vs]
     mean, std = mean_std(scaled(values, group.fmt))
-    label = f"{group.row_label(key, skip=('pruning',))} dense (n={len(values)})".strip()
-    ax.axhline(mean, color=colour, linestyle="--", lw=1.3, label=label)
+    method = group.methods[key]
+    ax.axhline(mean, color=colour, linestyle="--", lw=1.3, label=f"{method} (n={len(values)})", gid=method)
     if std is not None:
-        ax.axhspan(mean - std, mean + std, color=colour, alpha=0.12, lw=0)
+        ax.axhspan(mean - std, mean + std, color=colour, alpha=0.12, lw=0, gid=f"{method} ±std")
 
 
 def _sparse_line(ax: Axes, group: SparsityGroup, key: tuple, colour: str, style: int) -> None:
@@ -138,7 +177,7 @@ def _sparse_line(ax: Axes, group: SparsityGroup, key: tuple, colour: str, style:
     counts = sorted({len(row[x]) for x in xs})
     n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     yerr = [s if s is not None else 0.0 for _, s in stats]
-    ax.errorbar(
+    drawn = ax.errorbar(
         [100 * x for x in xs],
         [m for m, _ in stats],
         yerr=yerr if any(yerr) else None,
@@ -148,19 +187,21 @@ def _sparse_line(ax: Axes, group: SparsityGroup, key: tuple, colour: str, style:
         ms=6,
         lw=1.5,
         capsize=3,
-        label=f"{group.row_label(key)} (n={n})",
+        label=f"{group.methods[key]} (n={n})",
     )
+    drawn.lines[0].set_gid(group.methods[key])
+    if drawn.lines[2]:
+        drawn.lines[2][0].set_gid(f"{group.methods[key]} ±std")
 
 
-def plot_vs_sparsity(group: SparsityGroup, title: str, path: Path) -> None:
-    """Final metric vs target sparsity, one line per row of ``group``; a colour per combination of the
-    non-pruning axes, a marker and line style per pruning method."""
+def plot_vs_sparsity(group: SparsityGroup, title: str, methods: Methods) -> Figure:
+    """Final metric vs target sparsity, one line per method (its colour in every figure; a marker and line
+    style per pruning method), the dense baselines as dashed reference lines with a band of ± one std."""
     fig = new_figure(10, 5.5)
     ax = fig.subplots()
-    colours: dict[tuple, str] = {}
     styles: dict[Any, int] = {}  # pruning method -> index of its marker and line style
     for key in group.rows():
-        colour = colours.setdefault(group.colour_key(key), f"C{len(colours) % 10}")
+        colour = methods.colours[group.methods[key]]
         if group.is_dense(key):
             _dense_line(ax, group, key, colour)
         else:
@@ -173,5 +214,5 @@ def plot_vs_sparsity(group: SparsityGroup, title: str, path: Path) -> None:
     ax.set_ylabel(group.fmt.label("final "))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize="small")
-    save(fig, path)
+    outside_legend(fig, title="method (seeds)")
+    return fig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +12,7 @@ import numpy as np
 from lib.results import Run
 
 MISSING = "—"
+MIB = 2**20  # bytes in a MiB: memory is shown in MiB
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -23,6 +24,38 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
 def mean(values: Sequence[float]) -> float | None:
     """The mean, or None for no values."""
     return mean_std(values)[0] if values else None
+
+
+SPREAD_RULE = (
+    "a difference exceeds the seed spread when |Δ| > √(s₁² + s₂²), s₁ and s₂ the sample standard deviations"
+    " (ddof=1) of the two sides; with one seed on either side there is no spread to compare with"
+)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``mean(values) - mean(baseline)`` and the combined seed spread of the two (:data:`SPREAD_RULE`)."""
+
+    delta: float
+    spread: float | None  # √(s₁² + s₂²); None when a side has a single value
+
+    @property
+    def exceeds(self) -> bool | None:
+        """Whether |Δ| exceeds the spread; None when there is no spread."""
+        return None if self.spread is None else abs(self.delta) > self.spread
+
+    def text(self, number: Callable[[float], str]) -> str:
+        """E.g. "-8.50 (exceeds ±1.58)", "-0.50 (within ±1.58)", "-0.50 (one seed)"."""
+        delta = ("+" if self.delta >= 0 else "") + number(self.delta)
+        if self.spread is None:
+            return f"{delta} (one seed)"
+        return f"{delta} ({'exceeds' if self.exceeds else 'within'} ±{number(self.spread)})"
+
+
+def difference(values: Sequence[float], baseline: Sequence[float]) -> Difference:
+    (m1, s1), (m0, s0) = mean_std(values), mean_std(baseline)
+    spread = None if s1 is None or s0 is None else math.hypot(s1, s0)
+    return Difference(m1 - m0, spread)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from lib.errors import UserError
+from lib.export import RUNS_CSV, STEPS_CSV, write_matrix_tables
 from lib.results import GRAPHS, LEDGER, REPORT, atomic_write_text, writable_matrix
 from scripts.update_graphs import matrix as matrix_mod
-from scripts.update_graphs.figures import curves_file, plot_run_curves
+from scripts.update_graphs.figures import curves_file, plot_run_curves, safe_name, save
+from scripts.update_graphs.grouping import Methods, methods_of
+from scripts.update_graphs.html import write_html
 from scripts.update_graphs.matrix import Matrix, state_counts
 from scripts.update_graphs.sections import SECTIONS
+from scripts.update_graphs.settings import GraphSettings
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +30,7 @@ class Report:
 
     matrix: Matrix
     graphs: Path  # the matrix's graphs/ directory
+    formats: tuple[str, ...]  # each figure is written in each of these (GRAPH_FORMATS); the report links the first
     lines: list[str] = field(default_factory=list)
     drawn: int = 0  # figures drawn so far
 
@@ -33,15 +40,39 @@ class Report:
     def heading(self, text: str, level: int = 2) -> None:
         self.add(f"{'#' * level} {text}", "")
 
-    def image(self, alt: str, file: str) -> None:
-        """A figure of ``graphs/`` in the report."""
-        self.add(f"![{alt}]({GRAPHS}/{file})", "")
+    def file(self, name: str) -> str:
+        """The file of figure ``name`` that the report links (in the first of the formats)."""
+        return f"{name}.{self.formats[0]}"
 
-    def draw(self, plot: Callable[..., object], file: str, *args: object, **kwargs: object) -> object:
-        """``plot(*args, graphs/file, **kwargs)``, counted when it draws (a plot may return False: nothing)."""
-        drawn = plot(*args, self.graphs / file, **kwargs)
-        self.drawn += drawn is not False
-        return drawn
+    def image(self, alt: str, name: str) -> None:
+        """Figure ``name`` of ``graphs/`` in the report."""
+        self.add(f"![{alt}]({GRAPHS}/{self.file(name)})", "")
+
+    def model_suffix(self, model: object) -> tuple[str, str]:
+        """(figure-name suffix, title suffix) of a per-model figure: none when the matrix has one model."""
+        if not self.matrix.several_models:
+            return "", ""
+        return f"-{safe_name(model)}", f" — {model}"
+
+    def not_measured(self, why: str) -> None:
+        """The one line a figure leaves when its runs do not record what it shows."""
+        self.add(f"not measured: {why}", "")
+
+    def draw(self, plot: Callable[..., Figure | None], name: str, *args: object, **kwargs: object) -> bool:
+        """``plot(*args, **kwargs)`` written as ``graphs/<name>.<format>`` in each format; False when the plot
+        had nothing to draw (it returned None)."""
+        fig = plot(*args, **kwargs)
+        if fig is None:
+            return False
+        save(fig, self.graphs / name, self.formats)
+        self.drawn += 1
+        return True
+
+    @cached_property
+    def methods(self) -> Methods:
+        """The methods and their colours, one per method in every figure: from every run, not only the done
+        ones, so a method keeps its colour as runs finish."""
+        return methods_of(self.matrix.runs)
 
     @cached_property
     def curves(self) -> set[str]:
@@ -56,8 +87,10 @@ class Report:
         return "\n".join(self.lines)
 
 
-def update_graphs(matrix_dir: Path) -> Path:
-    """Write every graph and the report of ``matrix_dir``; returns the report's path."""
+def update_graphs(matrix_dir: Path, settings: GraphSettings | None = None) -> Path:
+    """Write every graph and the report of ``matrix_dir``; returns the report's path. ``settings``: the
+    report's knobs (default: the Kconfig defaults)."""
+    settings = settings or GraphSettings.defaults()
     matrix = matrix_mod.load(matrix_dir)
     if not matrix.runs:
         raise UserError(
@@ -65,12 +98,14 @@ def update_graphs(matrix_dir: Path) -> Path:
             "or pass MATRIX=<dir> naming a matrix directory"
         )
     writable_matrix(matrix_dir, "update-graphs")
-    report = Report(matrix, writable_matrix(matrix_dir / GRAPHS, "update-graphs"))
+    report = Report(matrix, writable_matrix(matrix_dir / GRAPHS, "update-graphs"), settings.formats)
     log.info("matrix %s: %d runs (%s) in %s", matrix.name, len(matrix.runs), state_counts(matrix.runs), matrix_dir)
     for section in SECTIONS:
         section(report)
     log.info("%d graphs in %s", report.drawn, report.graphs)
     path = matrix_dir / REPORT
     atomic_write_text(path, report.text())
-    log.info("wrote %s", path)
+    write_html(path)
+    write_matrix_tables(matrix_dir, matrix.runs)
+    log.info("wrote %s, its HTML, %s and %s", path, RUNS_CSV, STEPS_CSV)
     return path

@@ -85,7 +85,7 @@ def test_typed_values(tmp_path: Path) -> None:
     assert cfg["IMAGE_DATASET"] == "fashion_mnist"
     assert cfg["PRUNING_SCOPE"] == "layer"
     assert cfg["DEVICE"] == "cpu"
-    assert cfg["TRACKER"] == "wandb"
+    assert cfg["TRACKER_WANDB"] is True and cfg["TRACKER_TRACKIO"] is False and cfg["TRACKING"] is True
     assert cfg["LR_SCHEDULE"] == "cosine"
     # choice members stay readable as bools
     assert cfg["LENET5_POOL_AVG"] is True and cfg["LENET5_POOL_MAX"] is False
@@ -108,7 +108,7 @@ def test_defaults_of_an_empty_config(tmp_path: Path) -> None:
     assert cfg["LENET5_POOL"] == "max"
     assert cfg["IMAGE_DATASET"] == "digits"
     assert cfg["DEVICE"] == "auto"
-    assert cfg["TRACKER"] == "none"
+    assert cfg["TRACKER_TRACKIO"] is False and cfg["TRACKER_WANDB"] is False and cfg["TRACKING"] is False
     # symbols whose dependency is unmet have no value
     assert cfg["SGD_LR"] is None
     assert cfg["TARGET_SPARSITIES"] is None
@@ -202,6 +202,21 @@ def test_a_run_recorded_before_the_dataset_rename_reads_under_the_new_names() ->
     assert recorded.to_json() == now
 
 
+def test_a_run_recorded_before_a_symbol_existed_reads_it_at_its_default() -> None:
+    """config.json written before MEMORY_SAMPLE_MS and the tracker bools existed: `make continue` and the report
+    read those symbols at their defaults instead of failing on a missing key."""
+    from lib.matrix import expand
+    from lib.spec import RunSpec
+
+    spec = expand(cfgmod.from_defaults(["MEMORY_SAMPLE_MS=250"])).runs[0]
+    now = spec.to_json()
+    old = {k: v for k, v in now["values"].items() if k not in ("MEMORY_SAMPLE_MS", "TRACKER_WANDB")}
+    recorded = RunSpec.from_json({**now, "values": old})
+    assert recorded.cfg["MEMORY_SAMPLE_MS"] == cfgmod.from_defaults([])["MEMORY_SAMPLE_MS"] == 1000
+    assert recorded.cfg["TRACKER_WANDB"] is False
+    assert RunSpec.from_json(now).cfg["MEMORY_SAMPLE_MS"] == 250  # a recorded value is never replaced
+
+
 def test_unknown_symbol_without_close_match(tmp_path: Path) -> None:
     message = load_error(tmp_path, "CONFIG_QWERTYUIOP=y\n")
     assert "unknown Kconfig symbol QWERTYUIOP" in message
@@ -250,7 +265,11 @@ def test_int_with_leading_zero(tmp_path: Path) -> None:
             "LR_ANNEALS (LR_ANNEALS is set by OPTIMIZER_ADAMWADV || ADAMWPRUNE_BASE_ADAMWADV || LR_SCHEDULE_COSINE || "
             "LR_SCHEDULE_WSD || LR_SCHEDULE_ONECYCLE)",
         ),
-        ('CONFIG_TRACKER_PROJECT="p"\n', "TRACKER_PROJECT=p", "!TRACKER_NONE"),
+        (
+            'CONFIG_TRACKER_PROJECT="p"\n',
+            "TRACKER_PROJECT=p",
+            "TRACKING (TRACKING is set by TRACKER_TRACKIO || TRACKER_WANDB)",
+        ),
     ],
 )
 def test_value_with_unmet_dependency(tmp_path: Path, text: str, symbol: str, dependency: str) -> None:
@@ -380,9 +399,35 @@ def test_empty_directory_is_an_error(tmp_path: Path, symbol: str) -> None:
     assert f"{symbol} is empty" in message
 
 
-def test_empty_tracker_project(tmp_path: Path) -> None:
-    message = load_error(tmp_path, 'CONFIG_TRACKER_TRACKIO=y\nCONFIG_TRACKER_PROJECT=""\n')
-    assert "TRACKER_PROJECT is empty" in message
+def test_empty_tracker_project_is_derived(tmp_path: Path) -> None:
+    assert load_text(tmp_path, 'CONFIG_TRACKER_TRACKIO=y\nCONFIG_TRACKER_PROJECT=""\n')["TRACKER_PROJECT"] == ""
+
+
+@pytest.mark.parametrize("value", ["a/b", "-x", "a b", "p:1"])
+def test_bad_tracker_project(tmp_path: Path, value: str) -> None:
+    message = load_error(tmp_path, f'CONFIG_TRACKER_WANDB=y\nCONFIG_TRACKER_PROJECT="{value}"\n')
+    assert f"TRACKER_PROJECT={value!r} is not allowed: use letters, digits, '.', '_' and '-'" in message
+
+
+# What a .config written while the trackers were one choice says (every member is written).
+OLD_TRACKER_LINES = {
+    "none": "CONFIG_TRACKER_NONE=y\n# CONFIG_TRACKER_TRACKIO is not set\n# CONFIG_TRACKER_WANDB is not set\n",
+    "trackio": "# CONFIG_TRACKER_NONE is not set\nCONFIG_TRACKER_TRACKIO=y\n# CONFIG_TRACKER_WANDB is not set\n",
+}
+
+
+@pytest.mark.parametrize(("old", "expected"), [("none", (False, False)), ("trackio", (True, False))])
+def test_a_config_from_before_trackers_were_bools_still_loads(tmp_path: Path, old: str, expected) -> None:
+    cfg = load_text(tmp_path, OLD_TRACKER_LINES[old])
+    assert (cfg["TRACKER_TRACKIO"], cfg["TRACKER_WANDB"]) == expected
+
+
+@pytest.mark.parametrize("override", ["TRACKER=wandb", "TRACKER_NONE=y"])
+def test_an_override_of_the_tracker_choice_names_the_bools(tmp_path: Path, override: str) -> None:
+    message = load_error(tmp_path, "", [override])
+    name = override.partition("=")[0]
+    assert message == f"override: {name} no longer exists: {cfgmod.RETIRED[name]}"
+    assert "TRACKER_TRACKIO" in message and "TRACKER_WANDB" in message
 
 
 def test_missing_file_points_at_defconfig(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lib import checkpoint, results
-from tests.helpers import HANG_GUARD_SECONDS, ROOT, processes_mentioning, runner
+from tests.helpers import HANG_GUARD_SECONDS, ROOT, assert_memory_timeline, computed_rows, processes_mentioning, runner
 from tests.models.test_gpt2_training import _config
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     run_one = tmp_path / "results/one/gpt2-adamw-none-seed0"
     run_two = tmp_path / "results/two/gpt2-adamw-none-seed0"
     assert "torch.distributed.run" in (run_two / "log.txt").read_text().splitlines()[0]
-    rows_one, rows_two = (results.read_jsonl(r / "metrics.jsonl") for r in (run_one, run_two))
+    rows_one, rows_two = (computed_rows(results.read_jsonl(r / "metrics.jsonl")) for r in (run_one, run_two))
     assert [r["step"] for r in rows_two] == [r["step"] for r in rows_one]  # every row written once, by rank 0
     # Same maths, summed in another order (and with 1 thread per process instead of 2): equal to 1e-4.
     for a, b in zip(rows_one, rows_two, strict=True):
@@ -100,7 +100,9 @@ def test_a_stop_signal_to_one_rank_stops_every_rank_at_one_step_and_resumes_exac
     resumed = runner("continue", "--matrix", str(tmp_path / "results/stopped"))
     assert resumed.returncode == 0, resumed.stderr
     ref_run = tmp_path / "results/reference/gpt2-adamw-none-seed0"
-    assert results.read_jsonl(run / "metrics.jsonl") == results.read_jsonl(ref_run / "metrics.jsonl")
+    rows = results.read_jsonl(run / "metrics.jsonl")
+    assert computed_rows(rows) == computed_rows(results.read_jsonl(ref_run / "metrics.jsonl"))
+    assert_memory_timeline(rows)
     a, b = checkpoint.load(ref_run / "checkpoint.pt")["model"], checkpoint.load(run / "checkpoint.pt")["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key

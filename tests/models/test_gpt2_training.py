@@ -22,7 +22,7 @@ from lib.config import ROOT
 from lib.data.shards import read_shard
 from lib.tasks import LanguageModeling
 from models.gpt2.model import GPT2, GPT2Config
-from tests.helpers import HANG_GUARD_SECONDS, runner, write_config
+from tests.helpers import HANG_GUARD_SECONDS, assert_memory_timeline, computed_rows, runner, write_config
 
 SMALL = (
     "MODEL_LENET5=n",
@@ -145,7 +145,9 @@ def test_gpt2_sigkill_then_continue_is_bit_identical(tmp_path: Path):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     ref_rows = results.read_jsonl(tmp_path / "results/reference/gpt2-adamw-none-seed0/metrics.jsonl")
-    assert results.read_jsonl(run / "metrics.jsonl") == ref_rows
+    rows = results.read_jsonl(run / "metrics.jsonl")
+    assert computed_rows(rows) == computed_rows(ref_rows)  # memory rows measure the machine, not the maths
+    assert_memory_timeline(rows)
 
 
 def test_mfu_is_tokens_per_second_times_flops_per_token_over_the_peak(monkeypatch):

@@ -36,7 +36,9 @@ def _final_and_best(run: Run, metric: str | None, metric_fmt: MetricFormat | Non
 def _row(report: Report, run: Run, single: MetricFormat | None) -> list[str]:
     summary = run.summary or {}
     memory = summary.get("peak_memory_bytes")
-    curves = f"[png]({GRAPHS}/{curves_file(run)})" if run.run_id in report.curves else MISSING
+    curves = MISSING
+    if run.run_id in report.curves:
+        curves = f"[{report.formats[0]}]({GRAPHS}/{report.file(curves_file(run))})"
     return [
         f"`{run.run_id}`",
         status_text(run),
