@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +15,7 @@ from lib.export import RUNS_CSV, STEPS_CSV, write_matrix_tables
 from lib.results import GRAPHS, LEDGER, REPORT, atomic_write_text, writable_matrix
 from scripts.update_graphs import matrix as matrix_mod
 from scripts.update_graphs.figures import curves_file, plot_run_curves, safe_name, save
-from scripts.update_graphs.grouping import Methods, methods_of
+from scripts.update_graphs.grouping import Methods, done_by_model, methods_of
 from scripts.update_graphs.html import write_html
 from scripts.update_graphs.matrix import Matrix, state_counts
 from scripts.update_graphs.sections import SECTIONS
@@ -53,6 +53,15 @@ class Report:
         if not self.matrix.several_models:
             return "", ""
         return f"-{safe_name(model)}", f" — {model}"
+
+    def per_model(self, heading: str) -> Iterator[tuple[list, str, str]]:
+        """(done runs, figure-name suffix, title suffix) for each model with done runs, under ``heading``
+        (written only when there is one)."""
+        models = done_by_model(self.matrix.runs)
+        if models:
+            self.heading(heading)
+        for model, runs in models:
+            yield runs, *self.model_suffix(model)
 
     def not_measured(self, why: str) -> None:
         """The one line a figure leaves when its runs do not record what it shows."""

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from lib.results import Run
 from scripts.update_graphs.charts import ranked, ranked_bars, sparsity_text
 from scripts.update_graphs.figures import method_legend, new_figure
-from scripts.update_graphs.grouping import Cells, Methods, by_cell, done_by_model
+from scripts.update_graphs.grouping import Cells, Methods, by_cell
 from scripts.update_graphs.memory import Measure, peak_measure
 from scripts.update_graphs.numbers import MetricFormat
 from scripts.update_graphs.tables import md_table, mean_std_text
@@ -55,12 +55,7 @@ def ranking_table(cells: Cells) -> list[str]:
 
 
 def add(report: Report) -> None:
-    models = done_by_model(report.matrix.runs)
-    if not models:
-        return
-    report.heading("Efficiency")
-    for model, runs in models:
-        name_suffix, suffix = report.model_suffix(model)
+    for runs, name_suffix, suffix in report.per_model("Efficiency"):
         measure, fmt = peak_measure(runs), report.matrix.format(runs[0])
         if fmt is None or not fmt.percent:
             metric = fmt.name if fmt else "no metric"

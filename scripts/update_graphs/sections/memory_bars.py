@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from lib.results import Run
 from scripts.update_graphs.charts import grouped_bars
 from scripts.update_graphs.figures import method_legend, new_figure
-from scripts.update_graphs.grouping import Methods, by_cell, done_by_model
+from scripts.update_graphs.grouping import Methods, by_cell
 from scripts.update_graphs.memory import Measure, peak_measure
 from scripts.update_graphs.tables import cells_table
 
@@ -36,12 +36,7 @@ def plot_memory_bars(runs: Sequence[Run], measure: Measure, methods: Methods, ti
 
 
 def add(report: Report) -> None:
-    models = done_by_model(report.matrix.runs)
-    if not models:
-        return
-    report.heading("Peak memory")
-    for model, runs in models:
-        name_suffix, suffix = report.model_suffix(model)
+    for runs, name_suffix, suffix in report.per_model("Peak memory"):
         measure = peak_measure(runs)
         if measure is None:
             report.not_measured(f"peak memory{suffix}: no summary.json of these runs records a peak")

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from lib.results import Run
 from scripts.update_graphs.charts import grouped_bars
 from scripts.update_graphs.figures import method_legend, new_figure
-from scripts.update_graphs.grouping import Methods, by_cell, done_by_model
+from scripts.update_graphs.grouping import Methods, by_cell
 from scripts.update_graphs.memory import (
     MASKS,
     OPTIMIZER_STATE,
@@ -88,12 +88,7 @@ def memory_table(runs: Sequence[Run], measures: Sequence[Measure], methods: Meth
 
 
 def add(report: Report) -> None:
-    models = done_by_model(report.matrix.runs)
-    if not models:
-        return
-    report.heading("Training memory")
-    for model, runs in models:
-        name_suffix, suffix = report.model_suffix(model)
+    for runs, name_suffix, suffix in report.per_model("Training memory"):
         measured = [r for r in runs if recorded(r)]
         if not measured:
             report.not_measured(

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from lib.results import Run
 from scripts.update_graphs.charts import sparsity_text
 from scripts.update_graphs.figures import cell_id, new_figure, outside_legend, style_of
-from scripts.update_graphs.grouping import Methods, by_cell, done_by_model
+from scripts.update_graphs.grouping import Methods, by_cell
 from scripts.update_graphs.memory import Measure, peak_measure
 from scripts.update_graphs.numbers import MetricFormat
 
@@ -48,12 +48,7 @@ def plot_memory_scatter(
 
 
 def add(report: Report) -> None:
-    models = done_by_model(report.matrix.runs)
-    if not models:
-        return
-    report.heading("Memory vs accuracy")
-    for model, runs in models:
-        name_suffix, suffix = report.model_suffix(model)
+    for runs, name_suffix, suffix in report.per_model("Memory vs accuracy"):
         measure, fmt = peak_measure(runs), report.matrix.format(runs[0])
         if measure is None or fmt is None:
             report.not_measured(f"memory vs accuracy{suffix}: no summary.json of these runs records a peak")

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from lib.results import Run
 from scripts.update_graphs.charts import sparsity_text
 from scripts.update_graphs.figures import new_figure, outside_legend, style_of
-from scripts.update_graphs.grouping import Methods, done_by_model
+from scripts.update_graphs.grouping import Methods
 from scripts.update_graphs.memory import timeline, timeline_measure
 from scripts.update_graphs.numbers import MIB
 
@@ -51,12 +51,7 @@ def plot_memory_timeline(runs: Sequence[Run], key: str, label: str, methods: Met
 
 
 def add(report: Report) -> None:
-    models = done_by_model(report.matrix.runs)
-    if not models:
-        return
-    report.heading("Memory timeline")
-    for model, runs in models:
-        name_suffix, suffix = report.model_suffix(model)
+    for runs, name_suffix, suffix in report.per_model("Memory timeline"):
         sampled = [r for r in runs if timeline(r)]
         measure = timeline_measure(sampled)
         if measure is None:
