@@ -3,10 +3,11 @@
 ``summary.json``'s ``"memory"`` holds the peaks a run measured (``peak_device_bytes``: the device memory the
 driver reports for the process, CUDA context included; ``peak_allocated_bytes`` / ``peak_reserved_bytes``: the
 caching allocator's; ``peak_rss_bytes``: host) and ``"counted"``, the bytes of the actual tensors (parameters,
-gradients, optimizer state, masks, and ``state_x_weights`` = optimizer state + masks over the weights). The
-memory time line is ``metrics.jsonl``'s rows of split ``"memory"`` (step, time_s, rss_bytes, device_bytes,
-allocated_bytes, reserved_bytes). Run directories from before memory was measured have none of these, only the
-summary's ``peak_memory_bytes`` (the allocator's peak on a GPU, the peak RSS on a CPU).
+gradients, optimizer state, masks, pruner state, and ``state_x_weights`` = optimizer state + masks + pruner
+state over the weights). The memory time line is ``metrics.jsonl``'s rows of split ``"memory"`` (step,
+time_s, rss_bytes, device_bytes, allocated_bytes, reserved_bytes). Run directories from before memory was
+measured have none of these, only the summary's ``peak_memory_bytes`` (the allocator's peak on a GPU, the peak
+RSS on a CPU).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ PEAK_RSS = Measure("peak_rss_bytes", "peak host RSS", _peak("peak_rss_bytes"))
 OPTIMIZER_STATE = Measure("optimizer_state_bytes", "optimizer state", _counted("optimizer_state_bytes"))
 MASKS = Measure("mask_bytes", "pruning masks", _counted("mask_bytes"))
 STATE_X_WEIGHTS = Measure(
-    "state_x_weights", "optimizer state + masks", _counted("state_x_weights"), unit="× weight bytes"
+    "state_x_weights", "training state", _counted("state_x_weights"), unit="× weight bytes"
 )
 
 

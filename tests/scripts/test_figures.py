@@ -227,7 +227,7 @@ def test_six_panels_show_peaks_counted_bytes_and_accuracy(drawn) -> None:
         "peak host RSS (MiB)",
         "optimizer state (MiB)",
         "pruning masks (MiB)",
-        "optimizer state + masks (× weight bytes)",
+        "training state (× weight bytes)",
         "final accuracy (%)",
     ]
 

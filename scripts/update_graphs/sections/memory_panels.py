@@ -8,8 +8,8 @@ The panels, and why these six:
 2. peak host RSS: what the machine must hold besides, and the only measured peak of a CPU run;
 3. optimizer state (counted from the tensors): where optimizers differ (SGD none or one buffer, AdamW two);
 4. pruning masks (counted): what a pruning method adds (one byte per prunable weight for a bool mask);
-5. optimizer state + masks as a multiple of the weight bytes: the published "× weights" column, comparable
-   across model sizes;
+5. training state (optimizer state + masks + the pruner's own state) as a multiple of the weight bytes: the
+   published "× weights" column, comparable across model sizes;
 6. the final eval metric: what the memory buys.
 
 Parameter and gradient bytes are not panels: every method of a model has the same (the table of counted bytes
