@@ -72,9 +72,7 @@ PEAKS = (
 PEAK_RSS = Measure("peak_rss_bytes", "peak host RSS", _peak("peak_rss_bytes"))
 OPTIMIZER_STATE = Measure("optimizer_state_bytes", "optimizer state", _counted("optimizer_state_bytes"))
 MASKS = Measure("mask_bytes", "pruning masks", _counted("mask_bytes"))
-STATE_X_WEIGHTS = Measure(
-    "state_x_weights", "training state", _counted("state_x_weights"), unit="× weight bytes"
-)
+STATE_X_WEIGHTS = Measure("state_x_weights", "training state", _counted("state_x_weights"), unit="× weight bytes")
 
 
 def peak_measure(runs: Sequence[Run]) -> Measure | None:
