@@ -32,7 +32,16 @@ STEPS_CSV = "steps.csv"
 MATRIX = "matrix"  # the column naming each row's matrix, in a table of several
 
 # summary.json values copied as they are, after the metrics: achieved sparsity, time, speed, the allocator peak.
-RUN_FIELDS = ("sparsity", "train_seconds", "throughput", "throughput_unit", "mfu", "steps", "peak_memory_bytes")
+RUN_FIELDS = (
+    "sparsity",
+    "train_seconds",
+    "throughput",
+    "throughput_steady",
+    "throughput_unit",
+    "mfu",
+    "steps",
+    "peak_memory_bytes",
+)
 # Read from summary["memory"] (lib.memory), at whatever depth it keeps them (the shallowest wins: the counted
 # bytes sit in its "counted"); mask_bytes falls back to the summary's own. Measured peaks and the CUDA context,
 # then bytes counted from the tensors, then optimizer state + masks as a multiple of the weights' bytes.
@@ -62,7 +71,10 @@ DECLARED = {
     "reason": "VARCHAR",
     "split": "VARCHAR",
     "step": "BIGINT",
-    **{name: "DOUBLE" for name in ("sparsity", "train_seconds", "throughput", "mfu", "state_x_weights")},
+    **{
+        name: "DOUBLE"
+        for name in ("sparsity", "train_seconds", "throughput", "throughput_steady", "mfu", "state_x_weights")
+    },
     **{name: "BIGINT" for name in ("peak_memory_bytes", *MEMORY_FIELDS) if name != "state_x_weights"},
 }
 

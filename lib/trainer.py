@@ -56,6 +56,10 @@ class TrainState:
     best: dict | None = None  # the best evaluation so far, with its step
     train_seconds: float = 0.0  # time in training steps with their log rows (not evaluation or checkpoints)
     samples: int = 0  # units trained on (images, tokens)
+    # After each process's warm-up (its first log row: compilation, allocator growth, kernel selection), the
+    # training time and units again: the steady throughput
+    steady_seconds: float = 0.0
+    steady_samples: int = 0
     metric_rows: int = 0  # rows of metrics.jsonl written so far
     peak_memory_bytes: int = 0
     memory: dict | None = None  # the memory sampler's seconds and peaks so far (MemorySampler.state)
@@ -120,6 +124,7 @@ class Trainer:
         self.status = StatusWriter(ctx.run_dir / results.STATUS, self.total_steps, enabled=self.ranks.main)
         self.tracker = None
         self.loss_sum = self.loss_count = None  # the running loss since the last log row, set by start()
+        self.warm, self.counted_samples = False, 0  # past this process's warm-up; units already timed
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return self.speed.autocast(self.device)
@@ -177,6 +182,7 @@ class Trainer:
         state, task, steps = self.state, self.task, self.periods[period]
         log_every, checkpoint_every = self.cfg["LOG_INTERVAL"], self.cfg["CHECKPOINT_INTERVAL"]
         tick = time.perf_counter()
+        self.counted_samples = state.samples
         for batch in task.batches(self.ctx.spec.axes["seed"], period, state.batch, steps):
             loss = train_step(
                 self.model,
@@ -199,17 +205,30 @@ class Trainer:
             if logged:  # the row's cost is the steps' own: training time stops only for checkpoints
                 self.check_finite()
                 self.log_train()
+                if not self.warm:  # this process's first row ends its warm-up
+                    tick, self.warm = self.account(tick), True
             mid_period = state.batch < steps  # a period's last step ends with its own checkpoint
             # Under DDP the ranks agree on a stop through a collective that waits for the device: only at a log
             # row, where the loop waits anyway, never on every step. One process checks its flag every step.
             stopping = mid_period and (logged or self.ranks.world == 1) and self.stop_requested()
             if mid_period and (state.step % checkpoint_every == 0 or stopping):
-                state.train_seconds += time.perf_counter() - tick
+                self.account(tick)
                 self.save()
                 tick = time.perf_counter()
             if stopping:
                 self.stop("mid-period")
-        state.train_seconds += time.perf_counter() - tick
+        self.account(tick)
+
+    def account(self, tick: float) -> float:
+        """Add the time since ``tick`` to the training time (and, once warm, with the units trained since the
+        last call, to the steady time); the time now."""
+        state, now = self.state, time.perf_counter()
+        state.train_seconds += now - tick
+        if self.warm:
+            state.steady_seconds += now - tick
+            state.steady_samples += state.samples - self.counted_samples
+        self.counted_samples = state.samples
+        return now
 
     def check_finite(self) -> None:
         # A sum is finite exactly when every loss in it is (float64 cannot overflow adding float32 losses),
@@ -331,6 +350,7 @@ class Trainer:
             "peak_memory_bytes": max(state.peak_memory_bytes, peak_memory_bytes(self.device)),
             "memory": self.memory.summary(counted_bytes(self.model, self.optimizer, pruner)),
             "throughput": state.samples / state.train_seconds if state.train_seconds else None,
+            "throughput_steady": state.steady_samples / state.steady_seconds if state.steady_seconds else None,
             "throughput_unit": f"{task.unit}/s",
             "mfu": mfu(self.model, task, state, self.device, self.speed),
             "steps": state.step,
@@ -350,6 +370,8 @@ def mfu(model: nn.Module, task, state: TrainState, device: torch.device, speed: 
     peak = peak_flops(device, speed.precision)
     if flops is None or task.unit != "tokens" or not peak or not state.train_seconds:
         return None
+    if state.steady_seconds:  # after warm-up, as MFU is quoted
+        return state.steady_samples / state.steady_seconds * flops() / peak
     return state.samples / state.train_seconds * flops() / peak
 
 

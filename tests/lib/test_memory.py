@@ -280,6 +280,11 @@ def test_a_run_records_its_memory_and_a_resumed_run_goes_on_with_it(tmp_path: Pa
     # conv2, fc1 and fc2 (the first convolution and the head stay dense by default)
     assert len(opt.state) == len(params) and masks == 16 * 6 * 5 * 5 + 400 * 120 + 120 * 84
     assert summary["peak_memory_bytes"] > 0  # the key the report reads, kept
+    # Steady throughput: after the first log row (5 steps of 32 images) of each process; 2 epochs of 1438 images
+    final = checkpoint.load(tmp_path / "reference" / results.CHECKPOINT)["state"]
+    assert final["samples"] == 2 * 1438 and final["steady_samples"] == 2 * 1438 - 5 * 32
+    assert summary["throughput_steady"] == final["steady_samples"] / final["steady_seconds"]
+    assert 0 < final["steady_seconds"] < final["train_seconds"]
     env = results.read_json(tmp_path / "reference" / results.ENV)
     assert env["packages"]["torch"] == importlib.metadata.version("torch")
     rows = results.read_jsonl(tmp_path / "reference" / results.METRICS)
@@ -303,3 +308,6 @@ def test_a_run_records_its_memory_and_a_resumed_run_goes_on_with_it(tmp_path: Pa
     first = results.read_jsonl(tmp_path / "stopped" / results.METRICS)[at_stop["metric_rows"]]
     assert first["split"] == "memory" and first["step"] == 20
     assert first["time_s"] >= at_stop["memory"]["seconds"] - 0.0005
+    # The resumed process warms up again (steps 21-25) before its steps count as steady.
+    resumed = checkpoint.load(tmp_path / "stopped" / results.CHECKPOINT)["state"]
+    assert at_stop["steady_samples"] == (20 - 5) * 32 and resumed["steady_samples"] == 2 * 1438 - 2 * 5 * 32

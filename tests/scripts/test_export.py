@@ -55,7 +55,16 @@ MEMORY = {  # as lib.memory writes it: the counted bytes nested
     },
 }
 RUN_COLUMNS = ["run_id", "model", "optimizer", "pruning", "target_sparsity", "seed", "state", "metric", "metric_mode"]
-TAIL = ["sparsity", "train_seconds", "throughput", "throughput_unit", "mfu", "steps", "peak_memory_bytes"]
+TAIL = [
+    "sparsity",
+    "train_seconds",
+    "throughput",
+    "throughput_steady",
+    "throughput_unit",
+    "mfu",
+    "steps",
+    "peak_memory_bytes",
+]
 TAIL += [*MEMORY_FIELDS, "reason"]
 
 
@@ -115,7 +124,7 @@ def expected_row(run_dir: Path, metrics: list[str]) -> dict[str, object]:
     row = {"run_id": config["run_id"], **config["axes"], "state": state}
     row.update(metric=summary.get("metric"), metric_mode=summary.get("metric_mode"))
     row.update({f"final_{m}": final.get(m) for m in metrics} | {f"best_{m}": best.get(m) for m in metrics})
-    row.update({"best_step": best.get("step"), **{k: summary.get(k) for k in TAIL[:7]}})
+    row.update({"best_step": best.get("step"), **{k: summary.get(k) for k in TAIL[:8]}})
     row.update({k: memory.get(k, counted.get(k)) for k in MEMORY_FIELDS})
     row.update(mask_bytes=counted.get("mask_bytes", summary.get("mask_bytes")), reason=summary.get("reason"))
     return row
