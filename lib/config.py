@@ -121,6 +121,20 @@ RETIRED = {
 }
 
 
+# Knobs whose default is not what the code did before they existed: a run recorded before one of them takes
+# this value, so that a resumed run goes on as it started (movement pruning froze pruned weights; bitter3/4
+# trained the base budget; no structural weights; no dense AdamWPrune baseline). bitter7/8/9's formulas changed
+# to the published ones without a knob: a run of those variants recorded before then resumes with the new score.
+BEFORE = {
+    "PRUNING_MOVEMENT_FROZEN": True,
+    "ADAMWPRUNE_BUDGET_SCALE_LONG": 1.0,
+    "ADAMWPRUNE_WEIGHT_ATTENTION": 1.0,
+    "ADAMWPRUNE_WEIGHT_MLP": 1.0,
+    "ADAMWPRUNE_WEIGHT_COUPLING": 1.0,
+    "ADAMWPRUNE_DENSE_BASELINE": False,
+}
+
+
 def _renamed(name: str) -> tuple[str, tuple[str, ...]] | None:
     """(new name, models) of an old choice or choice member name, else None."""
     for old, (new, models) in RENAMED.items():
@@ -139,6 +153,8 @@ def migrate(values: Mapping[str, Any], model: str | None) -> dict[str, Any]:
         found = _renamed(name)
         if found and model in found[1]:
             out.setdefault(found[0], value)
+    for name, value in BEFORE.items():
+        out.setdefault(name, value)
     if model:
         for name, value in _defaults_with(model).values.items():
             out.setdefault(name, value)

@@ -24,6 +24,7 @@ from lib import checkpoint, results
 from lib import config as config_mod
 from lib.data.text import TOKENIZERS
 from lib.errors import ArgumentParser, UserError, run_cli
+from lib.pruning.base import squash_state
 from lib.spec import RunSpec
 from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
@@ -47,7 +48,8 @@ def find_run(run: str, config: str | Path, overrides: list[str], matrix: str | N
 
 
 def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
-    """The run's GPT-2 with the chosen checkpoint's weights (masks dropped: pruned weights are already 0)."""
+    """The run's GPT-2 with the chosen checkpoint's weights, each multiplied by its mask and the masks dropped
+    (movement pruning keeps the values of masked weights; the others have them at 0 already)."""
     config = results.read_json(run_dir / results.CONFIG)
     if config is None:
         raise UserError(f"{run_dir} is not a run directory (no {results.CONFIG}); give RUN=results/<matrix>/<run>")
@@ -63,7 +65,7 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
         state = checkpoint.load(path)["model"]
     except checkpoint.UnreadableCheckpoint as e:
         raise UserError(f"{e}; sample another run, or train this one again") from None
-    model.load_state_dict({k: v for k, v in state.items() if not k.endswith("weight_mask")})
+    model.load_state_dict(squash_state(state))
     kernels.prepare(model, spec.cfg, "inference", torch.device("cpu"))
     return model.eval(), tokenizer
 

@@ -5,7 +5,10 @@ masks travel in the model's ``state_dict`` and load strictly); around every opti
 ``before_step()`` (gradients of pruned weights zeroed, so momentum cannot resurrect them) and ``after_step()``
 (pruned weights set to exactly zero in place, and, on the schedule's update steps, new masks from
 :meth:`Pruner.update_mask`). A method implements ``update_mask`` only. There is never a second copy of the
-weights: the contract is a dense weight with zeros plus a bool mask.
+weights: the contract is a dense weight with zeros plus a bool mask. The one exception is a method whose
+published definition keeps the values of masked weights (Sanh et al.'s movement pruning): it sets
+``zero_pruned = False`` and applies the mask in the forward pass, and the weights that count are ``W ⊙ M``
+(:func:`effective_nonzero`: achieved sparsity, export by :meth:`Pruner.squash` or :func:`squash_state`).
 
 Settings. A method reads its knobs once, at the boundary: ``Pruner.Settings.from_config(cfg, axes)`` (the run's
 config and matrix axes) gives a frozen :class:`PruningSettings`, and the pruner takes only that. A method with
@@ -77,18 +80,34 @@ def prunable_modules(model: nn.Module, settings: PruningSettings) -> list[tuple[
 
 
 def sparsity_of(model: nn.Module, settings: PruningSettings) -> float:
-    """Achieved sparsity: the fraction of exact zeros over all prunable weights."""
-    return zero_fraction([m.weight for _, m in prunable_modules(model, settings)])
+    """Achieved sparsity: the fraction of exact zeros over all prunable weights, as the forward pass uses them."""
+    return zero_fraction([m for _, m in prunable_modules(model, settings)])
+
+
+def effective_nonzero(module: nn.Module) -> torch.Tensor:
+    """A tensor that is non-zero where ``module``'s weight, as the forward pass uses it, is: ``W ⊙ weight_mask``
+    as a bool tensor (one byte per weight, never a float copy) where the module has a mask, else ``W`` itself.
+    Where pruned weights are zero (every method but Sanh's movement) that is where ``W`` is not zero."""
+    mask = getattr(module, "weight_mask", None)
+    return module.weight if mask is None else torch.logical_and(module.weight, mask)
 
 
 @torch.no_grad()
-def zero_fraction(weights: Sequence[torch.Tensor]) -> float:
-    """The fraction of exact zeros over ``weights``, read back with one device sync."""
-    total = sum(w.numel() for w in weights)
+def zero_fraction(modules: Sequence[nn.Module]) -> float:
+    """The fraction of exact zeros over the effective weights of ``modules``, read back with one device sync."""
+    total = sum(m.weight.numel() for m in modules)
     if not total:
         return 0.0
-    nonzero = torch.stack([torch.count_nonzero(w) for w in weights]).sum()
+    nonzero = torch.stack([torch.count_nonzero(effective_nonzero(m)) for m in modules]).sum()
     return (total - int(nonzero)) / total
+
+
+@torch.no_grad()
+def squash_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model ``state_dict`` for export or inference: each masked weight multiplied by its ``weight_mask``
+    (a method that keeps masked values, movement, has them non-zero), the masks dropped."""
+    masks = {k.removesuffix("_mask"): v for k, v in state.items() if k.endswith("weight_mask")}
+    return {k: v * masks[k] if k in masks else v for k, v in state.items() if not k.endswith("weight_mask")}
 
 
 class Pruner:
@@ -108,6 +127,9 @@ class Pruner:
         self.modules: list[tuple[str, nn.Module]] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self.reapply_every_step = True
+        # Pruned weights are set to exactly zero. False: the method keeps their values and applies the masks in
+        # the forward pass instead (movement pruning as Sanh et al. define it, where a pruned weight can return).
+        self.zero_pruned = True
         self.seconds = 0.0  # wall time spent in pruning (mask updates and masking), for the summary
         # The modules sparsity() counts zeros over, fixed now: kernels may later swap them for their own modules.
         self._counted = [m for _, m in prunable_modules(model, settings)]
@@ -163,7 +185,8 @@ class Pruner:
             for value in self.param_state(m.weight).values():
                 if torch.is_tensor(value) and value.shape == m.weight.shape:
                     value.mul_(m.weight_mask)
-            m.weight.mul_(m.weight_mask)
+            if self.zero_pruned:
+                m.weight.mul_(m.weight_mask)
 
     @torch.no_grad()
     def before_step(self) -> None:
@@ -186,15 +209,15 @@ class Pruner:
         step = self.schedule.last_step
         if self.schedule.is_update_step(step):
             self._update(self.schedule.sparsity(step))
-        elif self.reapply_every_step:
+        elif self.reapply_every_step and self.zero_pruned:
             for _, m in self.modules:
                 m.weight.mul_(m.weight_mask)
         self.seconds += time.perf_counter() - tick
 
     @torch.no_grad()
     def squash(self) -> None:
-        """Make the pruning permanent: weights keep their zeros, the mask buffers are removed (for export;
-        a run being trained keeps its masks so that it can resume)."""
+        """Make the pruning permanent: weights become ``W ⊙ M`` (exact zeros where pruned), the mask buffers are
+        removed (for export; a run being trained keeps its masks so that it can resume)."""
         for _, m in self.modules:
             m.weight.mul_(m.weight_mask)
             del m.weight_mask
@@ -202,12 +225,14 @@ class Pruner:
 
     def sparsity(self) -> float:
         """Achieved sparsity over every prunable weight of the model (pruned by this method or not), as the
-        model was built (the prunable modules are looked up once, before any kernel takes one over)."""
-        return zero_fraction([m.weight for m in self._counted])
+        model was built (the prunable modules are looked up once, before any kernel takes one over): the exact
+        zeros of the weights the forward pass uses, ``W ⊙ M`` (:func:`effective_nonzero`)."""
+        return zero_fraction(self._counted)
 
     def layer_sparsity(self) -> dict[str, float]:
-        """Fraction of exact zeros per pruned layer, by module name."""
-        return {name: float((m.weight == 0).sum()) / m.weight.numel() for name, m in self.modules}
+        """Fraction of exact zeros of ``W ⊙ M`` per pruned layer, by module name."""
+        n = {name: m.weight.numel() for name, m in self.modules}
+        return {name: (n[name] - int(effective_nonzero(m).count_nonzero())) / n[name] for name, m in self.modules}
 
     def mask_bytes(self) -> int:
         return sum(m.weight_mask.numel() * m.weight_mask.element_size() for _, m in self.modules)

@@ -1,11 +1,13 @@
 """State pruning (AdamWPrune): importance scores from the optimizer's own Adam moments, no extra score tensors.
 
 Each variant ("bitter0".."bitter9", the ``ADAMWPRUNE_VARIANTS`` axis) scores a weight from ``W``, the first
-moment ``m`` (exp_avg), the second moment ``v`` (exp_avg_sq) and the step count. Signs are chosen so that a
-weight Adam is pushing toward zero (``sign(W) == sign(m)``: the update ``-lr*m/sqrt(v)`` shrinks ``|W|``)
-scores low and is pruned first. Before the optimizer has state (no step yet) every variant falls back to
-``|W|``. Scores are computed one layer at a time and the global threshold is exact without materialising all
-scores at once (:func:`lib.pruning.base.global_keep`).
+moment ``m`` (exp_avg) and the second moment ``v`` (exp_avg_sq), as the AdamWPrune write-ups define them
+(``docs/optimizers.md`` lists the formulas). Signs are chosen so that a weight Adam is pushing toward zero
+(``sign(W) == sign(m)``: the update ``-lr*m/sqrt(v)`` shrinks ``|W|``) scores low and is pruned first. Before the
+optimizer has state (no step yet) every variant falls back to ``|W|``. Structure-aware variants (bitter8/9)
+multiply a layer's scores by the structural weight of its role (attention, MLP, coupling), which the model
+declares with ``module_roles()``. Scores are computed one layer at a time and the global threshold is exact
+without materialising all scores at once (:func:`lib.pruning.base.global_keep`).
 """
 
 from __future__ import annotations
@@ -23,58 +25,52 @@ from lib.spec import Axis, Rule
 
 @dataclass(frozen=True)
 class Variant:
-    score: Callable[..., torch.Tensor]  # (w, m, v, eps, bias1) -> scores, all fp32, same shape as w
+    score: Callable[..., torch.Tensor]  # (w, m, v, eps) -> scores, all fp32, same shape as w
     layer_adaptive: bool = False  # bitter4: per-layer targets s*(0.7 + 0.6*l/(L-1)), capped
-    scaled_budget: bool = False  # bitter2: the run trains ADAMWPRUNE_BUDGET_SCALE times longer
+    structural: bool = False  # bitter8/9: a layer's scores times the structural weight of its role
+    budget: str | None = None  # the float knob the run's training length is multiplied by (bitter2, bitter3/4)
 
 
 VARIANTS: Registry[Variant] = Registry("AdamWPrune variant (ADAMWPRUNE_VARIANTS)", "ADAMWPRUNE_VARIANT")
 LAYER_ADAPTIVE_CAP = 0.95  # no layer of bitter4 is pruned beyond this, whatever the target
+ROLES = ("attention", "mlp", "coupling")  # what a model's module_roles() may call a module
 
 
-def _bitter0(w, m, v, eps, bias1):
+def _bitter0(w, m, v, eps):
     return (w * m).abs() * w.abs() / (v.sqrt() + eps)
 
 
-def _magnitude(w, m, v, eps, bias1):
+def _magnitude(w, m, v, eps):
     return w.abs()
 
 
-def _bitter3(w, m, v, eps, bias1):
+def _bitter3(w, m, v, eps):
     return w.abs() * (m.abs() + eps).sqrt()
 
 
-def _bitter5(w, m, v, eps, bias1):
+def _bitter5(w, m, v, eps):
     return -torch.sign(w) * m / (v.sqrt() + eps) + 0.1 * w.abs()
 
 
-def _bitter6(w, m, v, eps, bias1):
+def _bitter6(w, m, v, eps):
     return w.abs() * m.abs().sqrt() * (m * m / (v + eps)).sqrt()
 
 
-def _bitter7(w, m, v, eps, bias1):
-    return w.abs() * (v + eps).pow(0.25)
-
-
-def _bitter8(w, m, v, eps, bias1):
-    return w.abs() * (m / bias1).abs().sqrt()
-
-
-def _bitter9(w, m, v, eps, bias1):
-    return w.abs() * m.abs().sqrt() - 0.1 * torch.sign(w) * m / (v.sqrt() + eps)
+def _bitter7(w, m, v, eps):
+    return w.abs() * (v.pow(0.25) + eps)  # eps outside the root, as published
 
 
 for _name, _variant in {
     "bitter0": Variant(_bitter0),
     "bitter1": Variant(_magnitude),
-    "bitter2": Variant(_magnitude, scaled_budget=True),
-    "bitter3": Variant(_bitter3),
-    "bitter4": Variant(_bitter3, layer_adaptive=True),
+    "bitter2": Variant(_magnitude, budget="ADAMWPRUNE_BUDGET_SCALE"),
+    "bitter3": Variant(_bitter3, budget="ADAMWPRUNE_BUDGET_SCALE_LONG"),
+    "bitter4": Variant(_bitter3, layer_adaptive=True, budget="ADAMWPRUNE_BUDGET_SCALE_LONG"),
     "bitter5": Variant(_bitter5),
     "bitter6": Variant(_bitter6),
     "bitter7": Variant(_bitter7),
-    "bitter8": Variant(_bitter8),
-    "bitter9": Variant(_bitter9),
+    "bitter8": Variant(_bitter3, structural=True),
+    "bitter9": Variant(_bitter7, structural=True),
 }.items():
     VARIANTS.register(_name)(_variant)
 
@@ -94,16 +90,35 @@ def _variants(cfg) -> list[str]:
 
 @dataclass(frozen=True)
 class StateSettings(PruningSettings):
-    """The run's AdamWPrune variant (its ``variant`` axis) and the Adam epsilon its scores divide by."""
+    """The run's AdamWPrune variant (its ``variant`` axis), the Adam epsilon its scores use and the structural
+    weights of bitter8/9 (``ADAMWPRUNE_WEIGHT_*``)."""
 
     variant: str = "bitter0"
     eps: float = 1e-8  # ADAM_EPS
+    attention_weight: float = 2.5
+    mlp_weight: float = 1.0
+    coupling_weight: float = 3.0
+
+    def structural_weight(self, role: str | None) -> float:
+        """The factor on the scores of a module with ``role`` (one of :data:`ROLES`); 1.0 without a role."""
+        if role is None:
+            return 1.0
+        if role not in ROLES:
+            raise ValueError(f"module role {role!r} is not one of {', '.join(ROLES)}")
+        return {"attention": self.attention_weight, "mlp": self.mlp_weight, "coupling": self.coupling_weight}[role]
 
     @classmethod
     def read(cls, cfg, axes: Mapping[str, Any]) -> dict[str, Any]:
         variant = axes.get("variant") or "bitter0"
-        scale = cfg["ADAMWPRUNE_BUDGET_SCALE"] if VARIANTS[variant].scaled_budget else 1.0
-        return super().read(cfg, axes) | {"variant": variant, "eps": cfg["ADAM_EPS"], "budget_scale": scale}
+        budget = VARIANTS[variant].budget
+        return super().read(cfg, axes) | {
+            "variant": variant,
+            "eps": cfg["ADAM_EPS"],
+            "budget_scale": cfg[budget] if budget else 1.0,
+            "attention_weight": cfg["ADAMWPRUNE_WEIGHT_ATTENTION"],
+            "mlp_weight": cfg["ADAMWPRUNE_WEIGHT_MLP"],
+            "coupling_weight": cfg["ADAMWPRUNE_WEIGHT_COUPLING"],
+        }
 
 
 @PRUNERS.register("state")
@@ -111,7 +126,7 @@ class StatePruner(Pruner):
     """The ``state`` pruning method: masks from an AdamWPrune variant's scores.
 
     It owns AdamWPrune's matrix axis (``variant``, after the optimizer) and the rules that pair the
-    ``adamwprune`` optimizer with this method.
+    ``adamwprune`` optimizer with this method (or with ``none``, its dense baseline, when asked for).
     """
 
     AXES = (
@@ -129,8 +144,19 @@ class StatePruner(Pruner):
             collapse=lambda a: {**a, "variant": None},
         ),
         Rule(
-            "adamwprune prunes with its own moments: it runs with pruning 'state' only",
-            applies=lambda a, c: a["optimizer"] == "adamwprune" and a["pruning"] != "state",
+            "adamwprune prunes with its own moments: it runs with pruning 'state', or 'none' for its dense baseline",
+            applies=lambda a, c: a["optimizer"] == "adamwprune" and a["pruning"] not in ("state", "none"),
+        ),
+        Rule(
+            "adamwprune with pruning 'none' is its base optimizer, dense: set ADAMWPRUNE_DENSE_BASELINE to run it",
+            applies=lambda a, c: (
+                a["optimizer"] == "adamwprune" and a["pruning"] == "none" and not c["ADAMWPRUNE_DENSE_BASELINE"]
+            ),
+        ),
+        Rule(
+            "the dense AdamWPrune baseline scores nothing: one run, not one per variant",
+            applies=lambda a, c: a["optimizer"] == "adamwprune" and a["pruning"] == "none" and a["variant"] is not None,
+            collapse=lambda a: {**a, "variant": None},
         ),
         Rule(
             "pruning 'state' reads AdamWPrune's moments: it runs with optimizer adamwprune only",
@@ -141,24 +167,35 @@ class StatePruner(Pruner):
     Settings = StateSettings
     settings: StateSettings
 
-    def _score_fn(self, w: torch.Tensor, variant: Variant) -> Callable[[], torch.Tensor]:
+    def structural_weights(self) -> list[float]:
+        """Per pruned layer, in order, the structural weight of the role the model gives its module
+        (``model.module_roles()``: module name -> "attention", "mlp" or "coupling"); 1.0 for a module the model
+        does not name, and everywhere for a model that declares no roles."""
+        roles = self.model.module_roles() if hasattr(self.model, "module_roles") else {}
+        return [self.settings.structural_weight(roles.get(name)) for name, _ in self.modules]
+
+    def _score_fn(self, w: torch.Tensor, variant: Variant, weight: float) -> Callable[[], torch.Tensor]:
         state = self.param_state(w)
-        if "exp_avg" not in state or "exp_avg_sq" not in state:
-            return lambda: w.detach().abs().float()
-        beta1 = self.optimizer.param_groups[0]["betas"][0] if self.optimizer is not None else 0.9
-        step = float(state.get("step", 1))
-        bias1 = 1.0 - beta1 ** max(step, 1.0)
         eps = self.settings.eps
-        return lambda: variant.score(
-            w.detach().float(), state["exp_avg"].float(), state["exp_avg_sq"].float(), eps, bias1
-        )
+
+        def score() -> torch.Tensor:
+            if "exp_avg" not in state or "exp_avg_sq" not in state:
+                return w.detach().abs().float()
+            return variant.score(w.detach().float(), state["exp_avg"].float(), state["exp_avg_sq"].float(), eps)
+
+        if weight == 1.0:
+            return score
+        return lambda: weight * score()
 
     @torch.no_grad()
     def update_mask(self, sparsity: float) -> None:
         variant = VARIANTS[self.settings.variant]
-        weights = [m.weight for _, m in self.modules]
+        weights = self.structural_weights() if variant.structural else [1.0] * len(self.modules)
         masks = [m.weight_mask for _, m in self.modules]
-        fns = [self.keep_pruned(self._score_fn(w, variant), m) for w, m in zip(weights, masks, strict=True)]
+        fns = [
+            self.keep_pruned(self._score_fn(m.weight, variant, k), m.weight_mask)
+            for (_, m), k in zip(self.modules, weights, strict=True)
+        ]
         if variant.layer_adaptive:
             scale = sparsity / self.target if self.target else 0.0  # follow the schedule toward each layer's target
             for i, (fn, mask) in enumerate(zip(fns, masks, strict=True)):

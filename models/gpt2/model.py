@@ -200,6 +200,19 @@ class GPT2(nn.Module):
         """(FC1, FC2) of every block, for banded pruning (the QKV projection is C -> 3C but no MLP)."""
         return [(block.mlp.c_fc, block.mlp.c_proj) for block in self.transformer.h]
 
+    def module_roles(self) -> dict[str, str]:
+        """The role of each Linear of the blocks, by module name, for structure-aware pruning (AdamWPrune
+        bitter8/9): "attention" for the QKV and output projections and the gate, "mlp" for FC1 and FC2. No
+        module here couples attention and MLP ("coupling"); the head, tied to the embedding, has no role."""
+        kinds = {CausalSelfAttention: "attention", MLP: "mlp"}
+        return {
+            f"{name}.{child}": kinds[type(module)]
+            for name, module in self.named_modules()
+            if type(module) in kinds
+            for child, linear in module.named_children()
+            if isinstance(linear, nn.Linear)
+        }
+
     def flops_per_token(self) -> int:
         """Training FLOPs per token, forward + backward: 6N for the weights plus 12·L·C·T for attention
         scores and values (PaLM appendix B; N without the position embedding)."""

@@ -217,6 +217,29 @@ def test_a_run_recorded_before_a_symbol_existed_reads_it_at_its_default() -> Non
     assert RunSpec.from_json(now).cfg["MEMORY_SAMPLE_MS"] == 250  # a recorded value is never replaced
 
 
+def test_a_run_recorded_before_a_knob_changed_the_behaviour_goes_on_as_it_started() -> None:
+    """Movement pruning froze pruned weights and bitter3 trained the base budget before their knobs existed:
+    a run recorded then resumes with those, not with today's defaults (Sanh's revival, 1.30 x budget)."""
+    from lib.matrix import expand
+    from lib.pruning import PRUNERS
+    from lib.spec import RunSpec
+
+    overrides = ["OPTIMIZER_ADAMWPRUNE=y", "ADAMWPRUNE_VARIANTS=bitter3", "PRUNING_MOVEMENT=y", "OPTIMIZER_SGD=n"]
+    runs = {(s.axes["optimizer"], s.axes["pruning"]): s for s in expand(cfgmod.from_defaults(overrides)).runs}
+    for key, symbols in {
+        ("adamw", "movement"): ["PRUNING_MOVEMENT_FROZEN"],
+        ("adamwprune", "state"): ["ADAMWPRUNE_BUDGET_SCALE_LONG", "ADAMWPRUNE_WEIGHT_ATTENTION"],
+    }.items():
+        now = runs[key].to_json()
+        old = RunSpec.from_json({**now, "values": {k: v for k, v in now["values"].items() if k not in symbols}})
+        settings = PRUNERS[key[1]].Settings.from_config(old.cfg, old.axes)
+        fresh = PRUNERS[key[1]].Settings.from_config(runs[key].cfg, runs[key].axes)
+        if key[1] == "movement":
+            assert settings.frozen is True and fresh.frozen is False
+        else:
+            assert settings.budget_scale == 1.0 and fresh.budget_scale == 1.3
+
+
 def test_unknown_symbol_without_close_match(tmp_path: Path) -> None:
     message = load_error(tmp_path, "CONFIG_QWERTYUIOP=y\n")
     assert "unknown Kconfig symbol QWERTYUIOP" in message

@@ -297,3 +297,61 @@ def test_learning_rates_are_an_axis_named_in_ids_when_several(tmp_path: Path) ->
 def test_bad_learning_rates_are_one_clear_error(tmp_path: Path, value: str) -> None:
     with pytest.raises(UserError, match="LEARNING_RATES="):
         make_cfg(tmp_path, f"LEARNING_RATES={value}")
+
+
+ADAMWPRUNE_PAIRS = (
+    "OPTIMIZER_ADAMWPRUNE=y",
+    "ADAMWPRUNE_VARIANTS=bitter0 bitter2",
+    "PRUNING_MAGNITUDE=y",
+    "TARGET_SPARSITIES=0.5",
+)
+VARIANT_RULE = "AdamWPrune variants apply to the adamwprune optimizer only"
+PAIR_RULE = "adamwprune prunes with its own moments: it runs with pruning 'state', or 'none' for its dense baseline"
+DENSE_RULE = "adamwprune with pruning 'none' is its base optimizer, dense: set ADAMWPRUNE_DENSE_BASELINE to run it"
+ONE_DENSE_RULE = "the dense AdamWPrune baseline scores nothing: one run, not one per variant"
+STATE_RULE = "pruning 'state' reads AdamWPrune's moments: it runs with optimizer adamwprune only"
+
+
+def test_adamwprune_pairs_with_state_and_drops_its_dense_run_unless_asked(tmp_path: Path) -> None:
+    # 2 optimizers x 2 variants x (none, magnitude, state): 12 cells
+    plan = expand(make_cfg(tmp_path, *ADAMWPRUNE_PAIRS))
+    assert [r.run_id for r in plan.runs] == [
+        "lenet5-adamw-none-seed0",
+        "lenet5-adamw-magnitude-s0.5-seed0",
+        "lenet5-adamwprune-bitter0-state-s0.5-seed0",
+        "lenet5-adamwprune-bitter2-state-s0.5-seed0",
+    ]
+    assert plan.notes == [
+        f"{VARIANT_RULE} (6 cells)",  # every adamw cell
+        f"{NONE_RULE} (2 cells)",  # adamw none, once per (collapsed) variant
+        f"{STATE_RULE} (2 cells)",
+        f"{DENSE_RULE} (2 cells)",  # adamwprune none, once per variant
+        f"{PAIR_RULE} (2 cells)",  # adamwprune magnitude
+    ]
+
+
+def test_adamwprune_dense_baseline_is_one_run_without_a_variant(tmp_path: Path) -> None:
+    plan = expand(make_cfg(tmp_path, *ADAMWPRUNE_PAIRS, "ADAMWPRUNE_DENSE_BASELINE=y"))
+    assert [r.run_id for r in plan.runs] == [
+        "lenet5-adamw-none-seed0",
+        "lenet5-adamw-magnitude-s0.5-seed0",
+        "lenet5-adamwprune-none-seed0",
+        "lenet5-adamwprune-bitter0-state-s0.5-seed0",
+        "lenet5-adamwprune-bitter2-state-s0.5-seed0",
+    ]
+    dense = plan.runs[2].axes
+    assert (dense["optimizer"], dense["variant"], dense["pruning"], dense["target_sparsity"]) == (
+        "adamwprune",
+        None,
+        "none",
+        0.0,
+    )
+    assert plan.notes == [
+        f"{VARIANT_RULE} (6 cells)",
+        f"{NONE_RULE} (4 cells)",  # adamw none and adamwprune none, each once per variant
+        f"{STATE_RULE} (2 cells)",
+        f"{ONE_DENSE_RULE} (2 cells)",
+        f"{PAIR_RULE} (2 cells)",  # magnitude stays forbidden
+    ]
+    text = format_plan(plan, "results/pairs").splitlines()
+    assert text[-6:] == [f"rule: {note}" for note in plan.notes] + ["5 runs"]

@@ -23,6 +23,7 @@ from lib.matrix import expand
 from lib.memory import AmdSmiProbe, MemorySampler, NvmlProbe, Probe, counted_bytes, device_probe, rss_bytes
 from lib.pruning import PRUNERS
 from lib.pruning.base import PruningSettings
+from lib.pruning.movement import MovementSettings
 from lib.pruning.schedule import ScheduleSettings
 from lib.pruning.state import StateSettings
 from lib.trainer import Interrupted, Trainer
@@ -79,7 +80,7 @@ def test_adamwprune_adds_one_byte_per_weight_of_the_pruned_layers():
 
 def test_movement_pruning_counts_its_scores_as_pruner_state():
     model = _tiny()
-    settings = PruningSettings(target=0.5, schedule=ScheduleSettings(shape="oneshot", interval=1))
+    settings = MovementSettings(target=0.5, schedule=ScheduleSettings(shape="oneshot", interval=1))
     pruner = PRUNERS["movement"](model, settings, 10)
     opt = _one_adamw_step(model, pruner)
     counted = counted_bytes(model, opt, pruner)

@@ -13,7 +13,14 @@ from lib.pruning.base import PruningSettings, sparsity_of
 from lib.pruning.schedule import SparsitySchedule
 
 
-def _cfg(schedule: str = "cubic", scope: str = "global", start: int = 0, end: int = 0, interval: int = 1) -> Config:
+def _cfg(
+    schedule: str = "cubic",
+    scope: str = "global",
+    start: int = 0,
+    end: int = 0,
+    interval: int = 1,
+    frozen: bool = False,
+) -> Config:
     return Config(
         {
             "PRUNING_SCOPE": scope,
@@ -23,6 +30,7 @@ def _cfg(schedule: str = "cubic", scope: str = "global", start: int = 0, end: in
             "PRUNING_INTERVAL": interval,
             "PRUNING_EXCLUDE_HEAD": False,
             "PRUNING_EXCLUDE_FIRST_CONV": False,
+            "PRUNING_MOVEMENT_FROZEN": frozen,
         }
     )
 
@@ -33,12 +41,13 @@ def _pruner(method: str, model: nn.Module, cfg, target: float, total_steps: int,
     return cls(model, cls.Settings.from_config(cfg, {"target_sparsity": target, **axes}), total_steps)
 
 
-def test_movement_scores_are_minus_w_times_grad_accumulated_by_hand():
+@pytest.mark.parametrize("frozen", [False, True])  # before any mask update both options score the same
+def test_movement_scores_are_minus_w_times_grad_accumulated_by_hand(frozen):
     layer = nn.Linear(4, 2, bias=False)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 3.0], [-1.0, 0.25, 2.0, -0.5]]))
     model = nn.Sequential(layer)
-    pruner = _pruner("movement", model, _cfg(start=100, end=100), 0.5, 200)
+    pruner = _pruner("movement", model, _cfg(start=100, end=100, frozen=frozen), 0.5, 200)
     pruner.prepare()
     grads = [
         torch.tensor([[0.1, 0.2, -0.4, -0.1], [0.3, -0.2, 0.1, 0.0]]),
@@ -113,11 +122,12 @@ def test_checkpoint_holds_only_bool_masks_loads_strictly_and_squash_removes_them
     assert sparsity_of(model, PruningSettings()) == 0.5
 
 
-def test_movement_and_random_resume_exactly():
+@pytest.mark.parametrize("frozen", [False, True])
+def test_movement_and_random_resume_exactly(frozen):
     def make():
         torch.manual_seed(3)
         model = nn.Sequential(nn.Linear(6, 6))
-        p = _pruner("movement", model, _cfg(start=0, end=80, interval=4), 0.5, 100)
+        p = _pruner("movement", model, _cfg(start=0, end=80, interval=4, frozen=frozen), 0.5, 100)
         p.prepare()
         return model, p
 
@@ -184,13 +194,17 @@ def test_banded_pruner_masks_mlp_layers_with_the_formula():
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
-@pytest.mark.parametrize("method", ["magnitude", "movement", "random", "state"])
+@pytest.mark.parametrize("method", ["magnitude", "movement", "movement-frozen", "random", "state"])
 def test_every_method_hits_its_target_globally_and_per_layer(method, scope, tmp_path):
-    """Trained for real (AdamW, 40 steps, gradual cubic schedule to 70%): the achieved global sparsity is the
-    target within 0.5%, and with per-layer scope every layer is too."""
+    """Trained for real (AdamW, 40 steps, gradual cubic schedule to 70%): the achieved global sparsity (zeros of
+    the weights the forward pass uses, W * M) is the target within 0.5%, and with per-layer scope every layer is
+    too. "movement-frozen" is movement with PRUNING_MOVEMENT_FROZEN."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(10, 40), nn.ReLU(), nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 5))
-    cfg = Config({**_cfg(scope=scope, start=10, end=70, interval=3).values, "ADAM_EPS": 1e-8})
+    method, _, option = method.partition("-")
+    state = {"ADAM_EPS": 1e-8, "ADAMWPRUNE_WEIGHT_ATTENTION": 2.5, "ADAMWPRUNE_WEIGHT_MLP": 1.0}
+    state |= {"ADAMWPRUNE_WEIGHT_COUPLING": 3.0}  # what StateSettings reads (bitter0 has no budget knob)
+    cfg = Config({**_cfg(scope=scope, start=10, end=70, interval=3, frozen=option == "frozen").values, **state})
     pruner = _pruner(method, model, cfg, 0.7, 40, variant="bitter0")
     pruner.prepare()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -203,9 +217,13 @@ def test_every_method_hits_its_target_globally_and_per_layer(method, scope, tmp_
         opt.step()
         pruner.after_step()
     assert abs(sparsity_of(model, PruningSettings()) - 0.7) <= 0.005
+    assert pruner.sparsity() == sparsity_of(model, PruningSettings())
     if scope == "layer":
         for name, value in pruner.layer_sparsity().items():
             assert abs(value - 0.7) <= 0.005, name
+    if method == "movement":  # Sanh's definition keeps every masked value (AdamW's decay only shrinks them)
+        masked = torch.cat([m.weight[~m.weight_mask] for _, m in pruner.modules])
+        assert int(torch.count_nonzero(masked)) == (0 if option == "frozen" else masked.numel())
     # The pruner's state (scores, generator, schedule) is tensors and plain values: it loads with weights_only.
     checkpoint.save(pruner.state_dict(), tmp_path / "pruner.pt")
     pruner.load_state_dict(checkpoint.load(tmp_path / "pruner.pt"))
