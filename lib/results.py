@@ -53,6 +53,7 @@ LEDGER = "matrix.json"
 GRAPHS = "graphs"
 REPORT = "report.md"
 SAMPLE = "sample.json"  # the report's text sample of a GPT-2 run, with what it was generated from
+SAMPLES = "samples.jsonl"  # text samples written during training (GPT2_SAMPLE_INTERVAL): step, prompt, text
 LATEST = "latest"  # in RESULTS_DIR: a link to the matrix `make` ran last
 DENSE = "none"  # the pruning method of the dense baselines
 

@@ -125,6 +125,9 @@ class Trainer:
         self.tracker = None
         self.loss_sum = self.loss_count = None  # the running loss since the last log row, set by start()
         self.warm, self.counted_samples = False, 0  # past this process's warm-up; units already timed
+        # Text samples during training (GPT-2's GPT2_SAMPLE_INTERVAL): a task may carry a sampler with ``every``
+        sampler = getattr(task, "sampler", None)
+        self.sampler = sampler if sampler is not None and sampler.every > 0 else None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return self.speed.autocast(self.device)
@@ -176,6 +179,9 @@ class Trainer:
         self.memory.start(state.memory, state.step)
         self.loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=self.device)
         self.loss_count = state.loss_count
+        if restored is None and self.ranks.main and self.cfg.get("EVAL_AT_START"):
+            # A fresh run only: a resumed one has this row already (and its best checkpoint's baseline).
+            self.evaluate(-1)
 
     def train_period(self, period: int) -> None:
         """The steps of one period from ``state.batch`` on, with log rows, checkpoints and stopping."""
@@ -201,6 +207,11 @@ class Trainer:
             state.samples += task.units(batch)
             self.loss_sum += loss.double()
             self.loss_count += 1
+            if self.sampler is not None and state.step % self.sampler.every == 0 and self.ranks.main:
+                self.account(tick)  # sampling, like a checkpoint, is not training time
+                sample = self.sampler(self.model, state.step)
+                results.append_jsonl(self.ctx.run_dir / results.SAMPLES, [sample], durable=False)
+                tick = time.perf_counter()
             logged = state.step % log_every == 0 or state.batch == steps
             if logged:  # the row's cost is the steps' own: training time stops only for checkpoints
                 self.check_finite()
@@ -268,6 +279,7 @@ class Trainer:
             self.stop("at the period's end")
 
     def evaluate(self, period: int) -> None:
+        """Validation (``period`` -1: at step 0, before training), its metrics row and the best checkpoint."""
         state = self.state
         with self.speed.autocast(self.device):
             evaluation = self.task.evaluate(self.forward)
@@ -280,8 +292,9 @@ class Trainer:
                 self.ctx.run_dir / results.BEST_CHECKPOINT,
             )
         logger.info(
-            "period %d/%d step %d/%d: %s",
-            *(period + 1, len(self.periods), state.step, self.total_steps),
+            "%s step %d/%d: %s",
+            "before training:" if period < 0 else f"period {period + 1}/{len(self.periods)}",
+            *(state.step, self.total_steps),
             ", ".join(f"{k} {v:.4f}" for k, v in evaluation.items()),
         )
 
@@ -343,6 +356,7 @@ class Trainer:
             "best": state.best,
             "sparsity": self.pruner.sparsity(),
             "layer_sparsity": pruner.layer_sparsity(),
+            **parameter_counts(self.model, pruner),
             "mask_bytes": pruner.mask_bytes(),
             "pruning_seconds": pruner.seconds,
             "kernels": self.kernels,
@@ -373,6 +387,15 @@ def mfu(model: nn.Module, task, state: TrainState, device: torch.device, speed: 
     if state.steady_seconds:  # after warm-up, as MFU is quoted
         return state.steady_samples / state.steady_seconds * flops() / peak
     return state.samples / state.train_seconds * flops() / peak
+
+
+def parameter_counts(model: nn.Module, pruner) -> dict[str, int]:
+    """``parameters``: the model's parameters, each tied tensor once; ``nonzero_parameters``: those less the
+    entries the pruner holds at zero (``layer_sparsity`` × each pruned weight's size)."""
+    total = sum(p.numel() for p in model.parameters())
+    numel = {name: m.weight.numel() for name, m in pruner.modules}
+    pruned = sum(round(fraction * numel[name]) for name, fraction in pruner.layer_sparsity().items())
+    return {"parameters": total, "nonzero_parameters": total - pruned}
 
 
 def identity(spec: RunSpec) -> dict:

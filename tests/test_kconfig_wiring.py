@@ -13,6 +13,7 @@ from lib.data.corpora import CORPORA
 from lib.data.text import TOKENIZERS
 from lib.model_registry import MODELS
 from lib.optimizers import OPTIMIZERS
+from lib.optimizers.muon import ADJUST_LR_FNS
 from lib.optimizers.schedules import LR_SCHEDULES
 from lib.pruning import PRUNERS
 from lib.pruning.schedule import SPARSITY_SHAPES
@@ -37,6 +38,8 @@ CHOICES = {
     "GPT2_SIZE": set(SIZES),
     "GPT2_DATASET": set(CORPORA),
     "GPT2_TOKENIZER": set(TOKENIZERS),
+    "MUON_LR_SCALE": {f for f in ADJUST_LR_FNS if f},
+    "MUON_LR_AXIS": {"muon", "adamw"},  # the "optimizer" tags of MuonWithAdamW's groups (set_peak_lr)
 }
 # Multi-select axes: bool symbols <PREFIX>_<NAME> <-> registry entries.
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}

@@ -44,13 +44,15 @@ OPTIMIZERS: Registry = Registry("optimizer", "OPTIMIZER", menu_order=True)
 
 
 def set_peak_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """The matrix's lr axis: the first group's peak learning rate becomes ``lr`` and every group is scaled by
-    the same factor, so the ratios between groups (Muon's AdamW part to its Muon part) are kept. Called before
-    the LR schedule records each group's peak."""
-    peak = optimizer.param_groups[0]["lr"]
+    """The matrix's lr axis: the reference group's peak learning rate becomes ``lr`` and every group is scaled
+    by the same factor, so the ratios between groups (Muon's AdamW part to its Muon part) are kept. The
+    reference is the first group marked ``"lr_axis": True`` (Muon with ``MUON_LR_AXIS_ADAMW`` marks its AdamW
+    embedding / head group), else the first group. Called before the LR schedule records each group's peak."""
+    marked = [g for g in optimizer.param_groups if g.get("lr_axis")]
+    peak = (marked or optimizer.param_groups)[0]["lr"]
     for group in optimizer.param_groups:
         for key in ("lr", "base_lr"):
-            if key in group:  # groups at the first one's rate get ``lr`` exactly, not ``lr / peak * peak``
+            if key in group:  # groups at the reference's rate get ``lr`` exactly, not ``lr / peak * peak``
                 group[key] = lr if group[key] == peak else group[key] * (lr / peak)
 
 
@@ -202,7 +204,10 @@ def build_muon_setup(model: nn.Module, cfg) -> Setup:
         adamw_betas=moments.betas,
         adamw_eps=moments.eps,
         adamw_weight_decay=cfg["ADAMW_WEIGHT_DECAY"],
+        adjust_lr_fn=cfg["MUON_LR_SCALE"],
     )
+    if cfg["MUON_LR_AXIS"] == "adamw":  # the lr axis is the AdamW embedding / head rate (set_peak_lr)
+        next(g for g in opt.param_groups if g["optimizer"] == "adamw")["lr_axis"] = True
     # Newton-Schulz mixes every entry of a matrix: pruned weights must be re-masked after each step.
     return Setup(opt, cfg["GRAD_CLIP_NORM"], elementwise=False)
 

@@ -56,6 +56,20 @@ def warmup_stable_decay(step: int, total: int, cfg) -> float:
     return floor + (1.0 - floor) * max(0.0, (total - step) / decay)
 
 
+@LR_SCHEDULES.register("warmdown")
+def warmdown(step: int, total: int, cfg) -> float:
+    """The modded-nanogpt speedrun's ``get_lr`` (records/101724_DistributedMuon/train_gpt2.py): the peak until
+    ``total - LR_WARMDOWN_ITERS``, then ``(total - step) / LR_WARMDOWN_ITERS``, a straight line that would
+    reach 0 one step after the last. Its warm-up is ``LR_WARMUP_STEPS`` (the speedrun uses none)."""
+    w = _warmup(step, cfg)
+    if w is not None:
+        return w
+    warmdown = cfg["LR_WARMDOWN_ITERS"]
+    if step < total - warmdown:
+        return 1.0
+    return max(0.0, (total - step) / warmdown)
+
+
 @LR_SCHEDULES.register("step")
 def step_decay(step: int, total: int, cfg) -> float:
     w = _warmup(step, cfg)

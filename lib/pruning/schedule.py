@@ -78,10 +78,12 @@ class SparsitySchedule:
 @dataclass(frozen=True)
 class ScheduleSettings:
     """When a gradual method prunes: ``PRUNING_SCHEDULE``, ``PRUNING_START_PERCENT`` / ``_END_PERCENT`` of the run's
-    optimizer steps, and ``PRUNING_INTERVAL`` steps between mask updates."""
+    optimizer steps (or the start as a step, ``PRUNING_START_STEP``), and ``PRUNING_INTERVAL`` steps between mask
+    updates."""
 
     shape: str = "cubic"
     start_percent: int = 0
+    start_step: int = 0  # > 0: the start as an optimizer step, replacing start_percent
     end_percent: int = 100
     interval: int = 1
 
@@ -90,13 +92,15 @@ class ScheduleSettings:
         return cls(
             shape=cfg["PRUNING_SCHEDULE"],
             start_percent=cfg["PRUNING_START_PERCENT"],
+            start_step=cfg["PRUNING_START_STEP"],
             end_percent=cfg["PRUNING_END_PERCENT"],
             interval=cfg["PRUNING_INTERVAL"],
         )
 
     def build(self, final: float, total_steps: int) -> SparsitySchedule:
         """The schedule to ``final`` over a run of ``total_steps``. Steps are counted from 1 (the first update
-        happens after the first optimizer step), so a schedule that starts "at 0%" starts at step 1."""
-        start = max(1, round(total_steps * self.start_percent / 100))
+        happens after the first optimizer step), so a schedule that starts "at 0%" starts at step 1. A start
+        given as a step stays at that step whatever the run's length."""
+        start = self.start_step or max(1, round(total_steps * self.start_percent / 100))
         end = round(total_steps * self.end_percent / 100)
         return SparsitySchedule(final, start, max(start, end), self.interval, self.shape)

@@ -58,6 +58,14 @@ RULES = (
         applies=lambda a, c: a["attn_gate"] == "none" and (a["attn_gate_pos"] or a["attn_gate_act"]),
         collapse=lambda a: {**a, "attn_gate_pos": None, "attn_gate_act": None},
     ),
+    Rule(
+        "ATTN_NS_SIGMOID_HEADWISE_ONLY: the non-sparse sigmoid runs on headwise gates only",
+        applies=lambda a, c: (
+            bool(c["ATTN_NS_SIGMOID_HEADWISE_ONLY"])
+            and a["attn_gate_act"] == "ns_sigmoid"
+            and a["attn_gate"] != "headwise"
+        ),
+    ),
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch import nn
 
 from lib.data.corpora import CORPORA
@@ -20,6 +21,30 @@ from models.gpt2.model import GPT2, PRESETS, GPT2Config, padded_vocab
 logger = logging.getLogger(__name__)
 
 SIZES = (*PRESETS, "custom")
+# As `make sample`'s defaults (scripts/sample.py), so training samples read like the report's
+SAMPLE_SEED, SAMPLE_TEMPERATURE, SAMPLE_TOP_K = 0, 0.8, 200
+
+
+class TrainingSampler:
+    """GPT2_SAMPLE_INTERVAL: the model being trained continues a prompt every ``every`` steps. Sampling draws
+    from a generator of its own, seeded the same each time, so training's random numbers do not change (a run
+    with samples trains exactly as one without) and samples differ only through the weights."""
+
+    def __init__(self, tokenizer, prompt: str, tokens: int, every: int) -> None:
+        self.tokenizer, self.prompt, self.tokens, self.every = tokenizer, prompt, tokens, every
+        self.start = [tokenizer.eot, *tokenizer.encode(prompt)]
+
+    def __call__(self, model: GPT2, step: int) -> dict:
+        """The samples.jsonl row of ``step``: step, prompt and text (the prompt included)."""
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(SAMPLE_SEED)
+        was_training = model.training
+        model.eval()
+        idx = torch.tensor([self.start], device=device)  # (1, T)
+        ids = model.generate(idx, self.tokens, SAMPLE_TEMPERATURE, SAMPLE_TOP_K, generator=generator)
+        model.train(was_training)
+        text = self.prompt + self.tokenizer.decode(ids[0, len(self.start) :].tolist())
+        return {"step": step, "prompt": self.prompt, "text": text}
 
 
 def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
@@ -75,6 +100,10 @@ def build(ctx: RunContext) -> tuple[nn.Module, LanguageModeling]:
         eval_interval=cfg["GPT2_EVAL_INTERVAL"],
         eval_batches=cfg["GPT2_EVAL_BATCHES"],
     )
+    every = cfg.get("GPT2_SAMPLE_INTERVAL") or 0
+    if every:
+        prompt = cfg.get("GPT2_REPORT_SAMPLE_PROMPT") or ""
+        task.sampler = TrainingSampler(tokenizer(), prompt, cfg["GPT2_SAMPLE_TOKENS"], every)
     return model, task
 
 

@@ -176,28 +176,6 @@ def test_banded_fc1_tinystories_is_fc1_1024_vs_dense():
     assert cells == {("none", None, None), ("banded", 1024, 0)}
 
 
-def test_attn_gating_is_every_gate_and_activation_over_two_seeds():
-    cells = {
-        (a["attn_gate"], a["attn_gate_pos"], a["attn_gate_act"], a["optimizer"], a["seed"])
-        for a in _plan("gpt2-attn-gating")
-    }
-    expected = {("none", None, None, "muon", s) for s in (0, 1)}
-    expected |= {
-        (g, "sdpa", act, "muon", s)
-        for g in ("headwise", "elementwise", "const")
-        for act in ("sigmoid", "ns_sigmoid")
-        for s in (0, 1)
-    }
-    assert cells == expected
-
-
-def test_attn_gating_lr_sweep_is_no_gate_vs_elementwise_at_four_learning_rates():
-    plan = _plan("gpt2-attn-gating-lr-sweep")
-    cells = {(a["attn_gate"], a["attn_gate_pos"], a["attn_gate_act"], a["lr"]) for a in plan}
-    lrs = (0.0036, 0.00396, 0.00432, 0.00468)
-    assert cells == {("none", None, None, lr) for lr in lrs} | {("elementwise", "sdpa", "sigmoid", lr) for lr in lrs}
-
-
 def test_adamwprune_bitter_is_adamwspam_magnitude_vs_six_variants_at_half_sparsity():
     cells = {
         (a["optimizer"], a["variant"], a["pruning"], a["target_sparsity"]) for a in _plan("gpt2-adamwprune-bitter")

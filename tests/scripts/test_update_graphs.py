@@ -309,29 +309,134 @@ def test_banded_report_has_a_table_per_width_and_the_change_vs_baseline(tmp_path
     report = (matrix_dir / "report.md").read_text()
     lines = report.splitlines()
 
-    def mean_at(pair: tuple[int, int], step: int) -> str:
-        return f"{statistics.mean(eval_value(f, step) for f in finals[pair]):#.4g}"
+    def row_at(step: int, pairs: list[tuple[int, int]]) -> str:
+        means = [statistics.mean(eval_value(f, step) for f in finals[pair]) for pair in pairs]
+        cells = [f"**{m:#.4g}**" if m == min(means) else f"{m:#.4g}" for m in means]  # the lowest loss in bold
+        return f"| {step} | " + " | ".join(cells) + " |"
 
     start = lines.index("### Bandwidth 512: eval loss")
-    assert lines[start + 2] == "| step | baseline | FC1 | FC2 | FC1+FC2 |"
+    assert lines[start + 2] == "| Step | Baseline | FC1-512 | FC2-512 | Both-512 |"
     assert lines[start + 4 : start + 9] == [
-        f"| {step} | {mean_at((0, 0), step)} | {mean_at((512, 0), step)} | {mean_at((0, 512), step)} "
-        f"| {mean_at((512, 512), step)} |"
-        for step in (20, 40, 60, 80, 100)
+        row_at(step, [(0, 0), (512, 0), (0, 512), (512, 512)]) for step in (20, 40, 60, 80, 100)
     ]
+    assert lines[start + 8] == "| 100 | **4.142** | 4.446 | 4.294 | 4.751 |"  # the baseline is best
     start = lines.index("### Bandwidth 1024: eval loss")  # FC1 only at this width
-    assert lines[start + 2] == "| step | baseline | FC1 |"
+    assert lines[start + 2] == "| Step | Baseline | FC1-1024 |"
     assert "### Bandwidth 256: eval loss" not in lines  # only in an off-diagonal pair: final table only
 
     start = lines.index("### Final eval loss")
-    assert lines[start + 2] == "| run | FC1 width | FC2 width | sparsity (%) | final loss | Δ vs baseline |"
+    assert lines[start + 2] == (
+        "| run | FC1 width | FC2 width | sparsity (%) | FC1 density (%) | parameters | nonzero | final loss "
+        "| Δ vs baseline |"
+    )
     assert lines[start + 4 : start + 10] == [
-        "| baseline | dense | dense | 0.03 | 3.100 | — |",
-        "| FC1 | 1024 | dense | 0.03 | 3.100 | +0.00% |",
-        "| FC1 | 512 | dense | 0.03 | 3.410 | +10.00% |",
-        "| FC2 | dense | 512 | 0.03 | 3.255 | +5.00% |",
-        "| FC1+FC2 | 512 | 512 | 0.03 | 3.720 | +20.00% |",
-        "| FC1 512 / FC2 256 | 512 | 256 | 0.03 | 3.410 | +10.00% |",
+        "| baseline | dense | dense | 0.03 | — | — | — | 3.100 | — |",
+        "| FC1 | 1024 | dense | 0.03 | — | — | — | 3.100 | +0.00% |",
+        "| FC1 | 512 | dense | 0.03 | — | — | — | 3.410 | +10.00% |",
+        "| FC2 | dense | 512 | 0.03 | — | — | — | 3.255 | +5.00% |",
+        "| FC1+FC2 | 512 | 512 | 0.03 | — | — | — | 3.720 | +20.00% |",
+        "| FC1 512 / FC2 256 | 512 | 256 | 0.03 | — | — | — | 3.410 | +10.00% |",
+    ]
+    start = lines.index("### Change of final eval loss vs baseline: layer × bandwidth")
+    assert lines[start + 2 : start + 7] == [
+        "| layer | bandwidth 1024 | bandwidth 512 | bandwidth 256 |",
+        "|---|---|---|---|",
+        "| FC1 | +0.0000 | +0.3100 | — |",
+        "| FC2 | — | +0.1550 | — |",
+        "| Both | — | +0.6200 | — |",
+    ]
+
+
+GPT2_SMALL_VALUES = {
+    "GPT2_SIZE": "small",
+    "ADAMW_LR": 0.0003,
+    "ADAM_BETA1": 0.9,
+    "ADAM_BETA2": 0.999,
+    "ADAM_EPS": 1e-08,
+    "ADAMW_WEIGHT_DECAY": 0.0,
+    "BATCH_SIZE": 16,
+    "GPT2_GRAD_ACCUM": 1,
+    "GPT2_MAX_ITERS": 3000,
+    "GPT2_EVAL_INTERVAL": 500,
+    "EVAL_AT_START": True,
+    "PRECISION": "fp32",
+    "LR_SCHEDULE": "constant",
+    "LR_WARMUP_STEPS": 0,
+    "GPT2_DATASET": "tinystories",
+}
+
+
+def test_banded_fc1_report_reads_density_parameters_configuration_and_samples(tmp_path: Path) -> None:
+    matrix_dir = tmp_path / "fc1"
+    fc1_sparsity = 0.5621  # per FC1 layer, as summary.json's layer_sparsity has it
+    for fc1, final in ((0, 2.0), (1024, 2.1)):
+        pruning = "banded" if fc1 else "none"
+        run_axes = axes("gpt2", "adamw", pruning, 0.0, 0, fc1_band=fc1 or None, fc2_band=0 if fc1 else None)
+        run = matrix_dir / write_run(matrix_dir, run_axes, final=final, metric="loss", mode="min", matrix="fc1")
+        config = json.loads((run / CONFIG).read_text())
+        (run / CONFIG).write_text(json.dumps({**config, "values": {**config["values"], **GPT2_SMALL_VALUES}}))
+        summary = json.loads((run / SUMMARY).read_text())
+        layers = {f"transformer.h.{i}.mlp.c_fc": fc1_sparsity for i in range(8)} if fc1 else {}
+        nonzero = 51_237_888 - (4_714_688 if fc1 else 0)
+        summary |= {"layer_sparsity": layers, "parameters": 51_237_888, "nonzero_parameters": nonzero}
+        (run / SUMMARY).write_text(json.dumps(summary))
+        rows = [{"step": 2, "prompt": "Once", "text": "Once a"}, {"step": 1, "prompt": "Once", "text": "Once"}]
+        rows.append({"step": 2, "prompt": "Once", "text": "Once upon"})  # step 2 again after a resume: last wins
+        (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["--matrix", str(matrix_dir)]) == 0
+    lines = (matrix_dir / "report.md").read_text().splitlines()
+
+    start = lines.index("### Final eval loss")
+    assert lines[start + 4 : start + 6] == [
+        "| baseline | dense | dense | 0.03 | 100.0 | 51,237,888 | 51,237,888 | 2.000 | — |",
+        "| FC1 | 1024 | dense | 0.03 | 43.8 | 51,237,888 | 46,523,200 | 2.100 | +5.00% |",
+    ]
+    start = lines.index("### Model and training configuration")
+    table = dict(line.strip("| ").split(" | ") for line in lines[start + 4 : start + 21])
+    assert table == {
+        "n_layer": "8",
+        "n_embd": "512",
+        "n_head": "8",
+        "block size": "512",
+        "parameters": "51,237,888",
+        "optimizer": "adamw",
+        "learning rate": "0.0003",
+        "betas": "(0.9, 0.999)",
+        "eps": "1e-08",
+        "weight decay": "0.0",
+        "batch (sequences × accumulation × tokens)": "16 × 1 × 512",
+        "steps": "3000",
+        "validation every": "500",
+        "validation at step 0": "yes",
+        "precision": "fp32",
+        "schedule": "constant, warm-up 0",
+        "data": "tinystories",
+    }
+    start = lines.index("### FC1 density by bandwidth")
+    assert lines[start + 2 : start + 7] == [
+        "| bandwidth | FC1 density, formula (2048 × 512) (%) | published (%) |",
+        "|---|---|---|",
+        "| 1024 | 43.8 | 43.8 |",
+        "| 512 | 23.5 | 21.9 |",
+        "| 256 | 12.2 | 10.9 |",
+    ]
+    assert lines[start + 8].startswith("The published table lists 21.9% / 10.9%")
+
+    start = lines.index("## Samples during training")
+    run_id = run_name(axes("gpt2", "adamw", "banded", 0.0, 0, fc1_band=1024, fc2_band=0))
+    at = lines.index(f"### `{run_id}`", start)
+    assert lines[at + 2 : at + 13] == [
+        "Step 1:",
+        "",
+        "```text",
+        "Once",
+        "```",
+        "",
+        "Step 2:",
+        "",
+        "```text",
+        "Once upon",
+        "```",
     ]
 
 

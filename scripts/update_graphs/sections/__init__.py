@@ -6,6 +6,7 @@ module here and one entry below."""
 from __future__ import annotations
 
 from scripts.update_graphs.sections import (
+    attn_gating,
     banded,
     curves,
     efficiency,
@@ -17,6 +18,7 @@ from scripts.update_graphs.sections import (
     memory_scatter,
     memory_timeline,
     perplexity,
+    reproduction,
     run_curves,
     runs,
     samples,
@@ -28,6 +30,8 @@ SECTIONS = (
     sparsity.add,  # final metric vs target sparsity, every method: figures and tables, differences from dense
     evolution.add,  # eval metric and train loss vs step, per method (mean over seeds)
     perplexity.add,  # final perplexity per method, for language models
+    reproduction.add,  # our figures beside the published table the matrix reproduces (lib.published)
+    attn_gating.add,  # the published attention-gating stages: our final loss beside the published one
     memory_bars.add,  # peak (GPU) memory per method
     memory_panels.add,  # the six-panel training-memory comparison
     memory_scatter.add,  # peak memory vs final metric, one point per run

@@ -217,6 +217,8 @@ def test_set_peak_lr_on_muon_keeps_the_adamw_to_muon_ratio():
             "MUON_MOMENTUM": 0.95,
             "MUON_NESTEROV": True,
             "MUON_NS_STEPS": 5,
+            "MUON_LR_SCALE": "original",
+            "MUON_LR_AXIS": "muon",
         }
     )
     opt = OPTIMIZERS["muon"](_model(), cfg).optimizer

@@ -17,6 +17,7 @@ def _cfg(scope: str = "global", start: int = 0, end: int = 0, interval: int = 1)
         {
             "PRUNING_SCOPE": scope,
             "PRUNING_START_PERCENT": start,
+            "PRUNING_START_STEP": 0,
             "PRUNING_END_PERCENT": end,
             "PRUNING_INTERVAL": interval,
             "PRUNING_SCHEDULE": "cubic",
@@ -53,6 +54,17 @@ def test_schedule_from_config_uses_percentages_of_total_steps():
     assert (s.start, s.end, s.interval) == (20, 140, 7)
     one_shot = ScheduleSettings.from_config(_cfg(start=0, end=0)).build(0.5, total_steps=200)
     assert (one_shot.start, one_shot.end) == (1, 1) and one_shot.is_update_step(1)
+
+
+def test_start_step_stays_put_when_a_run_trains_longer():
+    """The published late schedule s(t) = s_f * ((t - t_w) / (T - t_w))^3: t_w = 500 in a 10,000-step run and in
+    bitter2's 12,100-step one (a 5% start would move to 605), T the run's end."""
+    cfg = Config({**_cfg(end=100).values, "PRUNING_START_STEP": 500, "PRUNING_SCHEDULE": "late"})
+    for total in (10_000, 12_100):
+        s = ScheduleSettings.from_config(cfg).build(0.5, total_steps=total)
+        assert (s.start, s.end) == (500, total)
+        middle = (500 + total) / 2
+        assert s.sparsity(int(middle)) == pytest.approx(0.5 * ((int(middle) - 500) / (total - 500)) ** 3)
 
 
 def test_global_keep_on_a_2x4_layer():

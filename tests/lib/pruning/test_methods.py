@@ -26,6 +26,7 @@ def _cfg(
             "PRUNING_SCOPE": scope,
             "PRUNING_SCHEDULE": schedule,
             "PRUNING_START_PERCENT": start,
+            "PRUNING_START_STEP": 0,
             "PRUNING_END_PERCENT": end,
             "PRUNING_INTERVAL": interval,
             "PRUNING_EXCLUDE_HEAD": False,

@@ -191,6 +191,22 @@ def test_banded_fc1_c3_r4_by_hand():
 
 
 @pytest.mark.parametrize(
+    ("bandwidth", "kept", "percent"),
+    [
+        # FC1 of GPT-2 small, 2048 x 512 (r = 4), kept entries summed by hand over the narrow channels i: the
+        # first ones clipped at 0, the middle ones with bandwidth + 1 neighbours, the last ones clipped at 2047.
+        (1024, 98_176 + 256 * 1025 + 98_560, 43.8),  # i < 128: 4i + 513; i >= 384: 2560 - 4i
+        (512, 24_512 + 384 * 513 + 24_704, 23.5),  # i < 64: 4i + 257; i >= 448: 2304 - 4i (published: 21.9)
+        (256, 6_112 + 448 * 257 + 6_208, 12.2),  # i < 32: 4i + 129; i >= 480: 2176 - 4i (published: 10.9)
+    ],
+)
+def test_banded_density_of_gpt2_small_fc1_by_hand(bandwidth, kept, percent):
+    mask = banded_mask(2048, 512, bandwidth)
+    assert int(mask.count_nonzero()) == kept
+    assert band_density(mask) == kept / (2048 * 512) and round(100 * band_density(mask), 1) == percent
+
+
+@pytest.mark.parametrize(
     ("out_features", "in_features", "bandwidth"),
     [(12, 3, 4), (12, 3, 2), (12, 3, 1), (12, 3, 7), (3, 12, 4), (3, 12, 2), (16, 4, 6), (4, 16, 5), (5, 5, 2)],
 )

@@ -81,6 +81,7 @@ CFG = Config(
     {
         "PRUNING_SCOPE": "global",
         "PRUNING_START_PERCENT": 10,
+        "PRUNING_START_STEP": 0,
         "PRUNING_END_PERCENT": 60,
         "PRUNING_INTERVAL": 5,
         "PRUNING_SCHEDULE": "cubic",
