@@ -105,12 +105,16 @@ def test_comprehensive_pruning_compare_has_the_anchor_cells():
 
 
 def test_resnet50_adamwspam_vs_adamwprune():
+    """The published ResNet-50 / CIFAR-100 table's AdamWSpam-base columns (issue 14): AdamWPrune (state) and
+    AdamWSpam + magnitude at 50/70/90%, SPAM theta = 50, and both dense baselines."""
     sparse = (0.5, 0.7, 0.9)
-    expected = {("resnet50", "adamwspam", "movement", s) for s in sparse}
+    expected = {("resnet50", "adamwspam", "magnitude", s) for s in sparse}
     expected |= {("resnet50", "adamwprune", "state", s) for s in sparse}
+    expected |= {("resnet50", "adamwspam", "none", 0.0), ("resnet50", "adamwprune", "none", 0.0)}
     assert _cells("resnet50-adamwspam-vs-adamwprune") == expected
     cfg = cfgmod.load(cfgmod.DEFCONFIGS / "resnet50-adamwspam-vs-adamwprune")
     assert cfg["IMAGE_DATASET"] == "cifar100" and cfg["ADAMWPRUNE_BASE"] == "adamwspam"
+    assert cfg["SPAM_THRESHOLD"] == 50
 
 
 @pytest.mark.parametrize(
