@@ -113,3 +113,33 @@ class Planted:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def lenet5_trainer(run_dir: Path, settings: tuple[str, ...]):
+    """The trainer of a LeNet-5 run directory (``settings``: Kconfig overrides), opened the way the entrypoint
+    opens it: a new one starts the run, one over an existing directory resumes its checkpoint."""
+    from lib.matrix import expand
+    from lib.trainer import Trainer
+    from lib.training import RunContext, Speed
+    from models.lenet5.train import build
+
+    if not run_dir.exists():
+        cfg = cfgmod.from_defaults([*settings, f"RESULTS_DIR={run_dir.parent}"])
+        run_dir.mkdir(parents=True)
+        results.atomic_write_json(run_dir / results.CONFIG, expand(cfg).runs[0].to_json())
+    ctx = RunContext.open(run_dir, 1)
+    model, task = build(ctx)
+    return Trainer(ctx, model, task, Speed.from_config(ctx.cfg))
+
+
+class StopAt:
+    """A stop request (as a signal would make one) that arrives once ``trainer`` has taken ``step`` steps."""
+
+    name = "SIGTERM"
+
+    def __init__(self, trainer, step: int) -> None:
+        self.trainer, self.step = trainer, step
+
+    @property
+    def requested(self) -> bool:
+        return self.trainer.state.step >= self.step

@@ -18,8 +18,6 @@ import torch
 from torch import nn
 
 from lib import checkpoint, results
-from lib import config as cfgmod
-from lib.matrix import expand
 from lib.memory import AmdSmiProbe, MemorySampler, NvmlProbe, Probe, counted_bytes, device_probe, rss_bytes
 from lib.pruning import PRUNERS
 from lib.pruning.base import PruningSettings
@@ -27,9 +25,7 @@ from lib.pruning.movement import MovementSettings
 from lib.pruning.schedule import ScheduleSettings
 from lib.pruning.state import StateSettings
 from lib.trainer import Interrupted, Trainer
-from lib.training import RunContext, Speed
-from models.lenet5.train import build
-from tests.helpers import assert_memory_timeline, assert_same_run, computed_rows
+from tests.helpers import StopAt, assert_memory_timeline, assert_same_run, computed_rows, lenet5_trainer
 
 CPU = torch.device("cpu")
 MIB = 1 << 20
@@ -237,27 +233,7 @@ MEMORY_KEYS = {
 
 
 def _trainer(run_dir: Path) -> Trainer:
-    """A run directory's trainer, opened the way the entrypoint opens it (a new one resumes its checkpoint)."""
-    if not run_dir.exists():
-        cfg = cfgmod.from_defaults([*SETTINGS, f"RESULTS_DIR={run_dir.parent}"])
-        run_dir.mkdir(parents=True)
-        results.atomic_write_json(run_dir / results.CONFIG, expand(cfg).runs[0].to_json())
-    ctx = RunContext.open(run_dir, 1)
-    model, task = build(ctx)
-    return Trainer(ctx, model, task, Speed.from_config(ctx.cfg))
-
-
-class StopAt:
-    """A stop request that arrives once the trainer has taken ``step`` steps."""
-
-    name = "SIGTERM"
-
-    def __init__(self, trainer: Trainer, step: int) -> None:
-        self.trainer, self.step = trainer, step
-
-    @property
-    def requested(self) -> bool:
-        return self.trainer.state.step >= self.step
+    return lenet5_trainer(run_dir, SETTINGS)
 
 
 def test_a_run_records_its_memory_and_a_resumed_run_goes_on_with_it(tmp_path: Path):

@@ -13,17 +13,13 @@ import torch
 from torch import nn
 
 from lib import config as cfgmod
-from lib import results
-from lib.matrix import expand
 from lib.pruning import PRUNERS
 from lib.pruning.base import PruningSettings, sparsity_of, squash_state
 from lib.pruning.movement import MovementSettings
 from lib.pruning.schedule import ScheduleSettings
 from lib.step import accumulate, train_step
 from lib.trainer import Interrupted, Trainer
-from lib.training import RunContext, Speed
-from models.lenet5.train import build
-from tests.helpers import assert_same_run
+from tests.helpers import StopAt, assert_same_run, lenet5_trainer
 
 W0 = [[1.0, -2.0, 0.5, 3.0], [-1.0, 0.25, 2.0, -0.5]]
 EYE = torch.eye(4)  # model(EYE) = (W * M)^T, and loss (model(EYE) * G^T).sum() has dL/dW' = G exactly
@@ -171,24 +167,7 @@ LENET = (
 
 
 def _trainer(run_dir: Path) -> Trainer:
-    if not run_dir.exists():
-        cfg = cfgmod.from_defaults([*LENET, f"RESULTS_DIR={run_dir.parent}"])
-        run_dir.mkdir(parents=True)
-        results.atomic_write_json(run_dir / results.CONFIG, expand(cfg).runs[0].to_json())
-    ctx = RunContext.open(run_dir, 1)
-    model, task = build(ctx)
-    return Trainer(ctx, model, task, Speed.from_config(ctx.cfg))
-
-
-class _StopAt:
-    name = "SIGTERM"
-
-    def __init__(self, trainer: Trainer, step: int) -> None:
-        self.trainer, self.step = trainer, step
-
-    @property
-    def requested(self) -> bool:
-        return self.trainer.state.step >= self.step
+    return lenet5_trainer(run_dir, LENET)
 
 
 @pytest.mark.slow
@@ -201,7 +180,7 @@ def test_a_lenet5_movement_run_hits_its_target_and_resumes_bit_for_bit(tmp_path:
     assert sum(int((~m.weight_mask).sum()) for m in layers) == 30240
     assert all(bool((m.weight[~m.weight_mask] != 0).all()) for m in layers)
     stopped = _trainer(tmp_path / "stopped")
-    stopped.ctx.stop = _StopAt(stopped, 22)  # between checkpoints, between mask updates
+    stopped.ctx.stop = StopAt(stopped, 22)  # between checkpoints, between mask updates
     with pytest.raises(Interrupted):
         stopped.fit()
     _trainer(tmp_path / "stopped").fit()
