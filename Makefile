@@ -70,7 +70,7 @@ TIED := SPARSITY_LAB_PARENT=$$PPID
 
 .PHONY: all run plan continue status estimate update-graphs quickstart menuconfig guiconfig defconfig savedefconfig \
 	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample \
-	trackio-test wandb-test trackio-view query
+	trackio-test wandb-test trackio-view query bench-kernels
 
 all: run ## Run the matrix of .config (same as `make run`)
 
@@ -186,6 +186,9 @@ mrproper: ## clean, and remove .config, ./defconfig and ./.venv (never an active
 
 clean-results: $(STAMP) ## Delete one matrix's results: MATRIX=<dir> (asks first; YES=1 skips the question)
 	@$(TIED) exec $(PY) -m lib.runner clean-results $(MATRIX_ARG) $(YES_ARG)
+
+bench-kernels: $(STAMP) ## Kernel speed vs dense (CPU: banded layer); docs/benchmarks/kernels.{csv,md}
+	@exec $(PY) -m scripts.bench_kernels
 
 help: ## List the targets
 	@echo "Targets (variables: EPOCHS= MAX_ITERS= JOBS= SET=\"SYM=VALUE ...\" MATRIX=<dir> DEFCONFIG=<name> TORCH=<version>"
