@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from lib.memory import peak_rss_bytes
 from lib.process import usable_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,8 +110,7 @@ def peak_memory_bytes(device: torch.device) -> int:
         return int(torch.cuda.max_memory_allocated(device))
     if device.type == "mps":
         return int(torch.mps.driver_allocated_memory())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
+    return peak_rss_bytes()
 
 
 # Dense peak tensor-core throughput (FLOP/s, no 2:4 sparsity) by GPU name, from NVIDIA's datasheets: bf16, and
