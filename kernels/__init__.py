@@ -10,7 +10,8 @@ The model is handed to the kernels in one place, :func:`prepare`: by the trainer
 masks (purpose ``"train"``) and by sampling once the weights are loaded (``"inference"``). A kernel swaps the
 modules it accelerates for modules that call it, keeping their parameters and buffers (same names, same
 tensors), so the optimizer, the pruner and checkpoints see no difference. A pruning method never calls a
-kernel: it sets masks, and the kernels read them.
+kernel: it sets masks, and the kernels read them. A kernel that approximates the model (``CALIBRATES``: activation
+thresholds) first observes it on a few of the model's inputs, which the caller hands to :func:`prepare`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,17 @@ class Kernel:
     ``apply`` swaps modules and returns the names of the modules it took over."""
 
     PURPOSES: ClassVar[tuple[str, ...]] = PURPOSES  # what the kernel serves: training, inference or both
+    CALIBRATES: ClassVar[bool] = False  # observes the model on a few of its inputs (calibrate) before apply
 
     @classmethod
     def from_config(cls, cfg) -> Kernel:
         return cls()
+
+    def calibrate(self, model: nn.Module, inputs) -> None:
+        """Observe ``model`` on ``inputs`` (a few batches of its own inputs on its device, e.g. token ids
+        (B, T)) before ``apply``; called by :func:`prepare` for kernels with ``CALIBRATES``, whose ``apply``
+        then approximates the model (activation thresholds, say)."""
+        raise NotImplementedError
 
     def apply(self, model: nn.Module, purpose: str, device: torch.device) -> list[str]:
         raise NotImplementedError
@@ -46,22 +54,38 @@ class Kernel:
 KERNELS: Registry[type[Kernel]] = Registry("kernel", "KERNELS", menu_order=True)
 
 
-def prepare(model: nn.Module, cfg, purpose: str, device: torch.device) -> dict[str, list[str]]:
-    """Hand ``model`` to every selected kernel that serves ``purpose``, in menu order; what each took over
-    (kernel name -> module names), for the run's summary and log."""
+def selected(cfg, purpose: str) -> list[str]:
+    """The kernels ``cfg`` selects that serve ``purpose``, in menu order."""
     if purpose not in PURPOSES:
         raise ValueError(f"purpose {purpose!r}: one of {', '.join(PURPOSES)}")
-    taken: dict[str, list[str]] = {}
     # .get: a run recorded before a kernel existed did not use it, and resumes without it
-    for name in [n for n in KERNELS.names() if cfg.get(KERNELS.symbol(n))]:
-        kernel = KERNELS[name]
-        if purpose in kernel.PURPOSES:
-            taken[name] = kernel.from_config(cfg).apply(model, purpose, device)
-            logger.info("kernel %s (%s) on %d modules: %s", name, purpose, len(taken[name]), ", ".join(taken[name]))
+    return [n for n in KERNELS.names() if cfg.get(KERNELS.symbol(n)) and purpose in KERNELS[n].PURPOSES]
+
+
+def calibrating(cfg, purpose: str) -> bool:
+    """Some kernel ``cfg`` selects for ``purpose`` calibrates: :func:`prepare` needs ``calibration`` inputs,
+    and the model it prepares approximates the one it was given."""
+    return any(KERNELS[n].CALIBRATES for n in selected(cfg, purpose))
+
+
+def prepare(model: nn.Module, cfg, purpose: str, device: torch.device, calibration=None) -> dict[str, list[str]]:
+    """Hand ``model`` to every selected kernel that serves ``purpose``, in menu order; what each took over
+    (kernel name -> module names), for the run's summary and log. ``calibration``: a few batches of the model's
+    inputs on ``device``, needed when :func:`calibrating` (a calibrating kernel sees the model as the kernels
+    before it in the menu left it)."""
+    taken: dict[str, list[str]] = {}
+    for name in selected(cfg, purpose):
+        kernel = KERNELS[name].from_config(cfg)
+        if kernel.CALIBRATES:
+            if calibration is None:
+                raise ValueError(f"kernel {name} calibrates on the model's inputs: pass calibration=")
+            kernel.calibrate(model, calibration)
+        taken[name] = kernel.apply(model, purpose, device)
+        logger.info("kernel %s (%s) on %d modules: %s", name, purpose, len(taken[name]), ", ".join(taken[name]))
     return taken
 
 
 # Last: each kernel's package imports the base class and the registry from here.
 import_members(__name__, __path__)
 
-__all__ = ["KERNELS", "Kernel", "prepare"]
+__all__ = ["KERNELS", "Kernel", "calibrating", "prepare", "selected"]

@@ -36,13 +36,17 @@ def machine() -> tuple[str, str]:
 
 def write_csv(path: Path, rows: list[dict], device: str, sha: str) -> None:
     """One CSV row per result, each prefixed with the device, torch version and git SHA."""
+    write_rows(path, [{"device": device, "torch": torch.__version__, "git_sha": sha, **row} for row in rows])
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Rows that carry their own device, torch and git SHA columns (rows measured on several machines), one
+    column per key any row has."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["device", "torch", "git_sha", *{k: None for row in rows for k in row}]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=list({k: None for row in rows for k in row}))
         writer.writeheader()
-        for row in rows:
-            writer.writerow({"device": device, "torch": torch.__version__, "git_sha": sha, **row})
+        writer.writerows(rows)
 
 
 def write_table(path: Path, lines: list[str]) -> None:

@@ -1,126 +1,260 @@
 """Kernel speed against the dense math they replace (``make bench-kernels``).
 
-Banded (``kernels/banded``): one banded MLP layer's forward + backward (dX, dW, db) on the CPU, the
-block-banded reference against masked dense (the same ``nn.Linear`` computing ``x (W ⊙ M)ᵀ + b`` with
-autograd), for GPT-2 tiny (C = 128) and small (C = 512) MLP shapes with r = 4, FC1 (C -> 4C) and FC2
-(4C -> C), at band densities near 0.44, 0.24 and 0.12 (the band width whose mask density is nearest; the
-achieved density is reported). Both run in ABBA order on the same input and output gradient; the speedup
-is the median of the per-pair ratios. The issue's target is ``0.5 / density``. Writes
-``docs/benchmarks/kernels.csv`` and ``kernels.md``.
+On the CPU (always):
+
+- ``banded_linear_fwd_bwd``: one banded MLP layer's forward + backward (dX, dW, db), the block-banded
+  reference (``kernels/banded/reference.py``) against masked dense (the same ``nn.Linear`` computing
+  ``x (W ⊙ M)ᵀ + b`` with autograd), for the GPT-2 tiny (C = 128) and small (C = 512, the published banded
+  work's "GPT-2 small") MLP shapes with r = 4, FC1 (C -> 4C) and FC2 (4C -> C), at band densities near 0.44,
+  0.24 and 0.12. Target (issue 15): ``0.5 / density``.
+- ``gpt2_small_banded_step``: one training step (forward, backward, AdamW step) of GPT-2 small with every MLP
+  Linear banded at density near 0.12, with ``KERNELS_BANDED`` against the same model computing its masked
+  Linears densely (as training runs without the kernel). Reported, no target.
+
+On a GPU (when CUDA is present): every kernel package's ``gpu_rows`` (``GPU_BENCHES``): the Triton and CUDA
+banded matmuls against cuBLAS (target ``0.7 / density``), the activation-sparse GEMV against dense ``torch``
+(``0.8 / (1 - s)``), and 2:4 Linears against dense.
+
+Each side runs in ABBA order on the same inputs (CPU) or is timed with CUDA events and the L2 flushed (GPU);
+the speedup is the median of the per-pair ratios (CPU) or the ratio of medians (GPU). Rows go to
+``docs/benchmarks/kernels.csv`` (rows measured on other devices are kept, so GPU and CPU figures live side by
+side) and ``kernels.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from kernels.banded.reference import BandedLinear
+from kernels.banded import BandedKernel, BandedLinear
 from lib.config import ROOT
 from lib.errors import run_cli
-from lib.pruning.patterns import band_density, banded_mask
-from scripts.bench_common import machine, write_csv, write_table
+from lib.pruning.patterns import band_width_for, banded_mask
+from models.gpt2.model import GPT2, GPT2Config, padded_vocab
+from scripts.bench_common import machine, write_rows, write_table
 
 logger = logging.getLogger(__name__)
 
 SHAPES = {"gpt2-tiny": 128, "gpt2-small": 512}  # n_embd C; MLP ratio r = 4
 DENSITIES = (0.44, 0.24, 0.12)
+STEP_DENSITY = 0.12
+# modules with gpu_rows(quick) -> rows (op, shape, density, speedup, target, ...), run when CUDA is present
+GPU_BENCHES = (
+    "kernels.banded.bench",
+    "kernels.banded.bench_cuda",
+    "kernels.sparse_gemv.bench",
+    "kernels.semi_structured.bench",
+)
+COLUMNS = ("op", "shape", "dtype", "density", "dense_ms", "kernel_ms", "speedup", "target")
 
 
-def bandwidth_for(out_features: int, in_features: int, density: float) -> tuple[int, float]:
-    """The band width whose mask density is nearest ``density``, and that density."""
-    wide = max(out_features, in_features)
-    best = min(range(1, 2 * wide), key=lambda w: abs(band_density(banded_mask(out_features, in_features, w)) - density))
-    return best, band_density(banded_mask(out_features, in_features, best))
-
-
-def _step(layer: nn.Module, x: torch.Tensor, dy: torch.Tensor, masked: bool) -> float:
-    layer.weight.grad = layer.bias.grad = x.grad = None
-    tick = time.perf_counter()
-    y = nn.functional.linear(x, layer.weight * layer.weight_mask, layer.bias) if masked else layer(x)
-    y.backward(dy)
-    return time.perf_counter() - tick
-
-
-def bench(c: int, fc: str, density: float, tokens: int, pairs: int, block: int) -> dict:
-    out_features, in_features = (4 * c, c) if fc == "fc1" else (c, 4 * c)
-    width, achieved = bandwidth_for(out_features, in_features, density)
-    gen = torch.Generator().manual_seed(0)
+def _masked_linear(out_features: int, in_features: int, width: int) -> nn.Linear:
     dense = nn.Linear(in_features, out_features)
     dense.register_buffer("weight_mask", banded_mask(out_features, in_features, width))
     with torch.no_grad():
         dense.weight.mul_(dense.weight_mask)
-    banded = BandedLinear(dense, block)
-    x = torch.randn(tokens, in_features, generator=gen).requires_grad_()
-    dy = torch.randn(tokens, out_features, generator=gen)
-    for _ in range(3):  # warm-up: thread pool, allocator, the plan
-        _step(dense, x, dy, True)
-        _step(banded, x, dy, False)
-    ratios, t_dense, t_banded = [], [], []
+    return dense
+
+
+def abba(a: Callable[[], float], b: Callable[[], float], pairs: int, warmup: int = 2) -> tuple[float, float, float]:
+    """(median time of a, of b, median of the per-pair ratios a / b), each pair in alternating order."""
+    for _ in range(warmup):
+        a(), b()
+    ta, tb, ratios = [], [], []
     for pair in range(pairs):
-        order = (True, False) if pair % 2 == 0 else (False, True)
-        times = {masked: _step(dense if masked else banded, x, dy, masked) for masked in order}
-        t_dense.append(times[True])
-        t_banded.append(times[False])
-        ratios.append(times[True] / times[False])
+        x, y = (a(), b()) if pair % 2 == 0 else tuple(reversed((b(), a())))
+        ta.append(x), tb.append(y), ratios.append(x / y)
+    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
+
+
+def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block: int) -> dict:
+    out_features, in_features = (4 * c, c) if fc == "fc1" else (c, 4 * c)
+    width, achieved = band_width_for(out_features, in_features, density)
+    gen = torch.Generator().manual_seed(0)
+    dense = _masked_linear(out_features, in_features, width)
+    banded = BandedLinear(dense, block)
+    x = torch.randn(tokens, in_features, generator=gen)
+    dy = torch.randn(tokens, out_features, generator=gen)
+    # Each side gets the layouts it meets in GPT-2's MLP with both Linears banded: a banded layer returns y
+    # (and dx) tokens-last, elementwise ops (GELU, its backward) keep that layout, so FC2's input and FC1's
+    # output gradient arrive tokens-last; FC1's input (LayerNorm's output) and FC2's output gradient (the
+    # residual stream's) are plain row-major, as every tensor is on the dense side.
+    inputs = {
+        False: x.t().contiguous().t() if fc == "fc2" else x.clone(),
+        True: x.clone(),
+    }
+    grads = {False: dy.t().contiguous().t() if fc == "fc1" else dy, True: dy}
+    for t in inputs.values():
+        t.requires_grad_()
+
+    def step(layer: nn.Module, masked: bool) -> float:
+        x_in = inputs[masked]
+        layer.weight.grad = layer.bias.grad = x_in.grad = None
+        tick = time.perf_counter()
+        y = nn.functional.linear(x_in, layer.weight * layer.weight_mask, layer.bias) if masked else layer(x_in)
+        y.backward(grads[masked])
+        return time.perf_counter() - tick
+
+    dense_s, banded_s, ratio = abba(lambda: step(dense, True), lambda: step(banded, False), pairs, warmup=3)
     return {
         "op": "banded_linear_fwd_bwd",
         "shape": f"{fc} {tokens}x{in_features}->{out_features}",
         "model": next(k for k, v in SHAPES.items() if v == c),
+        "dtype": "fp32",
         "bandwidth": width,
         "density": round(achieved, 4),
         "tile_density": round(banded.plan().density, 4),
-        "dense_ms": round(1e3 * statistics.median(t_dense), 3),
-        "banded_ms": round(1e3 * statistics.median(t_banded), 3),
-        "speedup": round(statistics.median(ratios), 3),
+        "dense_ms": round(1e3 * dense_s, 3),
+        "kernel_ms": round(1e3 * banded_s, 3),
+        "speedup": round(ratio, 3),
         "target": round(0.5 / achieved, 3),
     }
+
+
+def bench_gpt2_step(batch: int, pairs: int, block: int) -> dict:
+    """GPT-2 small (the ``small`` preset: 8 layers, C = 512, T = 512) with every MLP Linear banded near
+    ``STEP_DENSITY``: one AdamW training step with ``KERNELS_BANDED`` against masked dense."""
+    cfg = GPT2Config.preset("small", vocab_size=padded_vocab(50257), dropout=0.0)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = GPT2(cfg)
+        for fc1, fc2 in model.mlp_layers():
+            for linear in (fc1, fc2):
+                width, achieved = band_width_for(linear.out_features, linear.in_features, STEP_DENSITY)
+                linear.register_buffer("weight_mask", banded_mask(linear.out_features, linear.in_features, width))
+                with torch.no_grad():
+                    linear.weight.mul_(linear.weight_mask)
+        models.append(model)
+    dense, banded = models
+    taken = BandedKernel(BandedKernel.Settings(block=block)).apply(banded, "train", torch.device("cpu"))
+    assert len(taken) == 2 * cfg.n_layer, taken
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(cfg.vocab_size, (batch, cfg.block_size + 1), generator=gen)
+
+    def stepper(model: GPT2, remask: bool) -> Callable[[], float]:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        masked = [m for pair in model.mlp_layers() for m in pair]
+
+        def step() -> float:
+            tick = time.perf_counter()
+            logits = model(idx[:, :-1])
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if remask:  # what the pruner does after every step of a run without the kernel
+                with torch.no_grad():
+                    for m in masked:
+                        m.weight.mul_(m.weight_mask)
+            return time.perf_counter() - tick
+
+        return step
+
+    dense_s, banded_s, ratio = abba(stepper(dense, True), stepper(banded, False), pairs, warmup=1)
+    return {
+        "op": "gpt2_small_banded_step",
+        "shape": f"{batch}x{cfg.block_size} tokens, {cfg.n_layer} layers, C={cfg.n_embd}",
+        "model": "gpt2-small",
+        "dtype": "fp32",
+        "density": round(achieved, 4),
+        "dense_ms": round(1e3 * dense_s, 1),
+        "kernel_ms": round(1e3 * banded_s, 1),
+        "speedup": round(ratio, 3),
+        "target": "",
+    }
+
+
+def gpu_rows(quick: bool) -> list[dict]:
+    rows = []
+    for name in GPU_BENCHES:
+        logger.warning("GPU benchmark %s", name)
+        rows += importlib.import_module(name).gpu_rows(quick)
+    return rows
+
+
+def merged(path: Path, rows: list[dict], device: str, sha: str) -> list[dict]:
+    """This run's rows (with device, torch and git SHA) after the rows the CSV holds from other devices."""
+    kept = []
+    if path.exists():
+        with open(path, newline="") as f:
+            kept = [r for r in csv.DictReader(f) if r.get("device") != device]
+    return kept + [{"device": device, "torch": torch.__version__, "git_sha": sha, **r} for r in rows]
+
+
+def table(rows: list[dict]) -> list[str]:
+    def cell(row: dict, key: str) -> str:
+        value = row.get(key, "")
+        if key in ("speedup", "target") and value not in ("", None):
+            return f"{float(value):.2f}x"
+        return str(value)
+
+    lines = ["| device | " + " | ".join(COLUMNS) + " |", "|" + " --- |" * (len(COLUMNS) + 1)]
+    lines += ["| " + " | ".join([r["device"], *(cell(r, k) for k in COLUMNS)]) + " |" for r in rows]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=16 * 256, help="rows of the input (batch x sequence)")
-    parser.add_argument("--pairs", type=int, default=20, help="ABBA-alternated (dense, banded) measurements")
-    parser.add_argument("--block", type=int, default=32, help="tile extent on the wide side (BANDED_KERNEL_BLOCK)")
+    parser.add_argument("--pairs", type=int, default=20, help="ABBA-alternated (dense, banded) layer measurements")
+    parser.add_argument("--step-pairs", type=int, default=3, help="ABBA pairs of GPT-2 small steps (0: skip)")
+    parser.add_argument("--step-batch", type=int, default=4, help="sequences of 512 tokens per GPT-2 small step")
+    parser.add_argument("--block", type=int, default=64, help="tile extent on the wide side (BANDED_KERNEL_BLOCK)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions on the GPU")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "kernels.md")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    device, sha = machine()
     rows = [
-        bench(c, fc, d, args.tokens, args.pairs, args.block)
+        bench_layer(c, fc, d, args.tokens, args.pairs, args.block)
         for c in SHAPES.values()
         for fc in ("fc1", "fc2")
         for d in DENSITIES
     ]
-    device, sha = machine()
-    write_csv(args.out.with_suffix(".csv"), rows, device, sha)
-    met = sum(r["speedup"] >= r["target"] for r in rows)
+    if args.step_pairs:
+        rows.append(bench_gpt2_step(args.step_batch, args.step_pairs, args.block))
+    gpu = []
+    if torch.cuda.is_available():
+        gpu = gpu_rows(args.quick)
+        gpu_device = torch.cuda.get_device_name()
+    all_rows = merged(args.out.with_suffix(".csv"), rows, device, sha)
+    if gpu:
+        all_rows = [r for r in all_rows if r["device"] != gpu_device]
+        all_rows += [{"device": gpu_device, "torch": torch.__version__, "git_sha": sha, **r} for r in gpu]
+    write_rows(args.out.with_suffix(".csv"), all_rows)
+    layers = [r for r in rows if r["op"] == "banded_linear_fwd_bwd"]
+    met = sum(r["speedup"] >= r["target"] for r in layers)
     lines = [
         "# Kernels against dense",
         "",
-        f"Command: `make bench-kernels` (`python -m scripts.bench_kernels {' '.join(argv or [])}`). Machine: {device};"
-        f" torch {torch.__version__}; git {sha}. Banded layer forward + backward (dX, dW, db), fp32, {args.tokens}"
-        f" tokens, tile extent {args.block}; masked dense is the same nn.Linear computing x (W ⊙ M)ᵀ + b; median of"
-        f" {args.pairs} ABBA pairs of the per-pair ratio. Target (issue 15): speedup >= 0.5 / density.",
+        f"Command: `make bench-kernels` (`python -m scripts.bench_kernels {' '.join(argv or [])}`). This run: {device};"
+        f" torch {torch.__version__}; git {sha}; tile extent {args.block}. CPU rows: fp32, {args.tokens} tokens per"
+        " layer; masked dense is the same nn.Linear computing x (W ⊙ M)ᵀ + b with autograd; the speedup is the median"
+        f" of {args.pairs} ABBA pairs of the per-pair ratio (GPT-2 small step: {args.step_pairs} pairs). Targets"
+        " (issue 15): banded layer on the CPU >= 0.5 / density; on a GPU banded matmul >= 0.7 / density vs cuBLAS,"
+        " sparse GEMV >= 0.8 / (1 - s) vs dense torch. Rows of other devices are kept from earlier runs (their own"
+        " device, torch and git columns in kernels.csv).",
         "",
-        "| model | shape | band width | density | tile FLOP share | dense (ms) | banded (ms) | speedup | target |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        *(
-            f"| {r['model']} | {r['shape']} | {r['bandwidth']} | {r['density']:.3f} | {r['tile_density']:.3f} |"
-            f" {r['dense_ms']:.2f} | {r['banded_ms']:.2f} | {r['speedup']:.2f}x | {r['target']:.2f}x |"
-            for r in rows
-        ),
+        f"Banded layer on this CPU: target reached on {met} of {len(layers)} rows.",
         "",
-        f"Target reached on {met} of {len(rows)} rows.",
+        *table(all_rows),
         "",
     ]
+    if not gpu:
+        lines += ["No GPU in this run: the GPU rows (if any) are from the devices named in their rows.", ""]
     write_table(args.out, lines)
     return 0
 

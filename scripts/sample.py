@@ -7,30 +7,46 @@ The model is rebuilt from the run's own ``config.json`` (size, gate axes, tokeni
 ``best.pt`` (the best validation loss; ``--checkpoint last`` for ``checkpoint.pt``), and ``--num`` samples of
 ``--tokens`` tokens drawn after the prompt (each prompt starts with the end-of-text token, as every training
 document does). ``--temperature 0`` is greedy; ``--top-k`` keeps the k likeliest tokens; ``--seed`` makes the
-samples reproducible.
+samples reproducible. Sampling runs on CUDA when there is a GPU, else on the CPU.
+
+The model is handed to the kernels the run selects (:func:`kernels.prepare`, purpose ``"inference"``). When one
+of them calibrates (``KERNELS_SPARSE_GEMV``: activation thresholds), it observes the model on a few windows of
+the run's validation text, and one line on stderr gives the validation perplexity of the model with and without
+the kernels' approximation, measured on other validation windows just before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import kernels
 from lib import checkpoint, results
 from lib import config as config_mod
+from lib.data.corpora import CORPORA
+from lib.data.shards import read_shard
 from lib.data.text import TOKENIZERS
 from lib.errors import ArgumentParser, UserError, run_cli
 from lib.pruning.base import squash_state
 from lib.spec import RunSpec
+from lib.tasks import ConcatTokens, LanguageModeling
 from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINTS = {"best": results.BEST_CHECKPOINT, "last": results.CHECKPOINT}
 DEFAULTS = {"tokens": 200, "temperature": 0.8, "top_k": 200, "seed": 0}
+# A calibrating kernel's validation windows (block_size tokens each): the perplexity is measured on the first
+# PERPLEXITY_WINDOWS, the kernel observes CALIBRATION_WINDOWS drawn from the tokens after them
+PERPLEXITY_WINDOWS, CALIBRATION_WINDOWS = 8, 4
 
 
 def find_run(run: str, config: str | Path, overrides: list[str], matrix: str | None) -> Path:
@@ -47,9 +63,39 @@ def find_run(run: str, config: str | Path, overrides: list[str], matrix: str | N
     )
 
 
+def sampling_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def validation_task(spec: RunSpec, block_size: int, device: torch.device) -> LanguageModeling:
+    """A few windows of the run's validation text, as a task: its ``evaluate`` is the perplexity over the first
+    ``PERPLEXITY_WINDOWS`` windows; its training batches are ``CALIBRATION_WINDOWS`` windows of the tokens after
+    them (so a kernel never calibrates on the text its cost is measured on)."""
+    cfg = spec.cfg
+    data_dir = Path(cfg["DATA_DIR"])
+    data_dir = data_dir if data_dir.is_absolute() else config_mod.ROOT / data_dir
+    _, val = CORPORA[cfg["GPT2_DATASET"]](cfg).shards(data_dir, cfg["GPT2_TOKENIZER"])
+    tokens = ConcatTokens(read_shard(p) for p in val)
+    end = min(len(tokens), (PERPLEXITY_WINDOWS + CALIBRATION_WINDOWS) * (block_size + 1))
+    cut = end * PERPLEXITY_WINDOWS // (PERPLEXITY_WINDOWS + CALIBRATION_WINDOWS)
+
+    def span(start: int, stop: int) -> np.ndarray:  # too short a span is LanguageModeling's one clear error
+        return tokens[start:stop] if stop > start else np.zeros(0, dtype=np.uint16)
+
+    return LanguageModeling(
+        span(cut, end),
+        span(0, cut),
+        device,
+        batch_size=CALIBRATION_WINDOWS,
+        block_size=block_size,
+        eval_batches=PERPLEXITY_WINDOWS // CALIBRATION_WINDOWS,
+    )
+
+
 def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
     """The run's GPT-2 with the chosen checkpoint's weights, each multiplied by its mask and the masks dropped
-    (movement pruning keeps the values of masked weights; the others have them at 0 already)."""
+    (movement pruning keeps the values of masked weights; the others have them at 0 already), on the sampling
+    device and handed to the run's inference kernels."""
     config = results.read_json(run_dir / results.CONFIG)
     if config is None:
         raise UserError(f"{run_dir} is not a run directory (no {results.CONFIG}); give RUN=results/<matrix>/<run>")
@@ -66,8 +112,27 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
     except checkpoint.UnreadableCheckpoint as e:
         raise UserError(f"{e}; sample another run, or train this one again") from None
     model.load_state_dict(squash_state(state))
-    kernels.prepare(model, spec.cfg, "inference", torch.device("cpu"))
-    return model.eval(), tokenizer
+    device = sampling_device()
+    model.to(device).eval()
+    if not kernels.calibrating(spec.cfg, "inference"):
+        kernels.prepare(model, spec.cfg, "inference", device)
+        return model, tokenizer
+    task = validation_task(spec, model.config.block_size, device)
+    calibration, _ = next(task.batches(spec.axes["seed"], 0, steps=1))
+    before = task.evaluate(model)["perplexity"]
+    taken = kernels.prepare(model, spec.cfg, "inference", device, calibration)
+    after = task.evaluate(model)["perplexity"]
+    logger.info(
+        "validation perplexity %.4g with %s, %.4g without (%+.2f%%; %d windows of %d tokens of %s)",
+        after,
+        ", ".join(f"{name} ({len(modules)} layers)" for name, modules in taken.items()),
+        before,
+        100 * (after / before - 1),
+        PERPLEXITY_WINDOWS,
+        model.config.block_size,
+        spec.cfg["GPT2_DATASET"],
+    )
+    return model, tokenizer
 
 
 def sample(
@@ -82,10 +147,11 @@ def sample(
 ) -> list[str]:
     model, tokenizer = load_model(run_dir, which)
     start = [tokenizer.eot, *tokenizer.encode(prompt)]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: generate draws there, on any device
+    device = next(model.parameters()).device
     out = []
     for _ in range(num):
-        ids = model.generate(torch.tensor([start]), tokens, temperature, top_k, generator=generator)
+        ids = model.generate(torch.tensor([start], device=device), tokens, temperature, top_k, generator=generator)
         out.append(prompt + tokenizer.decode(ids[0, len(start) :].tolist()))
     return out
 
@@ -136,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=_number(int, 1), default=1)
     parser.add_argument("--checkpoint", choices=sorted(CHECKPOINTS), default="best")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # the kernels' lines
     texts = sample(
         find_run(args.run, args.config, config_mod.split_overrides(args.set), args.matrix),
         args.prompt,

@@ -7,6 +7,7 @@ import kconfiglib
 import pytest
 
 from kernels import KERNELS
+from kernels.banded import GPU_PATHS as BANDED_GPU_PATHS
 from lib import config as cfgmod
 from lib.data import DATASETS
 from lib.data.corpora import CORPORA
@@ -40,6 +41,7 @@ CHOICES = {
     "GPT2_TOKENIZER": set(TOKENIZERS),
     "MUON_LR_SCALE": {f for f in ADJUST_LR_FNS if f},
     "MUON_LR_AXIS": {"muon", "adamw"},  # the "optimizer" tags of MuonWithAdamW's groups (set_peak_lr)
+    "BANDED_KERNEL_GPU": set(BANDED_GPU_PATHS),
 }
 # Multi-select axes: bool symbols <PREFIX>_<NAME> <-> registry entries.
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}

@@ -2,9 +2,12 @@
 
 A layer is taken over when its ``weight_mask`` is exactly ``banded_mask(out, in, w)`` for some band width
 ``w > 0`` (derived from the mask: the largest kept offset ``|j - i·r|`` on the wide side); other masks are
-logged and left dense. The computation is :mod:`kernels.banded.reference` (pure PyTorch, batched small GEMMs
-over the tiles that meet the band): the CPU path, and the path everywhere until a GPU kernel exists.
-``BANDED_KERNEL_BLOCK`` sets the tile's extent on the wide side.
+logged and left dense. Where it runs:
+
+- on the CPU, :mod:`kernels.banded.reference` (pure PyTorch, batched GEMMs over the tiles that meet the band,
+  ``BANDED_KERNEL_BLOCK`` wide-side channels per tile), forward and backward;
+- on a GPU, ``BANDED_KERNEL_GPU``: :mod:`kernels.banded.kernel` (Triton, forward and backward), or
+  :mod:`kernels.banded.cuda` (the CUDA forward, built on first use; its backward is the reference's).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import torch
 from torch import nn
 
 from kernels import KERNELS, Kernel
-from kernels.banded.reference import BandedLinear
+from kernels.banded.reference import BandPlan, banded_linear, plan
+from kernels.runtime import use_triton
 from lib.pruning.patterns import banded_mask
 
 logger = logging.getLogger(__name__)
@@ -38,6 +42,55 @@ def band_width_of(mask: torch.Tensor) -> int | None:
     return None
 
 
+GPU_PATHS = ("triton", "cuda")  # BANDED_KERNEL_GPU
+
+
+class BandedLinear(nn.Module):
+    """A masked ``nn.Linear`` computed over its band's tiles. Takes over the Linear's ``weight``, ``bias`` and
+    ``weight_mask`` (the same tensors under the same names), so the optimizer, the pruner and checkpoints see
+    no difference. What each path needs from the mask (the reference's tile plan, the GPU kernels' row ranges)
+    is rebuilt when the mask changes in place or moves to another device."""
+
+    def __init__(self, linear: nn.Linear, block: int, gpu: str = "triton") -> None:
+        super().__init__()
+        if gpu not in GPU_PATHS:
+            raise ValueError(f"banded GPU path {gpu!r}: one of {', '.join(GPU_PATHS)}")
+        self.in_features, self.out_features, self.block, self.gpu = linear.in_features, linear.out_features, block, gpu
+        self.weight, self.bias = linear.weight, linear.bias
+        for name, buffer in linear.named_buffers(recurse=False):  # the pruner's weight_mask
+            self.register_buffer(name, buffer)
+        self._cache: dict[str, tuple[tuple, object]] = {}
+
+    def _cached(self, what: str, build):
+        mask = self.weight_mask
+        key = (mask.data_ptr(), mask._version, mask.device)
+        if what not in self._cache or self._cache[what][0] != key:
+            self._cache[what] = key, build(mask)
+        return self._cache[what][1]
+
+    def plan(self) -> BandPlan:
+        return self._cached("plan", lambda mask: plan(mask, self.block).to(mask.device))
+
+    def ranges(self):
+        from kernels.banded.kernel import band_ranges  # Triton is imported on first use only
+
+        return self._cached("ranges", band_ranges)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and self.gpu == "cuda":
+            from kernels.banded.cuda import cuda_banded_linear
+
+            return cuda_banded_linear(x, self.weight, self.bias, self.ranges(), self.plan())
+        if use_triton(x):
+            from kernels.banded.kernel import triton_banded_linear
+
+            return triton_banded_linear(x, self.weight, self.bias, self.ranges())
+        return banded_linear(x, self.weight, self.bias, self.plan())
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, block={self.block}, gpu={self.gpu}"
+
+
 @KERNELS.register("banded")
 class BandedKernel(Kernel):
     """Swaps every MLP Linear with a banded ``weight_mask`` for a :class:`BandedLinear`."""
@@ -46,14 +99,15 @@ class BandedKernel(Kernel):
 
     @dataclass(frozen=True)
     class Settings:
-        block: int = 32  # BANDED_KERNEL_BLOCK: tile extent on the wide side, in channels
+        block: int = 64  # BANDED_KERNEL_BLOCK: tile extent on the wide side, in channels
+        gpu: str = "triton"  # BANDED_KERNEL_GPU: the path on CUDA tensors
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or self.Settings()
 
     @classmethod
     def from_config(cls, cfg) -> BandedKernel:
-        return cls(cls.Settings(block=cfg["BANDED_KERNEL_BLOCK"]))
+        return cls(cls.Settings(block=cfg["BANDED_KERNEL_BLOCK"], gpu=cfg["BANDED_KERNEL_GPU"]))
 
     def apply(self, model: nn.Module, purpose: str, device: torch.device) -> list[str]:
         mlp = {id(m) for pair in getattr(model, "mlp_layers", lambda: [])() for m in pair}
@@ -67,7 +121,8 @@ class BandedKernel(Kernel):
                 logger.info("banded kernel: %s has no banded mask; left dense", name)
                 continue
             parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, BandedLinear(module, self.settings.block))
+            banded = BandedLinear(module, self.settings.block, self.settings.gpu)
+            setattr(model.get_submodule(parent) if parent else model, child, banded)
             taken.append(name)
             logger.info("banded kernel: %s (%dx%d, band width %d)", name, *mask.shape, width)
         return taken

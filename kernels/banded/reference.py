@@ -1,26 +1,29 @@
 """Block-banded linear in pure PyTorch: ``y = x (W ⊙ M)ᵀ + b`` computing only the tiles that meet the band.
 
 The banded masks of :func:`lib.pruning.patterns.banded_mask` keep, for FC1 (weight (rC, C)), the entries
-``|j - i·r| <= bandwidth / 2`` (output ``j``, input ``i``) and for FC2 (weight (C, rC)) the transpose. Cut the
-output dimension into tiles of ``rows`` consecutive rows; the band of one tile covers a contiguous range of
-input columns, at most ``width`` wide (the widest tile's range; every tile reads ``width`` columns, its range
-shifted inward at the edges). A tile then is one small dense GEMM, and the tiles go to one ``torch.bmm``:
+``|j - i·r| <= bandwidth / 2`` (output ``j``, input ``i``) and for FC2 (weight (C, rC)) the transpose. Each of
+the three products of a Linear's training step writes one matrix and reduces over another, and each is cut
+into tiles along the side it writes:
 
-    xg[t]     = xᵀ[cols[t]]                          # (T, width, M): the input channels tile t reads
-    blocks[t] = (W ⊙ M)[rows of t][:, cols[t]]       # (T, rows, width): in-band entries only, zeros elsewhere
-    yᵀ[rows of t] = blocks[t] @ xg[t]                # (T, rows, M)
+    forward   yᵀ = (W ⊙ M) xᵀ       tiles of output rows,  each reading a window of xᵀ's rows   (input channels)
+    backward  dxᵀ = (W ⊙ M)ᵀ dyᵀ    tiles of input rows,   each reading a window of dyᵀ's rows  (output channels)
+              dW = (dyᵀ x) ⊙ M      the forward's tiles: (rows of dyᵀ) @ (window of xᵀ)ᵀ, band entries kept
 
-(tokens last, so gathers copy contiguous rows and every GEMM reads contiguous memory) and the backward pass is
-the same products the other way: ``dxg = blocks[t]ᵀ @ dyᵀ[rows of t]`` (added back with ``index_add_``: tiles
-overlap in their columns), ``dblocks = dyᵀ[rows of t] @ xg[t]ᵀ`` of which only the in-band entries
-are written into ``dW`` (exactly zero outside the band, as masked dense's gradient is once the pruner masks
-it) and ``db = Σ dy``. FLOPs are ``2·M·T·rows·width`` per product instead of ``2·M·out·in``: they scale with
-the band's density times the tiles' overhead ``(tile extent + band width) / band width``, measured on the
-wide side. So the tile is sized on the wide side (``block`` wide channels): FC1 tiles ``block`` output rows,
-FC2 ``block / r`` (its outputs are narrow). Small tiles waste less of the band, large ones run faster GEMMs.
+(tokens last: ``xᵀ`` and ``dyᵀ`` are (channels, M), so a window of channels is a block of contiguous rows).
+A band has the same shape in every tile, so the windows start at a fixed stride, ``rows · in / out`` channels
+apart: with the input padded by zero rows at both ends, the windows of all tiles are one overlapping
+``as_strided`` view of it (no copy), and each product is one ``torch.bmm`` of the tiles' blocks
+``(T, rows, width)`` against that view ``(T, width, M)``. Nothing is gathered per token: the only copies are
+the band's weights into blocks (and dW's band back out of them) and one transposed, padded copy of x and dy.
 
-Nothing here assumes the band formula: a :class:`BandPlan` is built from the mask itself (each tile's
-columns are the span of its rows' kept entries), so it is exact for any mask and efficient for banded ones.
+FLOPs are ``2·M·T·rows·width`` per product instead of ``2·M·out·in``: the band's density times the tiles'
+overhead ``(tile extent + band width) / band width`` on the wide side. So the tile is sized on the wide side
+(``block`` wide channels: FC1's forward tiles ``block`` output rows, its backward ``block / r`` input rows;
+FC2 the other way round). Small tiles waste less of the band, large ones run faster GEMMs.
+
+Nothing here assumes the band formula: a :class:`TilePlan` is built from the mask itself (its windows are the
+smallest fixed-stride windows that cover every tile's kept entries), so it is exact for any mask and
+efficient for banded ones.
 """
 
 from __future__ import annotations
@@ -28,104 +31,176 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiling of one product, for a (rows_total, cols_total) mask whose rows are the side it writes.
+
+    ``tiles`` tiles of ``rows`` rows each read a window of ``width`` rows of the other operand, tile ``t``'s
+    from ``base + t·stride`` on, moved inside the operand where it would reach past either end. The tiles
+    ``first <= t < stop`` (full, their window inside the operand) go through one batched product of strided
+    views; the others form ``groups`` (first row, rows, window start) of consecutive tiles whose moved windows
+    coincide (at either end), one product each."""
+
+    rows_total: int
+    cols_total: int
+    rows: int
+    tiles: int
+    width: int
+    stride: int
+    base: int
+    first: int
+    stop: int
+    groups: tuple[tuple[int, int, int], ...]
+
+    @property
+    def density(self) -> float:
+        """Fraction of the dense product's FLOPs the tiles compute."""
+        rows = (self.stop - self.first) * self.rows + sum(n for _, n, _ in self.groups)
+        return rows * self.width / (self.rows_total * self.cols_total)
+
+
+def tile_rows(rows_total: int, cols_total: int, block: int) -> int:
+    """Rows per tile for a tile ``block`` channels long on the wide side: ``block`` when the tiled side is
+    the wide one, ``block / r`` when it is the narrow one."""
+    if rows_total >= cols_total:
+        return max(1, min(block, rows_total))
+    ratio = max(1, cols_total // rows_total)
+    return max(1, min(block // ratio, rows_total))
+
+
+@torch.no_grad()
+def tile_plan(mask: torch.Tensor, block: int) -> TilePlan:
+    """The tiling of ``mask`` (bool (rows_total, cols_total), rows: the side the product writes) for tiles
+    ``block`` channels long on the wide side: the narrowest fixed-stride windows that hold every tile's kept
+    entries. A window moved inward at an end still holds them: they lie inside the operand, and inside the
+    unmoved window."""
+    rows_total, cols_total = mask.shape
+    rows = tile_rows(rows_total, cols_total, block)
+    tiles = -(-rows_total // rows)
+    stride = max(1, round(rows * cols_total / rows_total))  # a band advances this many columns per tile
+    j, i = mask.nonzero(as_tuple=True)  # kept entries: row j, column i
+    shifted = i - (j // rows) * stride  # each entry's column relative to its tile's window (before the base)
+    base, width = (int(shifted.min()), int(shifted.max() - shifted.min()) + 1) if len(i) else (0, 1)
+    width = min(width, cols_total)
+    starts = [base + t * stride for t in range(tiles)]
+    inside = [t for t in range(rows_total // rows) if 0 <= starts[t] <= cols_total - width]
+    first, stop = (inside[0], inside[-1] + 1) if inside else (0, 0)
+    groups: list[list[int]] = []  # [first row, rows, start] of runs of tiles outside [first, stop)
+    for t in (t for t in range(tiles) if not first <= t < stop):
+        start = min(max(starts[t], 0), cols_total - width)
+        n = min(rows, rows_total - t * rows)
+        if groups and groups[-1][2] == start and groups[-1][0] + groups[-1][1] == t * rows:
+            groups[-1][1] += n
+        else:
+            groups.append([t * rows, n, start])
+    return TilePlan(
+        rows_total, cols_total, rows, tiles, width, stride, base, first, stop, tuple(tuple(g) for g in groups)
+    )
 
 
 @dataclass(frozen=True)
 class BandPlan:
-    """Where the band's tiles are, for one (out, in) mask: ``tiles`` tiles of ``rows`` output rows (the last
-    padded), each reading ``width`` input columns ``cols[t]``; ``src`` / ``dst`` are the flat indices of the
-    mask's kept entries in the weight (out·in) and in the tiles (tiles·rows·width)."""
+    """The tilings of one (out, in) ``mask``: ``fwd`` over output rows (forward and dW), ``bwd`` over input
+    rows (dX, the transposed mask)."""
 
-    out_features: int
-    in_features: int
-    rows: int
-    tiles: int
-    width: int
-    cols: torch.Tensor  # (tiles, width) int64
-    src: torch.Tensor  # (nnz,) int64, into W.view(-1)
-    dst: torch.Tensor  # (nnz,) int64, into blocks.view(-1)
+    fwd: TilePlan
+    bwd: TilePlan
+    mask: torch.Tensor  # bool (out, in)
+    outside: torch.Tensor  # ~mask
+
+    @property
+    def out_features(self) -> int:
+        return self.fwd.rows_total
+
+    @property
+    def in_features(self) -> int:
+        return self.fwd.cols_total
 
     @property
     def density(self) -> float:
-        """Fraction of the dense product's FLOPs the tiles compute (padding included)."""
-        return self.tiles * self.rows * self.width / (self.out_features * self.in_features)
+        """Fraction of the dense step's FLOPs the three products compute (forward and dW on the forward
+        tiles, dX on the backward ones)."""
+        return (2 * self.fwd.density + self.bwd.density) / 3
 
     def to(self, device: torch.device) -> BandPlan:
-        move = {k: getattr(self, k).to(device) for k in ("cols", "src", "dst")}
-        return BandPlan(self.out_features, self.in_features, self.rows, self.tiles, self.width, **move)
-
-
-def tile_rows(out_features: int, in_features: int, block: int) -> int:
-    """Output rows per tile for a tile ``block`` channels long on the wide side (FC1: outputs are wide)."""
-    if out_features >= in_features:
-        return max(1, min(block, out_features))
-    ratio = max(1, in_features // out_features)
-    return max(1, min(block // ratio, out_features))
+        return BandPlan(self.fwd, self.bwd, self.mask.to(device), self.outside.to(device))
 
 
 @torch.no_grad()
 def plan(mask: torch.Tensor, block: int) -> BandPlan:
-    """The tiles of ``mask`` (bool (out, in)) for tiles ``block`` channels long on the wide side."""
-    out_features, in_features = mask.shape
-    rows = tile_rows(out_features, in_features, block)
-    tiles = -(-out_features // rows)
-    mask = mask.detach().to("cpu", torch.bool)
-    j, i = mask.nonzero(as_tuple=True)  # kept entries: output j, input i
-    t = j // rows
-    lo = torch.full((tiles,), in_features, dtype=torch.long).scatter_reduce(0, t, i, "amin")
-    hi = torch.full((tiles,), -1, dtype=torch.long).scatter_reduce(0, t, i, "amax")
-    width = max(1, int((hi - lo + 1).clamp(min=1).max()) if len(i) else 1)
-    start = lo.clamp(max=in_features - width).clamp(min=0)  # empty tiles (lo = in) read the last columns
-    cols = start.unsqueeze(1) + torch.arange(width)  # (tiles, width)
-    dst = (t * rows + j % rows) * width + (i - start[t])
-    return BandPlan(out_features, in_features, rows, tiles, width, cols, j * in_features + i, dst)
+    """The forward and backward tilings of ``mask`` (bool (out, in)) for tiles ``block`` wide-side channels long."""
+    mask = mask.detach().to(torch.bool)
+    cpu = mask.cpu()
+    return BandPlan(tile_plan(cpu, block), tile_plan(cpu.t(), block), mask, ~mask)
 
 
-def gather_blocks(weight: torch.Tensor, p: BandPlan) -> torch.Tensor:
-    """(tiles, rows, width): the in-band entries of ``weight`` in their tiles, zeros elsewhere (so ``W ⊙ M``)."""
-    blocks = weight.new_zeros(p.tiles * p.rows * p.width)
-    blocks[p.dst] = weight.reshape(-1)[p.src]
-    return blocks.view(p.tiles, p.rows, p.width)
+def blocks(a: torch.Tensor, p: TilePlan) -> torch.Tensor:
+    """(stop - first, rows, width): the full inside tiles' blocks of ``a`` ((rows_total, cols_total), any
+    strides: the weight or its transpose), a strided view (no copy)."""
+    rs, cs = a.stride()
+    start = a.storage_offset() + p.first * p.rows * rs + (p.base + p.first * p.stride) * cs
+    return a.as_strided((p.stop - p.first, p.rows, p.width), (p.rows * rs + p.stride * cs, rs, cs), start)
+
+
+def windows(at: torch.Tensor, p: TilePlan) -> torch.Tensor:
+    """(stop - first, width, M): the full inside tiles' windows of ``at`` ((cols_total, M), contiguous), an
+    overlapping view (no copy)."""
+    m = at.shape[1]
+    start = at.storage_offset() + (p.base + p.first * p.stride) * m
+    return at.as_strided((p.stop - p.first, p.width, m), (p.stride * m, m, 1), start)
+
+
+def tokens_last(a: torch.Tensor) -> torch.Tensor:
+    """``aᵀ`` (a: (M, n)) as a contiguous (n, M) matrix: free when ``a`` is the transposed view a banded layer
+    returns (through elementwise ops, which keep the layout), one copy otherwise."""
+    return a.t().contiguous()
+
+
+def tiled_product(a: torch.Tensor, bt: torch.Tensor, p: TilePlan) -> torch.Tensor:
+    """(M, rows_total): ``(a ⋅ bt)ᵀ`` over the tiles, ``a`` (rows_total, cols_total) zero outside the band,
+    ``bt`` (cols_total, M) contiguous; a transposed view of a contiguous (rows_total, M) result."""
+    m = bt.shape[1]
+    out = bt.new_empty(p.rows_total, m)
+    if p.stop > p.first:
+        inside = out[p.first * p.rows : p.stop * p.rows].view(p.stop - p.first, p.rows, m)
+        torch.bmm(blocks(a, p), windows(bt, p), out=inside)
+    for r0, n, c0 in p.groups:
+        torch.mm(a[r0 : r0 + n, c0 : c0 + p.width], bt[c0 : c0 + p.width], out=out[r0 : r0 + n])
+    return out.t()
 
 
 def banded_forward(
     x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: BandPlan
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``x2`` (M, in) -> ``y`` (M, out), with the gathered inputs and tiles the backward pass reuses.
-
-    Tokens are the last (contiguous) dimension of every bmm operand: gathering input channels is then a
-    gather of contiguous rows of ``xᵀ``, and each tile's GEMM is (rows, width) @ (width, M), one BLAS call
-    per tile on contiguous memory."""
-    m = x2.shape[0]
-    blocks = gather_blocks(weight, p)  # (T, rows, width)
-    xg = x2.t().contiguous()[p.cols.reshape(-1)].view(p.tiles, p.width, m)  # (T, width, M)
-    yt = torch.bmm(blocks, xg)  # (T, rows, M)
-    y = yt.view(p.tiles * p.rows, m)[: p.out_features].t()  # (M, out), a view
-    y = y + bias if bias is not None else y.contiguous()
-    return y, xg, blocks
+    """``x2`` (M, in) -> ``y`` (M, out) (a transposed view: tokens last in memory, as the next banded layer
+    reads it), and ``xᵀ`` and ``W ⊙ M`` for the backward pass."""
+    xt = tokens_last(x2)
+    wm = torch.where(p.mask, weight, 0)
+    y = tiled_product(wm, xt, p.fwd)
+    if bias is not None:
+        y = y.add_(bias)  # in place on the fresh product: keeps its layout
+    return y, xt, wm
 
 
 def banded_backward(
-    dy2: torch.Tensor, xg: torch.Tensor, blocks: torch.Tensor, p: BandPlan, need: tuple[bool, bool, bool]
+    dy2: torch.Tensor, xt: torch.Tensor, wm: torch.Tensor, p: BandPlan, need: tuple[bool, bool, bool]
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients (dx2 (M, in), dW (out, in) zero outside the band, db (out,)) from ``dy2`` (M, out)."""
-    m = dy2.shape[0]
-    pad = p.tiles * p.rows - p.out_features
-    dyt = dy2.t()  # (out, M)
-    dyt = nn.functional.pad(dyt, (0, 0, 0, pad)) if pad else dyt.contiguous()
-    dyt = dyt.view(p.tiles, p.rows, m)  # (T, rows, M)
     dx = dw = db = None
+    dyt = tokens_last(dy2)  # (out, M)
     if need[0]:
-        dxg = torch.bmm(blocks.transpose(1, 2), dyt)  # (T, width, M)
-        dxt = dy2.new_zeros(p.in_features, m)
-        dxt.index_add_(0, p.cols.reshape(-1), dxg.view(p.tiles * p.width, m))
-        dx = dxt.t()  # (M, in), a view
+        dx = tiled_product(wm.t(), dyt, p.bwd)
     if need[1]:
-        dblocks = torch.bmm(dyt, xg.transpose(1, 2))  # (T, rows, width)
-        dw = dy2.new_zeros(p.out_features * p.in_features)
-        dw[p.src] = dblocks.reshape(-1)[p.dst]
-        dw = dw.view(p.out_features, p.in_features)
+        f, m = p.fwd, dyt.shape[1]
+        dw = dy2.new_empty(f.rows_total, f.cols_total)
+        if f.stop > f.first:
+            rows = dyt[f.first * f.rows : f.stop * f.rows].view(f.stop - f.first, f.rows, m)
+            blocks(dw, f).copy_(torch.bmm(rows, windows(xt, f).transpose(1, 2)))  # (T, rows, width)
+        for r0, n, c0 in f.groups:
+            torch.mm(dyt[r0 : r0 + n], xt[c0 : c0 + f.width].t(), out=dw[r0 : r0 + n, c0 : c0 + f.width])
+        dw.masked_fill_(p.outside, 0)  # exactly zero outside the band (and nothing unwritten survives)
     if need[2]:
         db = dy2.sum(0)
     return dx, dw, db
@@ -140,17 +215,17 @@ class BandedLinearFunction(torch.autograd.Function):
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         # Under autocast the input may be narrower than the weights: compute in the input's dtype.
         weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
-        y, xg, blocks = banded_forward(x.reshape(-1, x.shape[-1]), weight, bias, p)
-        ctx.save_for_backward(xg, blocks)
+        y, xt, wm = banded_forward(x.reshape(-1, x.shape[-1]), weight, bias, p)
+        ctx.save_for_backward(xt, wm)
         ctx.plan, ctx.lead, ctx.has_bias = p, lead, bias is not None
         return y.reshape(*lead, p.out_features)
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        xg, blocks = ctx.saved_tensors
+        xt, wm = ctx.saved_tensors
         p = ctx.plan
         need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
-        dx, dw, db = banded_backward(dy.reshape(-1, p.out_features), xg, blocks, p, need)
+        dx, dw, db = banded_backward(dy.reshape(-1, p.out_features), xt, wm, p, need)
         if dx is not None:
             dx = dx.reshape(*ctx.lead, p.in_features)
         dw = None if dw is None else dw.to(ctx.dtypes[0])
@@ -160,31 +235,3 @@ class BandedLinearFunction(torch.autograd.Function):
 
 def banded_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: BandPlan) -> torch.Tensor:
     return BandedLinearFunction.apply(x, weight, bias, p)
-
-
-class BandedLinear(nn.Module):
-    """A masked ``nn.Linear`` computed over its band's tiles. Takes over the Linear's ``weight``, ``bias`` and
-    ``weight_mask`` (the same tensors under the same names), so the optimizer, the pruner and checkpoints see
-    no difference. The plan is rebuilt when the mask changes in place or moves to another device."""
-
-    def __init__(self, linear: nn.Linear, block: int) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.block = linear.in_features, linear.out_features, block
-        self.weight, self.bias = linear.weight, linear.bias
-        for name, buffer in linear.named_buffers(recurse=False):  # the pruner's weight_mask
-            self.register_buffer(name, buffer)
-        self._plan: BandPlan | None = None
-        self._key: tuple | None = None
-
-    def plan(self) -> BandPlan:
-        mask = self.weight_mask
-        key = (mask.data_ptr(), mask._version, mask.device)
-        if self._plan is None or key != self._key:
-            self._plan, self._key = plan(mask, self.block).to(mask.device), key
-        return self._plan
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return banded_linear(x, self.weight, self.bias, self.plan())
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, block={self.block}"

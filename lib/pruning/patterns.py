@@ -25,13 +25,10 @@ The contract with the pruners is the base's: a ``torch.bool`` mask (True = kept)
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 
 def _groups(scores: torch.Tensor, m: int) -> torch.Tensor:
@@ -103,44 +100,98 @@ def banded_mask(out_features: int, in_features: int, bandwidth: int) -> torch.Te
     return 2 * (j - i * r).abs() <= bandwidth  # (out, in)
 
 
+def band_width_for(out_features: int, in_features: int, density: float) -> tuple[int, float]:
+    """The even band width whose :func:`banded_mask` density is nearest ``density``, and that density. Counted
+    per narrow channel ``i`` (it keeps the wide channels ``max(0, i·r - w/2) .. min(wide - 1, i·r + w/2)``)
+    instead of building a mask per candidate, so it is fast for LLaMA-sized layers; an odd width keeps what the
+    even width below it keeps."""
+    wide, narrow = max(out_features, in_features), min(out_features, in_features)
+    if wide % narrow:
+        raise ValueError(f"band width: weight shape ({out_features}, {in_features}) has a non-integer ratio")
+    centres = torch.arange(narrow, dtype=torch.int64) * (wide // narrow)
+
+    def density_of(half: int) -> float:  # grows with half: a bisection finds the first at or above density
+        return float(((centres + half).clamp(max=wide - 1) - (centres - half).clamp(min=0) + 1).sum()) / (wide * narrow)
+
+    lo, hi = 1, wide - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if density_of(mid) >= density else (mid + 1, hi)
+    half = min((h for h in (lo - 1, lo) if h >= 1), key=lambda h: abs(density_of(h) - density))
+    return 2 * half, density_of(half)
+
+
 def band_density(mask: torch.Tensor) -> float:
     """Fraction of entries kept (True) in ``mask``."""
     return int(mask.count_nonzero()) / mask.numel() if mask.numel() else 0.0
 
 
-def _is_2_4(weight: torch.Tensor) -> bool:
-    """At most 2 nonzeros in every group of 4 consecutive entries along each row of a 2-D weight."""
+def is_2_4(weight: torch.Tensor) -> bool:
+    """At most 2 nonzeros in every group of 4 consecutive entries along each row of a 2-D weight: the layout
+    ``torch.sparse.to_sparse_semi_structured`` compresses exactly."""
     if weight.dim() != 2 or weight.shape[1] % 4:
         return False
     return bool(((weight != 0).reshape(weight.shape[0], -1, 4).sum(-1) <= 2).all())  # (out, in/4, 4) -> (out, in/4)
 
 
-def to_semi_structured(linear: nn.Linear) -> nn.Linear | None:
-    """Swap ``linear.weight`` for its 2:4 compressed form (``torch.sparse.to_sparse_semi_structured``), in place.
+SEMI_STRUCTURED_DTYPES = (torch.float16, torch.bfloat16)
 
-    For inference speed measurements only: the new weight is a frozen ``nn.Parameter`` (no gradients) that
-    dispatches matmuls to the sparse tensor cores (cuSPARSELt, or CUTLASS). Needs CUDA and an fp16/bf16 CUDA
-    weight that already holds a 2:4 pattern (e.g. multiplied by :func:`nm_mask` with N:M = 2:4) and meets
-    torch's minimum shapes. Returns the layer, or None with the reason logged when any of that does not hold.
+
+class NotSemiStructured(ValueError):
+    """A Linear :func:`to_semi_structured` cannot convert; the message says why and what would make it work."""
+
+
+def semi_structured_unsupported(device: torch.device) -> str | None:
+    """Why 2:4 semi-structured matmuls cannot run on ``device`` (not CUDA, or a GPU without sparse tensor cores:
+    compute capability < 8.0), as one sentence; None when they can."""
+    device = torch.device(device)
+    need = "2:4 semi-structured Linears need a CUDA GPU with compute capability >= 8.0"
+    if device.type != "cuda":
+        return f"{need} (this run is on {device})"
+    if not torch.cuda.is_available():
+        return f"{need} (CUDA is not available to this process)"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return f"{need} ({device}, {torch.cuda.get_device_name(device)}, has compute capability {major}.{minor})"
+    return None
+
+
+def to_semi_structured(linear: nn.Linear, dtype: torch.dtype | None = None) -> nn.Linear:
+    """Swap ``linear.weight`` for its 2:4 compressed form (``torch.sparse.to_sparse_semi_structured``), in place,
+    and return the layer.
+
+    For inference: the new weight is a frozen ``nn.Parameter`` (no gradients) that dispatches matmuls to the
+    sparse tensor cores (cuSPARSELt, or CUTLASS). Needs a CUDA weight on a GPU of compute capability >= 8.0 that
+    already holds a 2:4 pattern (:func:`is_2_4`; e.g. multiplied by :func:`nm_mask` with N:M = 2:4), in fp16 or
+    bf16 -- or ``dtype``, one of those, which the weight and bias are cast to -- and a shape torch's kernels
+    take (both sides multiples of a minimum tile, e.g. 32 x 64 for CUTLASS fp16). Raises
+    :class:`NotSemiStructured` naming what does not hold; the layer is then unchanged.
     """
     weight = linear.weight
-    if not torch.cuda.is_available():
-        logger.info("2:4 semi-structured weights need CUDA, which is not available; layer left dense")
-        return None
-    if not weight.is_cuda or weight.dtype not in (torch.float16, torch.bfloat16):
-        logger.info(
-            "2:4 semi-structured weights need an fp16/bf16 CUDA weight, got %s on %s; layer left dense",
-            weight.dtype,
-            weight.device,
+    dtype = dtype or weight.dtype
+    if not weight.is_cuda:
+        raise NotSemiStructured(
+            f"2:4 semi-structured weights live on a CUDA GPU; this one is on {weight.device}: move the layer first"
         )
-        return None
-    if not _is_2_4(weight):
-        logger.info("weight of shape %s does not hold a 2:4 pattern; layer left dense", tuple(weight.shape))
-        return None
+    unsupported = semi_structured_unsupported(weight.device)
+    if unsupported:
+        raise NotSemiStructured(unsupported)
+    if dtype not in SEMI_STRUCTURED_DTYPES:
+        raise NotSemiStructured(
+            f"2:4 semi-structured weights are float16 or bfloat16, not {dtype}: pass dtype=torch.float16 (or bfloat16)"
+        )
+    if not is_2_4(weight):
+        raise NotSemiStructured(
+            f"weight of shape {tuple(weight.shape)} does not hold a 2:4 pattern (at most 2 nonzeros in every 4 "
+            "consecutive inputs of a row): prune it with nm_mask(scores, 2, 4) first"
+        )
     try:
-        sparse = torch.sparse.to_sparse_semi_structured(weight.detach().contiguous())
-    except RuntimeError as err:  # shape below or not a multiple of the kernel's minimum tile
-        logger.info("to_sparse_semi_structured refused weight of shape %s: %s", tuple(weight.shape), err)
-        return None
+        sparse = torch.sparse.to_sparse_semi_structured(weight.detach().to(dtype).contiguous())
+    except RuntimeError as err:  # shape below or not a multiple of the kernel's minimum tile, or no backend
+        raise NotSemiStructured(
+            f"to_sparse_semi_structured refused the {dtype} weight of shape {tuple(weight.shape)}: {err}"
+        ) from None
     linear.weight = nn.Parameter(sparse, requires_grad=False)
+    if linear.bias is not None:
+        linear.bias = nn.Parameter(linear.bias.detach().to(dtype), requires_grad=False)
     return linear

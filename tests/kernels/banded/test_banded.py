@@ -6,15 +6,24 @@ import pytest
 import torch
 from torch import nn
 
-from kernels.banded import BandedKernel, band_width_of
-from kernels.banded.reference import BandedLinear
+from kernels.banded import BandedKernel, BandedLinear, band_width_of
 from lib.pruning.patterns import banded_mask
 
 # dtype -> (atol, rtol) of the banded result and gradients against masked dense computed in the same dtype
 TOLERANCES = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-12, 1e-10)}
 
 # (out, in, band width): FC1 and FC2 shapes, sizes that are no multiple of the tile, a band wider than a tile
-SHAPES = [(111, 37, 10), (37, 111, 10), (96, 24, 7), (24, 96, 30), (512, 128, 60), (128, 512, 60)]
+# and bands so wide that no tile's window fits inside the input (every tile is moved inward at an end)
+SHAPES = [
+    (111, 37, 10),
+    (37, 111, 10),
+    (96, 24, 7),
+    (24, 96, 30),
+    (512, 128, 60),
+    (128, 512, 60),
+    (64, 16, 100),
+    (16, 64, 120),
+]
 
 
 def _masked_linear(out_features: int, in_features: int, width: int, dtype: torch.dtype) -> nn.Linear:
@@ -76,3 +85,23 @@ def test_the_kernel_takes_over_banded_mlp_layers_only() -> None:
     assert BandedKernel().apply(model, "train", torch.device("cpu")) == ["transformer.h.0.mlp.c_fc"]
     assert isinstance(model.mlp_layers()[0][0], BandedLinear)
     assert type(model.mlp_layers()[0][1]) is nn.Linear
+
+
+def test_any_mask_is_exact_through_the_plan() -> None:
+    """The plan is built from the mask: a random mask (rows with nothing kept included) is computed exactly,
+    only slowly."""
+    torch.manual_seed(1)
+    linear = nn.Linear(40, 72).double()
+    mask = torch.rand(72, 40) > 0.7
+    mask[5:9] = False
+    linear.register_buffer("weight_mask", mask)
+    x = torch.randn(2, 7, 40, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(2, 7, 72, dtype=torch.float64)
+    y = BandedLinear(linear, block=8)(x)
+    y.backward(dy)
+    got = (y.detach(), x.grad, linear.weight.grad, linear.bias.grad)
+    x.grad = linear.weight.grad = linear.bias.grad = None
+    ref = x @ (linear.weight * mask).T + linear.bias
+    ref.backward(dy)
+    for a, b in zip(got, (ref.detach(), x.grad, linear.weight.grad * mask, linear.bias.grad), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from fractions import Fraction
 
@@ -10,7 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from lib.pruning.patterns import band_density, banded_mask, nm_mask, nm_mask_partial, to_semi_structured
+from lib.pruning.patterns import (
+    NotSemiStructured,
+    band_density,
+    band_width_for,
+    banded_mask,
+    is_2_4,
+    nm_mask,
+    nm_mask_partial,
+    semi_structured_unsupported,
+    to_semi_structured,
+)
 
 T, F = True, False
 
@@ -138,7 +147,10 @@ def test_to_sparse_semi_structured_accepts_masked_fp16_weight():
     assert torch.equal(sparse.to_dense(), masked)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="to_sparse_semi_structured needs CUDA")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8,
+    reason="2:4 sparse tensor cores need a CUDA GPU with compute capability >= 8.0",
+)
 def test_to_semi_structured_swaps_weight_on_cuda():
     layer = nn.Linear(128, 64, device="cuda", dtype=torch.float16)
     with torch.no_grad():
@@ -152,15 +164,27 @@ def test_to_semi_structured_swaps_weight_on_cuda():
     torch.testing.assert_close(layer(x), expected, rtol=1e-2, atol=1e-2)
 
 
-def test_to_semi_structured_returns_none_on_cpu(caplog):
+def test_to_semi_structured_refuses_a_cpu_layer_naming_why_and_leaves_it_unchanged():
     layer = nn.Linear(64, 32)
     with torch.no_grad():
         layer.weight.mul_(nm_mask(layer.weight.abs(), 2, 4))
-    weight = layer.weight
-    with caplog.at_level(logging.INFO, logger="lib.pruning.patterns"):
-        assert to_semi_structured(layer) is None
-    assert layer.weight is weight
-    assert "layer left dense" in caplog.text
+    weight, bias = layer.weight, layer.bias
+    with pytest.raises(NotSemiStructured, match="live on a CUDA GPU; this one is on cpu: move the layer first"):
+        to_semi_structured(layer, torch.float16)
+    assert layer.weight is weight and layer.bias is bias
+
+
+def test_is_2_4_by_hand():
+    assert is_2_4(torch.tensor([[1.0, 0, 2, 0, 0, 0, 0, 3]]))  # 2 and 1 nonzeros per group of 4
+    assert not is_2_4(torch.tensor([[1.0, 1, 2, 0, 0, 0, 0, 3]]))  # 3 in the first group
+    assert not is_2_4(torch.tensor([[1.0, 0, 2]]))  # no whole groups of 4
+    assert is_2_4(torch.zeros(2, 4)) and not is_2_4(torch.zeros(4))  # a row vector is not a weight
+
+
+def test_semi_structured_unsupported_names_the_device():
+    assert semi_structured_unsupported(torch.device("cpu")) == (
+        "2:4 semi-structured Linears need a CUDA GPU with compute capability >= 8.0 (this run is on cpu)"
+    )
 
 
 def _band_by_formula(out_features: int, in_features: int, bandwidth: int) -> list[list[bool]]:
@@ -204,6 +228,19 @@ def test_banded_density_of_gpt2_small_fc1_by_hand(bandwidth, kept, percent):
     mask = banded_mask(2048, 512, bandwidth)
     assert int(mask.count_nonzero()) == kept
     assert band_density(mask) == kept / (2048 * 512) and round(100 * band_density(mask), 1) == percent
+
+
+def test_band_width_for_picks_the_nearest_even_width():
+    # (12, 3), by hand above: width 2 keeps 8/36 = 0.222, width 4 keeps 13/36 = 0.361; width 6 keeps 0.5
+    assert band_width_for(12, 3, 0.25) == (2, pytest.approx(8 / 36))
+    assert band_width_for(3, 12, 0.35) == (4, pytest.approx(13 / 36))
+    # GPT-2 small FC1: the counts of the test above
+    assert band_width_for(2048, 512, 0.122) == (256, pytest.approx((6_112 + 448 * 257 + 6_208) / (2048 * 512)))
+    for out_features, in_features, density in [(512, 128, 0.12), (128, 512, 0.44), (3072, 768, 0.24)]:
+        width, achieved = band_width_for(out_features, in_features, density)
+        assert width % 2 == 0 and achieved == band_density(banded_mask(out_features, in_features, width))
+        for other in (width - 2, width + 2):  # no even width is nearer
+            assert abs(band_density(banded_mask(out_features, in_features, other)) - density) >= abs(achieved - density)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,507 @@
+"""Block-banded linear in Triton: ``y = x (W ⊙ M)ᵀ + b`` and its gradients, visiting only the tiles that meet
+the band.
+
+The math. For a Linear with weight ``W`` (N = out, K = in), a bool mask ``M`` of the same shape, tokens ``x``
+(M_tok, K) and an output gradient ``dy`` (M_tok, N):
+
+    forward   y  = x (W ⊙ M)ᵀ + b             (M_tok, N)
+    backward  dx = dy (W ⊙ M)                 (M_tok, K)
+              dW = (dyᵀ x) ⊙ M                (N, K): exactly zero outside the mask
+              db = Σ_tokens dy                (N,)
+
+The banded masks of :func:`lib.pruning.patterns.banded_mask` keep, on an FC1 weight (rC, C), the entries
+``2·|j - i·r| <= w`` (output ``j``, input ``i``) and on an FC2 weight (C, rC) the transpose: with ``a`` the
+wide-side index and ``b`` the narrow one, ``2·|a - b·r| <= w``.
+
+The tile plan. Each product is cut into tiles along the two sides it writes, and reduces over the third:
+
+    forward  program (output block n, token block m): for k in [lo(n), hi(n)) step BLOCK_K
+                 acc += x[m, k] @ (W[n, k] ⊙ M[n, k])ᵀ
+    dX       program (input block k, token block m):  for n in [lo(k), hi(k)) step BLOCK_N
+                 acc += dy[m, n] @ (W[n, k] ⊙ M[n, k])
+    dW       program (output block n, t-th input tile of its range): for every token block m
+                 acc += dy[m, n]ᵀ @ x[m, k];  store acc ⊙ M into dW (allocated as zeros)
+
+``[lo(n), hi(n))`` is the hull of the kept input columns of the output rows of block ``n``: the kernels read it
+from per-row spans (:class:`BandRanges`, computed once on the host from the mask, ``row_lo``/``row_hi``; for
+dX the per-column spans ``col_lo``/``col_hi`` of the transposed mask) and reduce them over the block with
+``tl.min``/``tl.max``. Per-row spans serve every tile shape, so autotuning over BLOCK sizes needs no second
+host pass. ``lo`` is rounded down to a multiple of 16 elements, so loads stay aligned; dW's tiles of one block
+start there and follow each other, so no two programs write the same entry. Everything outside the hulls is
+skipped: tiles that do not meet the band are never loaded, multiplied or written. Inside a hull, the mask is
+applied to each W tile in registers: for a banded mask the predicate ``2·|a - b·r| <= w`` is recomputed from
+the indices (no memory traffic), for any other mask a (N, K) uint8 copy is loaded tile by tile. The result is
+exact for any mask (the hull covers every kept entry); it is fast for banded ones, whose hulls are narrow.
+
+FLOPs. Each of the three products costs ``2·M_tok·Σ_blocks BLOCK_N·(hull width)`` instead of the dense
+``2·M_tok·N·K``. For a band of width ``w`` (density ``d ≈ (w + 1) / (rC)``) the hull of a block is about
+``(BLOCK_N + w) / r + 16`` input columns for FC1 (BLOCK_N wide rows) and ``r·BLOCK_N + w + 16`` for FC2
+(BLOCK_N narrow rows), rounded up to whole BLOCK_K tiles: the computed share of the dense FLOPs is ``d`` plus
+about ``(tile extent + alignment) / (wide side)``, so small tiles waste less of a narrow band and large tiles
+run closer to the tensor cores' peak. Autotuning picks the compromise per shape.
+
+Dtypes. ``x`` in fp32, fp16, bf16 (or fp64, for tests); the weight and bias in any of those. Under autocast the
+input may be narrower than the parameters: the kernels compute in ``x``'s dtype (W tiles are cast in registers,
+no copy of W), accumulate in fp32 (fp64 for fp64), return ``y`` and ``dx`` in ``x``'s dtype and ``dW``, ``db``
+in the parameters' own dtypes, the contract of :class:`kernels.banded.reference.BandedLinearFunction`. fp32
+products use TF32 only when ``torch.get_float32_matmul_precision()`` allows it, as cuBLAS does.
+
+Launch. On a GPU each kernel is autotuned over a few tile shapes (key: tokens, out, in and the widest row span,
+plus the tensors' dtypes). Under ``TRITON_INTERPRET=1`` (the CPU tests) there is one small config,
+:data:`INTERPRET_BLOCKS`, and two work-arounds (constexpr ``INTERPRET``, compiled away on the GPU) keep the
+result the GPU's: 16-bit tiles are upcast to fp32 before ``tl.dot`` (the interpreter's dot would multiply
+bf16's raw uint16 storage; products of 16-bit floats are exact in fp32), and fp32 -> bf16 casts round to
+nearest even on the bits (the interpreter truncates). The interpreter must be on before Triton is first
+imported (``triton.language``'s own helpers are decorated then): ``tests/conftest.py`` sees to it.
+
+References (ideas; the code is ours):
+
+- P. Tillet, H. T. Kung, D. Cox, "Triton: an intermediate language and compiler for tiled neural network
+  computations", MAPL 2019, and Triton's matrix multiplication tutorial (``03-matrix-multiplication.py``):
+  program per output tile, masked loads, fp32 accumulator, autotuned BLOCK sizes.
+- S. Gray, A. Radford, D. P. Kingma, "GPU Kernels for Block-Sparse Weights", OpenAI, 2017: a block-sparse
+  weight computes only its nonzero blocks in all three products (forward, dX, dW), the block layout held on
+  the host and handed to the kernels as lookup tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import triton
+import triton.language as tl
+from torch.autograd.function import once_differentiable
+
+from kernels.runtime import interpreting
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+ALIGN = 16  # a hull starts at a multiple of ALIGN elements (aligned, vectorizable loads): _hull's 16
+INTERPRET_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}  # the one config under TRITON_INTERPRET=1
+
+
+@dataclass(frozen=True, eq=False)
+class BandRanges:
+    """Where one (out, in) mask keeps entries, as the kernels read it (built by :func:`band_ranges`).
+
+    ``row_lo[j]`` / ``row_hi[j]``: the first kept input column of output row ``j`` and one past its last
+    (``in_features`` / 0 for an empty row); ``col_lo[i]`` / ``col_hi[i]``: the same for input column ``i`` over
+    output rows. A banded mask (``width > 0``) is recomputed in the kernels from ``ratio`` and ``width``; any
+    other mask is read from ``mask`` (uint8, (out, in))."""
+
+    out_features: int
+    in_features: int
+    row_lo: torch.Tensor  # (out,) int32
+    row_hi: torch.Tensor  # (out,) int32
+    col_lo: torch.Tensor  # (in,) int32
+    col_hi: torch.Tensor  # (in,) int32
+    mask: torch.Tensor | None  # (out, in) uint8, None for a banded mask
+    ratio: int  # wide side // narrow side
+    width: int  # band width w of banded_mask(out, in, w); 0 for a general mask
+    span: int  # the widest row span, hi - lo (an autotune key)
+    host_rows: torch.Tensor = field(repr=False)  # (out, 2) int64 on the CPU: row_lo, row_hi (dW's grid)
+    _tiles: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def banded(self) -> bool:
+        return self.width > 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.row_lo.device
+
+    def to(self, device: torch.device | str) -> BandRanges:
+        moved = {k: getattr(self, k).to(device) for k in ("row_lo", "row_hi", "col_lo", "col_hi")}
+        mask = None if self.mask is None else self.mask.to(device)
+        fixed = (self.out_features, self.in_features)
+        return BandRanges(*fixed, **moved, mask=mask, ratio=self.ratio, width=self.width, span=self.span,
+                          host_rows=self.host_rows, _tiles=self._tiles)  # fmt: skip
+
+    def tiles_per_block(self, block_n: int, block_k: int) -> int:
+        """The most BLOCK_K tiles any block of ``block_n`` output rows reads (dW's grid), at least 1."""
+        key = (block_n, block_k)
+        if key not in self._tiles:
+            blocks = -(-self.out_features // block_n)
+            pad = blocks * block_n - self.out_features
+            lo = torch.nn.functional.pad(self.host_rows[:, 0], (0, pad), value=self.in_features)
+            hi = torch.nn.functional.pad(self.host_rows[:, 1], (0, pad), value=0)
+            lo = lo.view(blocks, block_n).amin(1) // ALIGN * ALIGN
+            hi = hi.view(blocks, block_n).amax(1)
+            tiles = (hi - lo + block_k - 1).div(block_k, rounding_mode="floor").clamp(min=0)
+            self._tiles[key] = max(1, int(tiles.max()))
+        return self._tiles[key]
+
+
+def _spans(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) per row of a bool (rows, cols) mask: the first kept column and one past the last (cols / 0 for
+    an empty row)."""
+    cols = mask.shape[1]
+    kept = mask.any(1)
+    m = mask.to(torch.uint8)
+    lo = torch.where(kept, m.argmax(1), cols)  # argmax: the first maximal entry
+    hi = torch.where(kept, cols - m.flip(1).argmax(1), 0)
+    return lo, hi
+
+
+@torch.no_grad()
+def band_ranges(mask: torch.Tensor) -> BandRanges:
+    """The :class:`BandRanges` of a bool (out, in) mask, on the mask's device. Host work over the whole mask:
+    build it once per mask (the caller caches it, as :class:`kernels.banded.reference.BandedLinear` caches its
+    plan) and pass it to every :func:`triton_banded_linear` call."""
+    from kernels.banded import band_width_of  # here: kernels.banded may import this module
+
+    if mask.dim() != 2:
+        raise ValueError(f"band ranges: the mask must be 2-D (out, in), got shape {tuple(mask.shape)}")
+    device, out_features, in_features = mask.device, *mask.shape
+    mask = mask.detach().to("cpu", torch.bool)
+    row_lo, row_hi = _spans(mask)
+    col_lo, col_hi = _spans(mask.t())
+    width = band_width_of(mask) or 0
+    ratio = max(out_features, in_features) // min(out_features, in_features)
+    span = int((row_hi - row_lo).clamp(min=0).max()) if mask.numel() else 0
+    ranges = BandRanges(
+        out_features,
+        in_features,
+        *(t.to(torch.int32) for t in (row_lo, row_hi, col_lo, col_hi)),
+        mask=None if width else mask.to(torch.uint8).contiguous(),
+        ratio=ratio,
+        width=width,
+        span=span,
+        host_rows=torch.stack([row_lo, row_hi], 1),
+    )
+    return ranges.to(device)
+
+
+@triton.jit
+def _keep(
+    offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED: tl.constexpr, WIDE_OUT: tl.constexpr
+):
+    """(BLOCK_N, BLOCK_K) bool: the mask on output rows ``offs_n`` and input columns ``offs_k`` (False outside
+    the matrix). A banded mask is recomputed, ``2·|a - b·r| <= w`` (a: wide index, b: narrow; the outputs are
+    the wide side, FC1, when WIDE_OUT)."""
+    inside = (offs_n[:, None] < N) & (offs_k[None, :] < K)
+    if BANDED:
+        if WIDE_OUT:
+            keep = 2 * tl.abs(offs_n[:, None] - offs_k[None, :] * ratio) <= width
+        else:
+            keep = 2 * tl.abs(offs_k[None, :] - offs_n[:, None] * ratio) <= width
+        keep = keep & inside
+    else:
+        ptrs = mask_ptr + offs_n[:, None] * stride_mn + offs_k[None, :] * stride_mk
+        keep = tl.load(ptrs, mask=inside, other=0) != 0
+    return keep
+
+
+@triton.jit
+def _for_dot(t, INTERPRET: tl.constexpr):
+    """``t`` as ``tl.dot`` takes it. The interpreter's dot multiplies bf16's raw uint16 storage: there 16-bit
+    tiles are upcast to fp32 first, which is exact (products of 16-bit floats are exact in fp32)."""
+    if INTERPRET:
+        if t.dtype.primitive_bitwidth == 16:
+            t = t.to(tl.float32)
+    return t
+
+
+@triton.jit
+def _cast(t, dtype: tl.constexpr, INTERPRET: tl.constexpr):
+    """``t.to(dtype)`` rounded to nearest even, as on the GPU. The interpreter truncates fp32 -> bf16; there
+    the fp32 bits are rounded to bf16's 8-bit mantissa first (the conversion is then exact)."""
+    if INTERPRET:
+        if (dtype == tl.bfloat16) and (t.dtype == tl.float32):
+            bits = t.to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            t = bits.to(tl.float32, bitcast=True)
+    return t.to(dtype)
+
+
+@triton.jit
+def _hull(lo_ptr, hi_ptr, offs, n, limit):
+    """The hull [lo, hi) of the spans of rows ``offs`` (those < n), lo rounded down to a multiple of 16."""
+    lo = tl.min(tl.load(lo_ptr + offs, mask=offs < n, other=limit), axis=0)
+    hi = tl.max(tl.load(hi_ptr + offs, mask=offs < n, other=0), axis=0)
+    lo = tl.multiple_of(lo // 16 * 16, 16)
+    return lo, hi
+
+
+@triton.jit
+def _banded_fwd_kernel(
+    # pointers
+    x_ptr, w_ptr, b_ptr, y_ptr, mask_ptr, row_lo_ptr, row_hi_ptr,
+    # sizes
+    M, N, K, ratio, width, span,
+    # strides
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_mn, stride_mk, stride_ym, stride_yn,
+    # meta
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BANDED: tl.constexpr, WIDE_OUT: tl.constexpr, HAS_BIAS: tl.constexpr, FP64: tl.constexpr, INTERPRET: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    """y[m, n] = x[m, hull(n)] @ (W ⊙ M)[n, hull(n)]ᵀ + b[n]; program (output block, token block)."""
+    pid_n = tl.program_id(0)  # fastest: neighbouring programs share the token block of x in L2
+    pid_m = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < M
+    rows_x = offs_m.to(tl.int64)[:, None] * stride_xm
+    lo, hi = _hull(row_lo_ptr, row_hi_ptr, offs_n, N, K)
+    if FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(lo, hi, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + rows_x + offs_k[None, :] * stride_xk, mask=m_ok[:, None] & (offs_k[None, :] < K), other=0)
+        keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
+        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
+        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < K), other=0)  # bounds only: vector loads
+        w = tl.where(keep, w, 0)
+        w = _cast(w, x.dtype, INTERPRET)
+        acc = tl.dot(_for_dot(x, INTERPRET), tl.trans(_for_dot(w, INTERPRET)), acc, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=offs_n < N, other=0).to(acc.dtype)[None, :]
+    y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    tl.store(y_ptrs, _cast(acc, y_ptr.dtype.element_ty, INTERPRET), mask=m_ok[:, None] & (offs_n[None, :] < N))
+
+
+@triton.jit
+def _banded_dx_kernel(
+    # pointers
+    dy_ptr, w_ptr, dx_ptr, mask_ptr, col_lo_ptr, col_hi_ptr,
+    # sizes
+    M, N, K, ratio, width, span,
+    # strides
+    stride_dym, stride_dyn, stride_wn, stride_wk, stride_mn, stride_mk, stride_dxm, stride_dxk,
+    # meta
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BANDED: tl.constexpr, WIDE_OUT: tl.constexpr, FP64: tl.constexpr, INTERPRET: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """dx[m, k] = dy[m, hull(k)] @ (W ⊙ M)[hull(k), k]; program (input block, token block)."""
+    pid_k = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    m_ok = offs_m < M
+    rows_dy = offs_m.to(tl.int64)[:, None] * stride_dym
+    lo, hi = _hull(col_lo_ptr, col_hi_ptr, offs_k, K, N)
+    if FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    for n0 in range(lo, hi, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        dy = tl.load(
+            dy_ptr + rows_dy + offs_n[None, :] * stride_dyn, mask=m_ok[:, None] & (offs_n[None, :] < N), other=0
+        )
+        keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
+        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
+        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < K), other=0)  # bounds only: vector loads
+        w = tl.where(keep, w, 0)
+        w = _cast(w, dy.dtype, INTERPRET)
+        acc = tl.dot(_for_dot(dy, INTERPRET), _for_dot(w, INTERPRET), acc, input_precision=PRECISION)
+    dx_ptrs = dx_ptr + offs_m.to(tl.int64)[:, None] * stride_dxm + offs_k[None, :] * stride_dxk
+    tl.store(dx_ptrs, _cast(acc, dx_ptr.dtype.element_ty, INTERPRET), mask=m_ok[:, None] & (offs_k[None, :] < K))
+
+
+@triton.jit
+def _banded_dw_kernel(
+    # pointers
+    dy_ptr, x_ptr, dw_ptr, mask_ptr, row_lo_ptr, row_hi_ptr,
+    # sizes
+    M, N, K, ratio, width, span,
+    # strides
+    stride_dym, stride_dyn, stride_xm, stride_xk, stride_mn, stride_mk, stride_dwn, stride_dwk,
+    # meta
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BANDED: tl.constexpr, WIDE_OUT: tl.constexpr, FP64: tl.constexpr, INTERPRET: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """dW[n, k] = (dy[:, n]ᵀ @ x[:, k]) ⊙ M[n, k] on the t-th tile of output block n's hull; program (t, n).
+    Only tiles that meet the hull are written; dW is allocated as zeros, so it is exactly zero off the mask."""
+    pid_t = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    lo, hi = _hull(row_lo_ptr, row_hi_ptr, offs_n, N, K)
+    k0 = lo + pid_t * BLOCK_K
+    if k0 < hi:  # the grid covers the widest hull; narrower ones have fewer tiles
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        n_ok = offs_n < N
+        k_ok = offs_k < K
+        if FP64:
+            acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float64)
+        else:
+            acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for m0 in range(0, M, BLOCK_M):
+            offs_m = m0 + tl.arange(0, BLOCK_M)
+            m_ok = offs_m < M
+            offs_m = offs_m.to(tl.int64)
+            dy = tl.load(dy_ptr + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn,
+                         mask=m_ok[:, None] & n_ok[None, :], other=0)  # fmt: skip
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
+                        mask=m_ok[:, None] & k_ok[None, :], other=0)  # fmt: skip
+            acc = tl.dot(tl.trans(_for_dot(dy, INTERPRET)), _for_dot(x, INTERPRET), acc, input_precision=PRECISION)
+        keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
+        dw_ptrs = dw_ptr + offs_n[:, None] * stride_dwn + offs_k[None, :] * stride_dwk
+        acc = tl.where(keep, acc, 0)  # zeros off the mask (dW holds zeros there already): unpredicated stores
+        tl.store(dw_ptrs, _cast(acc, dw_ptr.dtype.element_ty, INTERPRET), mask=n_ok[:, None] & k_ok[None, :])
+
+
+def _configs() -> list[triton.Config]:
+    """GPU tile shapes (BLOCK_M tokens, BLOCK_N outputs, BLOCK_K inputs); each kernel picks its own per key."""
+    shapes = [  # (M, N, K, warps, stages)
+        (128, 128, 64, 8, 3),
+        (128, 64, 64, 4, 4),
+        (64, 128, 64, 4, 4),
+        (64, 64, 64, 4, 4),
+        (128, 64, 32, 4, 4),
+        (64, 64, 32, 4, 5),
+        (32, 64, 64, 4, 4),
+    ]
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s) for m, n, k, w, s in shapes
+    ]
+
+
+_KEY = ["M", "N", "K", "span"]  # Triton adds the tensors' dtypes
+_TUNED = {
+    kernel: triton.autotune(configs=_configs(), key=_KEY)(kernel)
+    for kernel in (_banded_fwd_kernel, _banded_dx_kernel, _banded_dw_kernel)
+}
+
+
+def _launch(kernel, grid, *args, **meta) -> None:
+    """``kernel`` over ``grid`` (a function of the BLOCK sizes): autotuned on a GPU, with
+    :data:`INTERPRET_BLOCKS` under the interpreter."""
+    if interpreting():
+        if not hasattr(kernel, "rewrite"):  # a compiled JITFunction: the module was imported before the switch
+            raise RuntimeError(
+                "TRITON_INTERPRET=1 was set after Triton was imported: set it before the first `import triton` "
+                "(tests/conftest.py does)"
+            )
+        kernel[grid(INTERPRET_BLOCKS)](*args, **meta, **INTERPRET_BLOCKS)
+    else:
+        _TUNED[kernel][grid](*args, **meta)
+
+
+def _dtype_meta(dtype: torch.dtype) -> dict:
+    """The dtype constexprs: fp64 accumulation for fp64, the interpreter's work-arounds, and IEEE fp32 products
+    unless torch allows TF32 (``torch.set_float32_matmul_precision``); fp64 is IEEE, 16-bit dtypes take Triton's
+    default (the setting concerns fp32 operands only)."""
+    tf32 = dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest"
+    ieee = dtype == torch.float64 or (dtype == torch.float32 and not tf32)
+    return {"FP64": dtype == torch.float64, "INTERPRET": interpreting(), "PRECISION": "ieee" if ieee else "tf32"}
+
+
+def _mask_args(r: BandRanges) -> tuple:
+    """(mask pointer, its strides): a general mask, or a placeholder the banded kernels never read."""
+    mask = r.mask if r.mask is not None else r.row_lo
+    return (mask, *(r.mask.stride() if r.mask is not None else (0, 0)))
+
+
+def launch_forward(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r: BandRanges) -> torch.Tensor:
+    """``x2`` (M, in) -> ``y`` (M, out) in ``x2``'s dtype."""
+    m, n, k = x2.shape[0], r.out_features, r.in_features
+    y = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
+    if m == 0:
+        return y
+    mask, stride_mn, stride_mk = _mask_args(r)
+    _launch(
+        _banded_fwd_kernel,
+        lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(m, meta["BLOCK_M"])),
+        x2, weight, bias if bias is not None else y, y, mask, r.row_lo, r.row_hi,
+        m, n, k, r.ratio, r.width, r.span,
+        *x2.stride(), *weight.stride(), stride_mn, stride_mk, *y.stride(),
+        BANDED=r.banded, WIDE_OUT=n >= k, HAS_BIAS=bias is not None, **_dtype_meta(x2.dtype),
+    )  # fmt: skip
+    return y
+
+
+def launch_grad_input(dy2: torch.Tensor, weight: torch.Tensor, r: BandRanges) -> torch.Tensor:
+    """``dy2`` (M, out) -> ``dx`` (M, in) in ``dy2``'s dtype."""
+    m, n, k = dy2.shape[0], r.out_features, r.in_features
+    dx = torch.empty(m, k, dtype=dy2.dtype, device=dy2.device)
+    if m == 0:
+        return dx
+    mask, stride_mn, stride_mk = _mask_args(r)
+    _launch(
+        _banded_dx_kernel,
+        lambda meta: (triton.cdiv(k, meta["BLOCK_K"]), triton.cdiv(m, meta["BLOCK_M"])),
+        dy2, weight, dx, mask, r.col_lo, r.col_hi,
+        m, n, k, r.ratio, r.width, r.span,
+        *dy2.stride(), *weight.stride(), stride_mn, stride_mk, *dx.stride(),
+        BANDED=r.banded, WIDE_OUT=n >= k, **_dtype_meta(dy2.dtype),
+    )  # fmt: skip
+    return dx
+
+
+def launch_grad_weight(dy2: torch.Tensor, x2: torch.Tensor, r: BandRanges, dtype: torch.dtype) -> torch.Tensor:
+    """``dW`` (out, in) in ``dtype``: ``(dy2ᵀ x2) ⊙ M``, exactly zero outside the mask."""
+    m, n, k = dy2.shape[0], r.out_features, r.in_features
+    dw = torch.zeros(n, k, dtype=dtype, device=dy2.device)
+    if m == 0:
+        return dw
+    mask, stride_mn, stride_mk = _mask_args(r)
+    _launch(
+        _banded_dw_kernel,
+        lambda meta: (r.tiles_per_block(meta["BLOCK_N"], meta["BLOCK_K"]), triton.cdiv(n, meta["BLOCK_N"])),
+        dy2, x2, dw, mask, r.row_lo, r.row_hi,
+        m, n, k, r.ratio, r.width, r.span,
+        *dy2.stride(), *x2.stride(), stride_mn, stride_mk, *dw.stride(),
+        BANDED=r.banded, WIDE_OUT=n >= k, **_dtype_meta(dy2.dtype),
+    )  # fmt: skip
+    return dw
+
+
+class TritonBandedLinearFunction(torch.autograd.Function):
+    """``x (W ⊙ M)ᵀ + b`` with the Triton kernels; ``x`` of any shape (..., in). Computes in ``x``'s dtype and
+    returns ``dW`` and ``db`` in the parameters' dtypes (autocast: fp32 parameters, 16-bit activations)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r: BandRanges) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        y = launch_forward(x2, weight, bias, r)
+        ctx.save_for_backward(x2, weight)
+        ctx.ranges, ctx.lead = r, lead
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y.view(*lead, r.out_features)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: torch.Tensor):
+        x2, weight = ctx.saved_tensors
+        r = ctx.ranges
+        dy2 = dy.reshape(-1, r.out_features)
+        if dy2.dtype != x2.dtype:  # a gradient in another dtype than the output: compute in the input's
+            dy2 = dy2.to(x2.dtype)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = launch_grad_input(dy2, weight, r).view(*ctx.lead, r.in_features)
+        if ctx.needs_input_grad[1]:
+            dw = launch_grad_weight(dy2, x2, r, weight.dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            db = dy2.sum(0, dtype=torch.float64 if dy2.dtype == torch.float64 else torch.float32).to(ctx.bias_dtype)
+        return dx, dw, db, None
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r: BandRanges) -> None:
+    if weight.shape != (r.out_features, r.in_features):
+        raise ValueError(f"banded linear: weight {tuple(weight.shape)}, ranges of a ({r.out_features}, "
+                         f"{r.in_features}) mask")  # fmt: skip
+    if x.shape[-1] != r.in_features:
+        raise ValueError(f"banded linear: input of {x.shape[-1]} features, weight of {r.in_features}")
+    if bias is not None and bias.shape != (r.out_features,):
+        raise ValueError(f"banded linear: bias {tuple(bias.shape)} for {r.out_features} outputs")
+    for name, t in (("input", x), ("weight", weight), ("bias", bias)):
+        if t is not None and t.dtype not in DTYPES:
+            raise TypeError(f"banded linear: {name} of dtype {t.dtype}; the kernel takes {DTYPES}")
+        if t is not None and t.device != r.device:
+            raise ValueError(f"banded linear: {name} on {t.device}, ranges on {r.device} (use ranges.to(device))")
+
+
+def triton_banded_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ranges: BandRanges
+) -> torch.Tensor:
+    """``x (W ⊙ M)ᵀ + b`` for ``x`` (..., in), ``weight`` (out, in), ``bias`` (out,) or None and the
+    :func:`band_ranges` of the mask ``M`` (on ``x``'s device); differentiable in ``x``, ``weight`` and
+    ``bias``. Runs where :func:`kernels.runtime.use_triton` holds for ``x``."""
+    _check(x, weight, bias, ranges)
+    return TritonBandedLinearFunction.apply(x, weight, bias, ranges)

@@ -1,0 +1,71 @@
+"""Activation-sparse GEMV against dense ``F.linear`` on the GPU (CUDA only: the caller checks).
+
+Each row is one decoding GEMV in fp16, with bias: ``x`` (B, K) of standard normal activations and a threshold
+``t`` = the ``s``-quantile of ``|x|`` (:func:`threshold_for`), so each row of ``x`` drops a fraction ``s`` of its
+entries; the kernel (:func:`kernels.sparse_gemv.kernel.sparse_gemv`, on ``Wᵀ`` contiguous) against dense
+``F.linear(x, W, b)`` on the unthresholded input (what the model would run without the kernel). Both are timed
+with :func:`kernels.runtime.cuda_ms` (CUDA events, L2 flushed before every call, so the weights come from HBM as
+in decoding) and reported as the median. Shapes: LLaMA-7B-sized projections, 4096 -> 4096, 4096 -> 11008 and
+11008 -> 4096 (``K -> N``), at s in {0.4, 0.5, 0.7, 0.9}, batch 1 and (not ``quick``) 4.
+
+``ideal`` = 1/(1-s): the weight bytes not read. ``target`` = 0.8/(1-s): 80% of it. At batch 4 the rows' dropped
+channels are independent here, so a weight row is skipped only when all 4 rows drop its channel (``rows_read``:
+the fraction of weight rows the kernel reads; ``s^4`` skipped); real activations correlate across a batch more
+than these, but the batch-1 rows are the kernel's case. ``max_err``: largest ``|kernel - reference|`` with the
+reference ``sparse_linear`` in fp32 on the same fp16 operands (the kernel's output is rounded to fp16 once).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+from torch.nn import functional as F
+
+from kernels.runtime import cuda_ms
+from kernels.sparse_gemv.reference import sparse_linear, sparsify, threshold_for
+
+SPARSITIES = (0.4, 0.5, 0.7, 0.9)
+FEATURES = ((4096, 4096), (4096, 11008), (11008, 4096))  # (K in, N out)
+
+
+def bench(batch: int, k: int, n: int, sparsity: float, reps: int, warmup: int) -> dict:
+    from kernels.sparse_gemv.kernel import sparse_gemv  # imports Triton: only here, on a GPU
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    dtype = torch.float16
+    weight = (torch.randn(n, k, device="cuda", generator=gen) / k**0.5).to(dtype)  # (N, K): nn.Linear's layout
+    bias = torch.randn(n, device="cuda", generator=gen).to(dtype)
+    weight_t = weight.t().contiguous()  # (K, N): the kernel's layout
+    x = torch.randn(batch, k, device="cuda", generator=gen).to(dtype)
+    t = threshold_for(x.abs(), sparsity)
+    with torch.no_grad():
+        y = sparse_gemv(x, weight_t, bias, t, sparsity)  # the first call tunes (outside the timings)
+        reference = sparse_linear(x.float(), weight.float(), bias.float(), t)
+        err = (y.float() - reference).abs().max().item()
+        rows_read = (sparsify(x, t) != 0).any(0).float().mean().item()
+        dense_ms = statistics.median(cuda_ms(lambda: F.linear(x, weight, bias), reps, warmup))
+        kernel_ms = statistics.median(cuda_ms(lambda: sparse_gemv(x, weight_t, bias, t, sparsity), reps, warmup))
+    return {
+        "op": "sparse_gemv",
+        "shape": f"{k}->{n}",
+        "batch": batch,
+        "dtype": "float16",
+        "density": round(1 - sparsity, 3),
+        "sparsity": sparsity,
+        "rows_read": round(rows_read, 4),
+        "dense_ms": round(dense_ms, 4),
+        "kernel_ms": round(kernel_ms, 4),
+        "speedup": round(dense_ms / kernel_ms, 3),
+        "target": round(0.8 / (1 - sparsity), 3),
+        "ideal": round(1 / (1 - sparsity), 3),
+        "max_err": err,
+    }
+
+
+def gpu_rows(quick: bool = False) -> list[dict]:
+    """One row per (batch, shape, sparsity); ``quick``: batch 1 only, 10 timed calls after 3 warm-up calls
+    instead of 50 after 10."""
+    reps, warmup = (10, 3) if quick else (50, 10)
+    batches = (1,) if quick else (1, 4)
+    return [bench(b, k, n, s, reps, warmup) for b in batches for k, n in FEATURES for s in SPARSITIES]

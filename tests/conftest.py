@@ -1,0 +1,35 @@
+"""Triton's interpreter on machines without a GPU.
+
+``TRITON_INTERPRET=1`` only works if it is set before Triton is first imported in the process: Triton decides
+at decoration time whether a ``@triton.jit`` function is compiled or interpreted, and ``triton.language``'s
+own helpers (``tl.zeros``, ``tl.cdiv``, ...) are decorated when ``triton`` is imported. A kernel launched under
+the interpreter after that fails inside ``tl.zeros`` ("Cannot call @triton.jit'd outside of the scope of a
+kernel"), whoever imported Triton first. Without CUDA the interpreter is the only way Triton runs, so here the
+variable is on while the test modules are imported (Triton, and every kernel module imported at collection, is
+built for the interpreter) and back to its previous value once collection ends: the tests run in the
+environment they were given, and a test of a Triton kernel switches it on for itself
+(``monkeypatch.setenv("TRITON_INTERPRET", "1")``), so :func:`kernels.runtime.use_triton` holds on CPU tensors
+for that test only. With CUDA nothing changes: kernels compile for the GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+_PREVIOUS = os.environ.get("TRITON_INTERPRET")
+_INTERPRET = not torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+
+if _INTERPRET:
+    os.environ["TRITON_INTERPRET"] = "1"
+    import triton  # noqa: F401  # built for the interpreter now, whichever test imports it first
+
+
+def pytest_collection_finish(session) -> None:
+    if _INTERPRET:
+        if _PREVIOUS is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = _PREVIOUS
