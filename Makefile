@@ -155,8 +155,10 @@ alldefconfig: $(STAMP) ## Write .config with every symbol at its default
 list-defconfigs: $(STAMP) ## List the defconfigs with their descriptions
 	@exec $(PY) -m lib.kconfig_cli list-defconfigs
 
-test: $(TEST_STAMP) ## Run the test suite (pytest; under 10 minutes on 2 CPU cores)
-	@exec $(PY) -m pytest -q
+# Two pytest workers (at most four on bigger machines): many tests wait on subprocesses they start and kill, so
+# two run side by side on 2 cores. A file's tests stay on one worker, so its module fixtures are built once.
+test: $(TEST_STAMP) ## Run the test suite (pytest, 2-4 workers; under 10 minutes on 2 CPU cores)
+	@exec $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 trackio-test: $(STAMP) ## Log a short synthetic run to trackio through the trainer's fan-out; say where it is
 	@exec $(PY) -m lib.tracking test trackio
