@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kernels.banded import BandedKernel, BandedLinear
+from kernels.banded import BandedKernel, BandedLinear, auto_block
 from lib.config import ROOT
 from lib.errors import run_cli
 from lib.pruning.patterns import band_width_for, banded_mask
@@ -81,7 +81,7 @@ def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block:
     width, achieved = band_width_for(out_features, in_features, density)
     gen = torch.Generator().manual_seed(0)
     dense = _masked_linear(out_features, in_features, width)
-    banded = BandedLinear(dense, block)
+    banded = BandedLinear(dense, block or auto_block(width))
     x = torch.randn(tokens, in_features, generator=gen)
     dy = torch.randn(tokens, out_features, generator=gen)
     # Each side gets the layouts it meets in GPT-2's MLP with both Linears banded: a banded layer returns y
@@ -112,6 +112,7 @@ def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block:
         "dtype": "fp32",
         "bandwidth": width,
         "density": round(achieved, 4),
+        "block": banded.block,
         "tile_density": round(banded.plan().density, 4),
         "dense_ms": round(1e3 * dense_s, 3),
         "kernel_ms": round(1e3 * banded_s, 3),
@@ -209,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=20, help="ABBA-alternated (dense, banded) layer measurements")
     parser.add_argument("--step-pairs", type=int, default=3, help="ABBA pairs of GPT-2 small steps (0: skip)")
     parser.add_argument("--step-batch", type=int, default=4, help="sequences of 512 tokens per GPT-2 small step")
-    parser.add_argument("--block", type=int, default=64, help="tile extent on the wide side (BANDED_KERNEL_BLOCK)")
+    parser.add_argument(
+        "--block", type=int, default=0, help="tile extent on the wide side (BANDED_KERNEL_BLOCK; 0: per layer)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions on the GPU")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "kernels.md")
@@ -241,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Kernels against dense",
         "",
         f"Command: `make bench-kernels` (`python -m scripts.bench_kernels {' '.join(argv or [])}`). This run: {device};"
-        f" torch {torch.__version__}; git {sha}; tile extent {args.block}. CPU rows: fp32, {args.tokens} tokens per"
+        f" torch {torch.__version__}; git {sha}; tile extent {args.block or 'per layer (auto_block)'}."
+        f" CPU rows: fp32, {args.tokens} tokens per"
         " layer; masked dense is the same nn.Linear computing x (W ⊙ M)ᵀ + b with autograd; the speedup is the median"
         f" of {args.pairs} ABBA pairs of the per-pair ratio (GPT-2 small step: {args.step_pairs} pairs). Targets"
         " (issue 15): banded layer on the CPU >= 0.5 / density; on a GPU banded matmul >= 0.7 / density vs cuBLAS,"

@@ -13,6 +13,7 @@ logged and left dense. Where it runs:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,13 @@ def band_width_of(mask: torch.Tensor) -> int | None:
 
 
 GPU_PATHS = ("triton", "cuda")  # BANDED_KERNEL_GPU
+
+
+def auto_block(width: int) -> int:
+    """The CPU path's tile extent for a band ``width`` wide-side channels wide: the power of two nearest
+    ``width / 4`` within 16..128 (tiles a quarter of the band: their overhang costs about a quarter more FLOPs,
+    and they stay large enough for fast GEMMs; measured with make bench-kernels, docs/kernels.md)."""
+    return min(128, max(16, 2 ** round(math.log2(max(width, 1) / 4))))
 
 
 class BandedLinear(nn.Module):
@@ -99,7 +107,7 @@ class BandedKernel(Kernel):
 
     @dataclass(frozen=True)
     class Settings:
-        block: int = 64  # BANDED_KERNEL_BLOCK: tile extent on the wide side, in channels
+        block: int = 0  # BANDED_KERNEL_BLOCK: tile extent on the wide side, in channels; 0: auto_block per layer
         gpu: str = "triton"  # BANDED_KERNEL_GPU: the path on CUDA tensors
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -121,7 +129,7 @@ class BandedKernel(Kernel):
                 logger.info("banded kernel: %s has no banded mask; left dense", name)
                 continue
             parent, _, child = name.rpartition(".")
-            banded = BandedLinear(module, self.settings.block, self.settings.gpu)
+            banded = BandedLinear(module, self.settings.block or auto_block(width), self.settings.gpu)
             setattr(model.get_submodule(parent) if parent else model, child, banded)
             taken.append(name)
             logger.info("banded kernel: %s (%dx%d, band width %d)", name, *mask.shape, width)

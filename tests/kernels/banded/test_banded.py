@@ -105,3 +105,9 @@ def test_any_mask_is_exact_through_the_plan() -> None:
     ref.backward(dy)
     for a, b in zip(got, (ref.detach(), x.grad, linear.weight.grad * mask, linear.bias.grad), strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_auto_block_is_the_power_of_two_nearest_a_quarter_band_within_16_to_128() -> None:
+    from kernels.banded import auto_block
+
+    assert [auto_block(w) for w in (252, 130, 62, 524, 1030, 2, 40)] == [64, 32, 16, 128, 128, 16, 16]
