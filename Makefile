@@ -52,7 +52,7 @@ YES_ARG := $(if $(filter 1,$(words $(value YES))),$(if $(filter 1 y yes,$(value 
 # EXTRAS (command line only): optional dependency groups of pyproject.toml, words from a fixed set. Any other
 # word is one `error:` line before anything is installed (CHECK_EXTRAS, at the head of a recipe line), and only
 # the known words reach pip: `make env EXTRAS="trackio wandb"` installs `.[dev,trackio,wandb]`.
-EXTRA_NAMES := trackio wandb
+EXTRA_NAMES := trackio wandb hf notebook
 EXTRAS_WORDS := $(if $(filter command line,$(origin EXTRAS)),$(value EXTRAS))
 empty :=
 comma := ,
@@ -61,7 +61,7 @@ CHECK_EXTRAS = $(if $(filter-out $(EXTRA_NAMES),$(EXTRAS_WORDS)),extras=$(call q
 	echo "error: EXTRAS=$$extras: each word must be one of: $(EXTRA_NAMES) (e.g. EXTRAS=\"trackio wandb\")" >&2; exit 2;)
 # make would expand a command-line variable to put it in the recipes' environment. After the `?=` defaults:
 # `unexport` defines a variable, and `?=` leaves a defined one alone.
-unexport TOKENS TEMPERATURE TOP_K SEED PROMPT RUN JOBS EPOCHS MAX_ITERS SET MATRIX DEFCONFIG KCONFIG_CONFIG TORCH \
+unexport TOKENS TEMPERATURE TOP_K SEED PROMPT RUN METHOD SPARSITY PATTERN CALIBRATION SAMPLES JOBS EPOCHS MAX_ITERS SET MATRIX DEFCONFIG KCONFIG_CONFIG TORCH \
 	YES PYTHON3 EXTRAS SQL
 
 # The runner names make (the recipe shell's parent) as its starter: if make is killed before the runner has
@@ -69,7 +69,7 @@ unexport TOKENS TEMPERATURE TOP_K SEED PROMPT RUN JOBS EPOCHS MAX_ITERS SET MATR
 TIED := SPARSITY_LAB_PARENT=$$PPID
 
 .PHONY: all run plan continue status estimate update-graphs quickstart menuconfig guiconfig defconfig savedefconfig \
-	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample \
+	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample prune \
 	trackio-test wandb-test trackio-view query bench-kernels
 
 all: run ## Run the matrix of .config (same as `make run`)
@@ -96,7 +96,7 @@ env: $(STAMP) ## Create or update the Python environment (.venv, or the active v
 # The tests use both trackers: `make test` installs them once, with a stamp of its own.
 TEST_STAMP := $(VENV)/.sparsity-lab-test-installed
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -e ".[dev,trackio,wandb]"
+	$(PY) -m pip install -e ".[dev,trackio,wandb,hf]"
 	@touch $@
 
 run: $(STAMP) ## Train every run of the matrix that is not done yet (EPOCHS= JOBS= SET= override)
@@ -125,6 +125,11 @@ SAMPLE_ARGS := $(call option,--prompt,PROMPT) $(call option,--tokens,TOKENS) \
 	$(call option,--temperature,TEMPERATURE) $(call option,--top-k,TOP_K) $(call option,--seed,SEED)
 sample: $(STAMP) ## Text from a GPT-2 run: RUN=<run dir or id> [MATRIX= SET= PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=]
 	@exec $(PY) -m scripts.sample $(call quote,RUN) $(CONFIG_ARG) $(MATRIX_ARG) $(SET_ARG) $(SAMPLE_ARGS)
+
+PRUNE_ARGS := $(call option,--method,METHOD) $(call option,--sparsity,SPARSITY) $(call option,--pattern,PATTERN) \
+	$(call option,--calibration,CALIBRATION) $(call option,--samples,SAMPLES)
+prune: $(STAMP) ## One-shot prune a GPT-2 run or HF model: RUN= METHOD=magnitude|wanda|sparsegpt SPARSITY= [PATTERN=2:4 CALIBRATION= SAMPLES=]
+	@exec $(PY) -m scripts.prune $(call quote,RUN) $(CONFIG_ARG) $(MATRIX_ARG) $(SET_ARG) $(PRUNE_ARGS)
 
 quickstart: $(STAMP) ## Set up, then run the embedded `quickstart` defconfig through to graphs and report
 	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig quickstart

@@ -77,6 +77,9 @@ def build(results_dir: Path) -> Path:
             try:
                 for name, table in tables.items():
                     _load(con, name, table, Path(scratch))
+                from lib.analysis import store  # here: it writes through this module's database
+
+                store.load_tables(con, results_dir)  # the analyses' tables survive the rebuild
             finally:
                 con.close()
         sync_file(tmp)

@@ -92,10 +92,11 @@ def validation_task(spec: RunSpec, block_size: int, device: torch.device) -> Lan
     )
 
 
-def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
-    """The run's GPT-2 with the chosen checkpoint's weights, each multiplied by its mask and the masks dropped
-    (movement pruning keeps the values of masked weights; the others have them at 0 already), on the sampling
-    device and handed to the run's inference kernels."""
+def load_run(run_dir: Path, which: str = "best") -> tuple[GPT2, object, RunSpec]:
+    """(model, tokenizer, spec) of a GPT-2 run: the model rebuilt from the run's ``config.json`` with the chosen
+    checkpoint's weights, each multiplied by its mask and the masks dropped (movement pruning keeps the values of
+    masked weights; the others have them at 0 already), in eval mode on the CPU; no kernels (``make prune``
+    starts here too)."""
     config = results.read_json(run_dir / results.CONFIG)
     if config is None:
         raise UserError(f"{run_dir} is not a run directory (no {results.CONFIG}); give RUN=results/<matrix>/<run>")
@@ -112,6 +113,12 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
     except checkpoint.UnreadableCheckpoint as e:
         raise UserError(f"{e}; sample another run, or train this one again") from None
     model.load_state_dict(squash_state(state))
+    return model.eval(), tokenizer, spec
+
+
+def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
+    """The run's GPT-2 (:func:`load_run`) on the sampling device, handed to the run's inference kernels."""
+    model, tokenizer, spec = load_run(run_dir, which)
     device = sampling_device()
     model.to(device).eval()
     if not kernels.calibrating(spec.cfg, "inference"):

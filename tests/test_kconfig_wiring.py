@@ -13,6 +13,7 @@ from lib.data import DATASETS
 from lib.data.corpora import CORPORA
 from lib.data.text import TOKENIZERS
 from lib.model_registry import MODELS
+from lib.oneshot import ONESHOT
 from lib.optimizers import OPTIMIZERS
 from lib.optimizers.muon import ADJUST_LR_FNS
 from lib.optimizers.schedules import LR_SCHEDULES
@@ -47,7 +48,7 @@ CHOICES = {
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}
 # Every bool family: the axes, the kernels (each selected one takes over modules; no matrix axis) and the trackers
 # (each selected one mirrors the metrics).
-BOOL_FAMILIES = {**AXES, "KERNELS": KERNELS, "TRACKER": TRACKERS}
+BOOL_FAMILIES = {**AXES, "KERNELS": KERNELS, "TRACKER": TRACKERS, "ONESHOT": ONESHOT}
 # Registries that are exactly one named choice: the choice <PREFIX> has one member per entry, and no other.
 CHOICE_REGISTRIES = [DATASETS, CORPORA, TOKENIZERS, LR_SCHEDULES, SPARSITY_SHAPES]
 

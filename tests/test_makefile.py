@@ -238,6 +238,12 @@ PASSED = [
     ("sample", "TEMPERATURE", "--temperature"),
     ("sample", "TOP_K", "--top-k"),
     ("sample", "SEED", "--seed"),
+    ("prune", "RUN", "first"),
+    ("prune", "METHOD", "--method"),
+    ("prune", "SPARSITY", "--sparsity"),
+    ("prune", "PATTERN", "--pattern"),
+    ("prune", "CALIBRATION", "--calibration"),
+    ("prune", "SAMPLES", "--samples"),
     ("continue", "MATRIX", "--matrix"),
     ("continue", "JOBS", "--jobs"),
     ("status", "MATRIX", "--matrix"),
@@ -466,7 +472,9 @@ def test_make_env_rejects_extras_outside_the_fixed_set(
     assert [m for m in marks if m.exists()] == [], f"EXTRAS={value!r} ran as code"
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [f'error: EXTRAS={value}: each word must be one of: trackio wandb (e.g. EXTRAS="trackio wandb")']
+    assert errors == [
+        f'error: EXTRAS={value}: each word must be one of: trackio wandb hf notebook (e.g. EXTRAS="trackio wandb")'
+    ]
     assert calls(log) == [] and not (venv / STAMP).exists()
 
 
@@ -487,9 +495,8 @@ def test_make_test_installs_the_trackers_once(recording_venv: tuple[Path, Path])
     venv, log = recording_venv
     for _ in range(2):
         assert make("-o", str(venv / STAMP), "test", env={"VIRTUAL_ENV": str(venv)}).returncode == 0
-    assert calls(log) == [["-m", "pip", "install", "-e", ".[dev,trackio,wandb]"], ["-m", "pytest", "-q"]] + [
-        ["-m", "pytest", "-q"]
-    ]
+    pytest = ["-m", "pytest", "-q", "-n", "auto", "--maxprocesses", "4", "--dist", "loadfile"]
+    assert calls(log) == [["-m", "pip", "install", "-e", ".[dev,trackio,wandb,hf]"], pytest, pytest]
 
 
 def test_tracker_targets_call_lib_tracking(recording_venv: tuple[Path, Path]) -> None:

@@ -1,0 +1,11 @@
+"""Types of the string symbols of ``lib/oneshot/Kconfig`` (SparseGPT's dampening).
+
+Kconfig has no float type; :mod:`lib.config` reads this file (beside the Kconfig whose symbols it types) and
+validates each value once, at load time. See :func:`lib.config_types.string_types`.
+"""
+
+from lib.config_types import NON_NEGATIVE
+
+STRING_TYPES = {
+    "ONESHOT_SPARSEGPT_PERCDAMP": NON_NEGATIVE,
+}

@@ -1,0 +1,212 @@
+"""One-shot prune a trained model (``make prune RUN=... METHOD=magnitude|wanda|sparsegpt SPARSITY=0.5``).
+
+``RUN`` is a GPT-2 run directory or a run id of the matrix every command finds (as ``make sample``), or else a
+Hugging Face causal LM: a Hub name (``facebook/opt-125m``; ``HF_HUB_OFFLINE=1`` reads only the cache) or a
+directory saved by ``save_pretrained`` (needs ``make env EXTRAS=hf``).
+
+Calibration: ``SAMPLES`` random windows (seeded) of ``ONESHOT_SEQLEN`` tokens (a run: at most its block_size) of
+the training split of ``CALIBRATION``, a corpus of the framework (``GPT2_DATASET_*``); by default the run's own
+training text, for a Hugging Face model the .config's GPT2_DATASET, tokenised with the model's tokenizer. The
+perplexity before and after is measured on ``ONESHOT_EVAL_WINDOWS`` windows of that corpus's validation split.
+``METHOD`` defaults to the methods selected in the .config's "One-shot pruning" menu, each in turn.
+
+Output: ``<run>/oneshot/<method>-<target>/`` (a Hugging Face model: ``RESULTS_DIR/oneshot/<model>/<method>-<target>/``)
+with one ``layer{N}-{component}-{out}x{in}-{target}.pt`` per Linear (:mod:`lib.oneshot.pipeline`), ``model.pt``
+(``{"model": state_dict}``) and ``prune.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import re
+import sys
+from pathlib import Path
+
+from lib import checkpoint, results
+from lib import config as config_mod
+from lib.data.corpora import CORPORA, TextCorpus
+from lib.data.shards import read_shard
+from lib.errors import ArgumentParser, UserError, run_cli
+from lib.oneshot import ONESHOT
+from lib.oneshot.models import CausalLM, NanoGPT, load_hf
+from lib.oneshot.pipeline import perplexity, prune_model, target_name, windows
+from lib.tasks import ConcatTokens
+from scripts.sample import find_run, load_run, sampling_device
+
+logger = logging.getLogger(__name__)
+FIX_METHOD = "give METHOD=<name> or select one in `make menuconfig` (One-shot pruning)"
+
+
+def parse_pattern(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    m = re.fullmatch(r"(\d+):(\d+)", text)
+    if not m or not 1 <= int(m[1]) < int(m[2]):
+        raise UserError(f"PATTERN={text!r} is not N:M with 1 <= N < M; e.g. PATTERN=2:4, or leave it out")
+    return int(m[1]), int(m[2])
+
+
+def methods_to_run(method: str | None, cfg) -> list[str]:
+    if method:
+        if method not in ONESHOT:
+            raise UserError(f"METHOD={method!r} is not a one-shot method: allowed values are {', '.join(ONESHOT)}")
+        return [method]
+    chosen = ONESHOT.selected(cfg)
+    if not chosen:
+        raise UserError(f"no METHOD given and no ONESHOT_* selected in the .config: {FIX_METHOD}")
+    return chosen
+
+
+def build_method(name: str, cfg):
+    """The method with its Settings read from ``ONESHOT_<NAME>_<FIELD>`` (SparseGPT's percdamp, blocksize)."""
+    cls = ONESHOT[name]
+    fields = dataclasses.fields(cls.Settings)
+    return cls(cls.Settings(**{f.name: cfg[f"{ONESHOT.symbol(name)}_{f.name.upper()}"] for f in fields}))
+
+
+def corpus_tokens(name: str, cfg, lm: CausalLM, tokenizer: str | None, need: int) -> tuple[object, object]:
+    """(train, validation) tokens of corpus ``name``: the framework's shards for ``tokenizer`` (a run's), else the
+    corpus's documents encoded by ``lm`` until ``need`` tokens of each split (or the split's end)."""
+    data_dir = Path(cfg["DATA_DIR"])
+    data_dir = data_dir if data_dir.is_absolute() else config_mod.ROOT / data_dir
+    corpus = CORPORA[name](cfg)
+    if tokenizer is not None:
+        train, val = corpus.shards(data_dir, tokenizer)
+        return ConcatTokens(read_shard(p) for p in train), ConcatTokens(read_shard(p) for p in val)
+    if not isinstance(corpus, TextCorpus):
+        raise UserError(f"CALIBRATION={name} is pre-tokenised for GPT-2's BPE: choose a text corpus for {lm.name}")
+
+    def encode(docs) -> list[int]:
+        ids: list[int] = []
+        for doc in docs:
+            ids += [lm.eos, *lm.encode(doc)]
+            if len(ids) >= need:
+                break
+        return ids
+
+    train, val = corpus.splits(data_dir)
+    return encode(train), encode(val)
+
+
+def prune(
+    run: str,
+    method: str | None,
+    sparsity: float,
+    pattern: tuple[int, int] | None = None,
+    calibration: str | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    config: str | Path = config_mod.DOTCONFIG,
+    overrides: list[str] | None = None,
+    matrix: str | None = None,
+) -> list[dict]:
+    """Prune ``run`` with each method; the ``prune.json`` summaries."""
+    overrides = overrides or []
+    place = results.resolve_matrix(config, overrides, matrix)
+    cfg = place.config or config_mod.from_defaults(overrides)
+    names = methods_to_run(method, cfg)
+    if calibration is not None and calibration not in CORPORA:
+        raise UserError(f"CALIBRATION={calibration!r} is not a corpus: allowed values are {', '.join(CORPORA)}")
+    if pattern is None and not 0 < sparsity < 1:
+        raise UserError(f"SPARSITY={sparsity:g} is not a fraction in (0, 1): e.g. SPARSITY=0.5")
+    samples = samples or cfg["ONESHOT_SAMPLES"]
+    run_dir = None  # a Hugging Face model: a save_pretrained directory (its config.json has a model_type) or a Hub name
+    if "model_type" not in (results.read_json(Path(run) / results.CONFIG) or {}):
+        try:
+            run_dir = find_run(run, config, overrides, matrix)
+        except UserError as e:
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", run):
+                raise UserError(
+                    f"{e}; or a Hugging Face model (a Hub name org/name or a save_pretrained directory)"
+                ) from None
+    summaries = []
+    for name in names:
+        pruner = build_method(name, cfg)
+        if run_dir is not None:
+            model, tokenizer, spec = load_run(run_dir)
+            lm: CausalLM = NanoGPT(model.to(sampling_device()), tokenizer, run_dir.name)
+            data_cfg, token_name = spec.cfg, spec.cfg["GPT2_TOKENIZER"]
+            corpus = calibration or spec.cfg["GPT2_DATASET"]
+            out = run_dir / "oneshot"
+        else:
+            lm = load_hf(run, sampling_device())
+            data_cfg, token_name, corpus = cfg, None, calibration or cfg["GPT2_DATASET"]
+            out = results.results_dir(cfg) / "oneshot" / lm.name
+        seqlen = min(cfg["ONESHOT_SEQLEN"], lm.max_length or cfg["ONESHOT_SEQLEN"])
+        evals = cfg["ONESHOT_EVAL_WINDOWS"]
+        train, val = corpus_tokens(corpus, data_cfg, lm, token_name, max(samples, evals) * seqlen + 1)
+        calib = windows(train, samples, seqlen, seed)
+        valid = windows(val, evals, seqlen, None)
+        before = perplexity(lm, valid)
+        out_dir = out / f"{name}-{target_name(sparsity, pattern)}"
+        result = prune_model(lm, pruner, sparsity, pattern, calib, out_dir)
+        after = perplexity(lm, valid)
+        checkpoint.save({"model": lm.model.state_dict()}, out_dir / "model.pt")
+        summary = {
+            "model": lm.name,
+            "method": name,
+            "settings": dataclasses.asdict(pruner.settings),
+            "target": sparsity if pattern is None else 1 - pattern[0] / pattern[1],
+            "pattern": None if pattern is None else f"{pattern[0]}:{pattern[1]}",
+            "calibration": {"corpus": corpus, "samples": samples, "seqlen": seqlen, "seed": seed},
+            "validation": {"corpus": corpus, "windows": len(valid), "seqlen": seqlen},
+            "perplexity": {"before": before, "after": after},
+            **result.to_json(),
+        }
+        results.atomic_write_json(out_dir / "prune.json", summary)
+        summary["dir"] = str(out_dir)
+        summaries.append(summary)
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m scripts.prune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", help="a GPT-2 run directory or run id, or a Hugging Face model (Hub name or directory)")
+    parser.add_argument("--method", help=f"one of {', '.join(ONESHOT)} (default: the .config's ONESHOT_* selection)")
+    parser.add_argument("--sparsity", default="0.5", help="fraction of each Linear's weights pruned (default 0.5)")
+    parser.add_argument("--pattern", help="N:M, e.g. 2:4 (then the sparsity is 1 - N/M)")
+    parser.add_argument("--calibration", help=f"corpus: {', '.join(CORPORA)} (default: the run's own)")
+    parser.add_argument("--samples", help="calibration sequences (default ONESHOT_SAMPLES)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", default=str(config_mod.DOTCONFIG))
+    parser.add_argument("--set", default="", help="overrides: 'SYM=VALUE ...'")
+    parser.add_argument("--matrix", metavar="DIR")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        sparsity = float(args.sparsity)
+    except ValueError:
+        raise UserError(
+            f"SPARSITY={args.sparsity!r} is not a number: a fraction in (0, 1), e.g. SPARSITY=0.5"
+        ) from None
+    if args.samples is not None and not (args.samples.isdigit() and int(args.samples) > 0):
+        raise UserError(f"SAMPLES={args.samples!r} is not a positive integer: e.g. SAMPLES=128")
+    summaries = prune(
+        args.run,
+        args.method,
+        sparsity,
+        parse_pattern(args.pattern),
+        args.calibration,
+        int(args.samples) if args.samples else None,
+        args.seed,
+        args.config,
+        config_mod.split_overrides(args.set),
+        args.matrix,
+    )
+    for s in summaries:
+        ppl = s["perplexity"]
+        print(
+            f"{s['model']} {s['method']} {s['pattern'] or s['target']}: perplexity {ppl['before']:.4g} -> "
+            f"{ppl['after']:.4g} ({100 * (ppl['after'] / ppl['before'] - 1):+.1f}%; {s['validation']['windows']} "
+            f"windows of {s['validation']['seqlen']} tokens of {s['validation']['corpus']}); "
+            f"{len(s['layers'])} Linears at {s['sparsity']:.3f} sparsity in {s['seconds']:.1f} s; {s['dir']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
