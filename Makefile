@@ -69,7 +69,7 @@ unexport TOKENS TEMPERATURE TOP_K SEED PROMPT RUN METHOD SPARSITY PATTERN CALIBR
 TIED := SPARSITY_LAB_PARENT=$$PPID
 
 .PHONY: all run plan continue status estimate update-graphs quickstart menuconfig guiconfig defconfig savedefconfig \
-	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample prune \
+	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample prune analyze \
 	trackio-test wandb-test trackio-view query bench-kernels
 
 all: run ## Run the matrix of .config (same as `make run`)
@@ -130,6 +130,10 @@ PRUNE_ARGS := $(call option,--method,METHOD) $(call option,--sparsity,SPARSITY) 
 	$(call option,--calibration,CALIBRATION) $(call option,--samples,SAMPLES)
 prune: $(STAMP) ## One-shot prune a GPT-2 run or HF model: RUN= METHOD=magnitude|wanda|sparsegpt SPARSITY= [PATTERN=2:4 CALIBRATION= SAMPLES=]
 	@exec $(PY) -m scripts.prune $(call quote,RUN) $(CONFIG_ARG) $(MATRIX_ARG) $(SET_ARG) $(PRUNE_ARGS)
+
+ANALYZE_ARGS := $(call option,--sparsity,SPARSITY) $(call option,--samples,SAMPLES)
+analyze: $(STAMP) ## Co-activation and mask-agreement analysis of a model: RUN= [SPARSITY=0.9 (activations) SAMPLES=8]
+	@exec $(PY) -m scripts.analyze $(call quote,RUN) $(CONFIG_ARG) $(MATRIX_ARG) $(SET_ARG) $(ANALYZE_ARGS)
 
 quickstart: $(STAMP) ## Set up, then run the embedded `quickstart` defconfig through to graphs and report
 	@exec $(PY) -m lib.kconfig_cli $(CONFIG_ARG) defconfig quickstart

@@ -90,6 +90,46 @@ def corpus_tokens(name: str, cfg, lm: CausalLM, tokenizer: str | None, need: int
     return encode(train), encode(val)
 
 
+def find_model(run: str, config, overrides: list[str], matrix: str | None) -> Path | None:
+    """The run directory ``run`` names (a directory or a run id), or ``None`` for a Hugging Face model (a
+    save_pretrained directory, whose config.json has a model_type, or a Hub name org/name); else one UserError."""
+    if "model_type" in (results.read_json(Path(run) / results.CONFIG) or {}):
+        return None
+    try:
+        return find_run(run, config, overrides, matrix)
+    except UserError as e:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", run):
+            raise UserError(
+                f"{e}; or a Hugging Face model (a Hub name org/name or a save_pretrained directory)"
+            ) from None
+    return None
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A model to prune or analyse: its adapter, where its text comes from, and its output directory."""
+
+    lm: CausalLM
+    data_cfg: object  # the config whose GPT2_DATASET_* and DATA_DIR find the corpus
+    tokenizer: str | None  # a run's tokenizer name (its shards), None: the model's tokenizer encodes the text
+    corpus: str
+    out: Path  # <run>/oneshot, or RESULTS_DIR/oneshot/<model>
+
+    def seqlen(self, cfg) -> int:
+        return min(cfg["ONESHOT_SEQLEN"], self.lm.max_length or cfg["ONESHOT_SEQLEN"])
+
+
+def load_model(run: str, run_dir: Path | None, cfg, calibration: str | None = None) -> Loaded:
+    """The model of :func:`find_model`'s answer, on the sampling device, with its calibration corpus."""
+    if run_dir is not None:
+        model, tokenizer, spec = load_run(run_dir)
+        lm: CausalLM = NanoGPT(model.to(sampling_device()), tokenizer, run_dir.name)
+        corpus = calibration or spec.cfg["GPT2_DATASET"]
+        return Loaded(lm, spec.cfg, spec.cfg["GPT2_TOKENIZER"], corpus, run_dir / "oneshot")
+    lm = load_hf(run, sampling_device())
+    return Loaded(lm, cfg, None, calibration or cfg["GPT2_DATASET"], results.results_dir(cfg) / "oneshot" / lm.name)
+
+
 def prune(
     run: str,
     method: str | None,
@@ -112,31 +152,15 @@ def prune(
     if pattern is None and not 0 < sparsity < 1:
         raise UserError(f"SPARSITY={sparsity:g} is not a fraction in (0, 1): e.g. SPARSITY=0.5")
     samples = samples or cfg["ONESHOT_SAMPLES"]
-    run_dir = None  # a Hugging Face model: a save_pretrained directory (its config.json has a model_type) or a Hub name
-    if "model_type" not in (results.read_json(Path(run) / results.CONFIG) or {}):
-        try:
-            run_dir = find_run(run, config, overrides, matrix)
-        except UserError as e:
-            if not re.fullmatch(r"[\w.-]+/[\w.-]+", run):
-                raise UserError(
-                    f"{e}; or a Hugging Face model (a Hub name org/name or a save_pretrained directory)"
-                ) from None
+    run_dir = find_model(run, config, overrides, matrix)
     summaries = []
     for name in names:
         pruner = build_method(name, cfg)
-        if run_dir is not None:
-            model, tokenizer, spec = load_run(run_dir)
-            lm: CausalLM = NanoGPT(model.to(sampling_device()), tokenizer, run_dir.name)
-            data_cfg, token_name = spec.cfg, spec.cfg["GPT2_TOKENIZER"]
-            corpus = calibration or spec.cfg["GPT2_DATASET"]
-            out = run_dir / "oneshot"
-        else:
-            lm = load_hf(run, sampling_device())
-            data_cfg, token_name, corpus = cfg, None, calibration or cfg["GPT2_DATASET"]
-            out = results.results_dir(cfg) / "oneshot" / lm.name
-        seqlen = min(cfg["ONESHOT_SEQLEN"], lm.max_length or cfg["ONESHOT_SEQLEN"])
+        loaded = load_model(run, run_dir, cfg, calibration)
+        lm, corpus, out = loaded.lm, loaded.corpus, loaded.out
+        seqlen = loaded.seqlen(cfg)
         evals = cfg["ONESHOT_EVAL_WINDOWS"]
-        train, val = corpus_tokens(corpus, data_cfg, lm, token_name, max(samples, evals) * seqlen + 1)
+        train, val = corpus_tokens(corpus, loaded.data_cfg, lm, loaded.tokenizer, max(samples, evals) * seqlen + 1)
         calib = windows(train, samples, seqlen, seed)
         valid = windows(val, evals, seqlen, None)
         before = perplexity(lm, valid)

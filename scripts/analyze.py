@@ -1,0 +1,264 @@
+"""The analysis suite on one model (``make analyze RUN=... [SPARSITY=0.9] [SAMPLES=8]``, docs/analysis.md).
+
+``RUN`` is what ``make prune`` takes (:func:`scripts.prune.find_model`): a GPT-2 run directory or run id, or a
+Hugging Face causal LM (Hub name or ``save_pretrained`` directory). The model analysed is the unpruned one (a
+run's best checkpoint, or the pretrained weights).
+
+1. Co-activation. ``SAMPLES`` (default 8) calibration windows, drawn as ``make prune`` draws them (the same
+   corpus, ``ONESHOT_SEQLEN``, seed), run block by block; forward pre-hooks on each block's Linears
+   (:func:`lib.oneshot.models.components`) capture every projection's input. Per projection: the threshold at
+   the target activation sparsity ``SPARSITY`` (default 0.9, the published setting), the binary matrix, the
+   reference feature (the most active feature: the most tokens above the threshold, ties by the lowest index),
+   k-means with k = 4, 8, 16 (those at most the features) over the 128 features nearest the reference (all when
+   fewer), the Hamming-distance histogram of those features' pairs, and MMM coherence for block sizes 4 and 16
+   in index and in Hamming order. Tables: ``coactivation_clusters``, ``coactivation_hamming``,
+   ``mmm_coherence``.
+2. Mask comparison. Every pair of ``make prune`` output directories of the model (``oneshot/<method>-<target>/``,
+   those with a ``prune.json``) with the same target, and each method's ``<m>-<s>-<N>of<M>`` against its
+   ``<m>-<s>`` (structured vs unstructured): table ``mask_comparison``.
+
+Rows go to ``RESULTS_DIR/results.duckdb`` (:func:`lib.analysis.store.write`, source = the model's name: a run's
+directory name, or e.g. ``facebook--opt-125m``). Figures go to ``<run>/analysis/`` (a Hugging Face model:
+``RESULTS_DIR/oneshot/<model>/analysis/``): a spy plot (Hamming order), a cluster heatmap (k = 8, or the largest
+k that fits) and the Hamming histograms of block 0's projections only, and one agreement heatmap per pair of mask
+directories. No t-SNE (it is the slow one; :func:`lib.analysis.coactivation.tsne` is there for a notebook).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from lib import config as config_mod
+from lib import results
+from lib.analysis import coactivation as coact
+from lib.analysis import figures, masks, store
+from lib.database import DATABASE
+from lib.errors import ArgumentParser, UserError, run_cli
+from lib.oneshot.models import CausalLM
+from lib.oneshot.pipeline import windows
+from scripts.prune import corpus_tokens, find_model, load_model
+
+logger = logging.getLogger(__name__)
+
+SAMPLES = 8  # calibration windows by default: enough tokens for the thresholds, fast on a CPU
+KS = coact.PUBLISHED_KS
+BLOCK_SIZES = (4, 16)
+FIGURE_BLOCK = 0  # figures of this block's projections only, to stay fast
+STRUCTURED = re.compile(r"^(?P<base>.+)-(?P<n>\d+)of(?P<m>\d+)$")  # a target with an N:M pattern: 0.5-2of4
+
+
+@torch.no_grad()
+def projection_inputs(lm: CausalLM, calibration: torch.Tensor, batch_size: int = 8):
+    """Per block, in order: (block index, {component: its inputs (tokens × features), fp32 on the CPU}), running
+    the blocks one after the other on the calibration windows, as the one-shot pipeline does (unpruned)."""
+    inputs = [lm.embed(batch.to(lm.device)) for batch in calibration.split(batch_size)]
+    for index, block in enumerate(lm.blocks()):
+        captured: dict[str, list[torch.Tensor]] = {}
+
+        def keep(name: str, captured: dict[str, list[torch.Tensor]] = captured):
+            def hook(module, args) -> None:
+                x = args[0]
+                captured.setdefault(name, []).append(x.reshape(-1, x.shape[-1]).float().cpu())
+
+            return hook
+
+        hooks = [lin.register_forward_pre_hook(keep(name)) for name, lin in lm.linears(block).items()]
+        try:
+            inputs = [(lm.run_block(block, hidden, context), context) for hidden, context in inputs]
+        finally:
+            for h in hooks:
+                h.remove()
+        yield index, {name: torch.cat(xs) for name, xs in captured.items()}
+
+
+def reference_feature(binary: torch.Tensor) -> int:
+    """The most active feature (most tokens above the threshold), the lowest index among ties."""
+    return int(torch.argmax(binary.sum(1)))  # argmax returns the first maximum
+
+
+def analyze_projection(x: torch.Tensor, sparsity: float, seed: int) -> dict:
+    """The rows of one projection's inputs ``x`` (tokens × features) for the three co-activation tables, and
+    what its figures need."""
+    threshold = coact.calibrate_thresholds({"x": x}, sparsity)["x"]
+    binary = coact.binarize(x, threshold)
+    reference = reference_feature(binary)
+    count = min(coact.PUBLISHED_FEATURES, binary.shape[0])
+    near = coact.nearest_features(binary, reference, count)
+    act = {"sparsity": sparsity, "threshold": threshold}
+    clusterings = [coact.cluster_features(binary, reference, k, count, seed) for k in KS if k <= count]
+    clusters = [
+        {**act, "reference": reference, "features": count, **row} for c in clusterings for row in coact.cluster_rows(c)
+    ]
+    distances = coact.pair_distances(binary[near])
+    hamming = [{**act, "reference": reference, "features": count, **row} for row in coact.hamming_histogram(distances)]
+    order = coact.hamming_order(binary, reference)
+    mmm = [
+        {**act, **coact.mmm_row(binary, b, o, ordering)}
+        for b in BLOCK_SIZES
+        for o, ordering in ((None, "index"), (order, "hamming"))
+    ]
+    return {
+        "clusters": clusters,
+        "hamming": hamming,
+        "mmm": mmm,
+        "binary": binary,
+        "order": order,
+        "clusterings": clusterings,
+        "distances": distances,
+    }
+
+
+def mask_dirs(out: Path) -> list[Path]:
+    """The ``make prune`` output directories under ``out`` (those with a prune.json), by name."""
+    return sorted(d for d in out.iterdir() if (d / "prune.json").is_file()) if out.is_dir() else []
+
+
+def mask_pairs(dirs: list[Path]) -> tuple[list[tuple[Path, Path]], list[tuple[str, Path, Path]]]:
+    """(pairs of directories with the same target, (method, structured, unstructured) ablations)."""
+    split = {d: d.name.split("-", 1) for d in dirs if "-" in d.name}
+    pairs = [
+        (a, b)
+        for i, a in enumerate(dirs)
+        for b in dirs[i + 1 :]
+        if a in split and b in split and split[a][1] == split[b][1]
+    ]
+    by_name = {d.name: d for d in dirs}
+    ablations = []
+    for d, (method, target) in split.items():
+        match = STRUCTURED.match(target)
+        if match and f"{method}-{match['base']}" in by_name:
+            ablations.append((method, d, by_name[f"{method}-{match['base']}"]))
+    return pairs, ablations
+
+
+def analyze(
+    run: str,
+    sparsity: float = coact.PUBLISHED_SPARSITY,
+    samples: int | None = None,
+    seed: int = 0,
+    config: str | Path = config_mod.DOTCONFIG,
+    overrides: list[str] | None = None,
+    matrix: str | None = None,
+) -> dict:
+    """Run the suite (see the module docstring); a summary: source, database, figures dir, rows per table, and
+    the mask directories found."""
+    overrides = overrides or []
+    if not 0 < sparsity < 1:
+        raise UserError(f"SPARSITY={sparsity:g} is not a fraction in (0, 1): the activation sparsity, e.g. 0.9")
+    place = results.resolve_matrix(config, overrides, matrix)
+    cfg = place.config or config_mod.from_defaults(overrides)
+    samples = samples or SAMPLES
+    run_dir = find_model(run, config, overrides, matrix)
+    loaded = load_model(run, run_dir, cfg)
+    lm, source = loaded.lm, loaded.lm.name
+    lm.model.eval()
+    seqlen = loaded.seqlen(cfg)
+    train, _ = corpus_tokens(loaded.corpus, loaded.data_cfg, lm, loaded.tokenizer, samples * seqlen + 1)
+    calib = windows(train, samples, seqlen, seed)
+    fig_dir = (run_dir if run_dir is not None else loaded.out) / "analysis"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = results.results_dir(cfg)
+
+    tables: dict[str, list[dict]] = {"coactivation_clusters": [], "coactivation_hamming": [], "mmm_coherence": []}
+    written: list[Path] = []
+    for index, inputs in projection_inputs(lm, calib):
+        histograms = {}
+        for component, x in inputs.items():
+            where = {"layer": index, "component": component}
+            found = analyze_projection(x, sparsity, seed)
+            tables["coactivation_clusters"] += [{**where, **r} for r in found["clusters"]]
+            tables["coactivation_hamming"] += [{**where, **r} for r in found["hamming"]]
+            tables["mmm_coherence"] += [{**where, **r} for r in found["mmm"]]
+            if index != FIGURE_BLOCK:
+                continue
+            name = f"layer{index}-{component}"
+            binary = found["binary"]
+            written.append(figures.spy(binary, found["order"], fig_dir / f"spy-{name}.png", title=f"{source} {name}"))
+            if found["clusterings"]:
+                c = next((c for c in found["clusterings"] if c.k == 8), found["clusterings"][-1])
+                path = fig_dir / f"clusters-{name}-k{c.k}.png"
+                title = f"{source} {name}: k = {c.k}, separation {c.separation:.2f}"
+                written.append(figures.cluster_heatmap(binary[torch.from_numpy(c.features)], c.labels, path, title))
+            histograms[component] = found["distances"]
+        if index == FIGURE_BLOCK and histograms:
+            path = fig_dir / f"hamming-layer{index}.png"
+            written.append(figures.hamming_histograms(histograms, path, title=f"{source} block {index}: Hamming"))
+        logger.info("block %d analysed (%s)", index, ", ".join(inputs))
+
+    dirs = mask_dirs(loaded.out)
+    pairs, ablations = mask_pairs(dirs)
+    comparison = []
+    for a, b in pairs:
+        rows = masks.compare_dirs(a, b)
+        comparison += [{"label_a": a.name, "label_b": b.name, **r} for r in rows]
+        path = fig_dir / f"agreement-{a.name}-vs-{b.name}.png"
+        written.append(figures.agreement_heatmap(rows, path, title=f"{source}: {a.name} vs {b.name} (Jaccard)"))
+    for method, structured, unstructured in ablations:
+        rows = masks.structured_vs_unstructured(method, structured, unstructured)
+        comparison += [{"label_a": structured.name, "label_b": unstructured.name, **r} for r in rows]
+    if pairs or ablations:
+        tables["mask_comparison"] = comparison
+
+    database = results_dir / DATABASE
+    for table, rows in tables.items():
+        database = store.write(results_dir, table, source, rows)
+    return {
+        "source": source,
+        "database": database,
+        "figures": fig_dir,
+        "written": written,
+        "rows": {t: len(r) for t, r in tables.items()},
+        "mask_dirs": dirs,
+        "mask_root": loaded.out,
+        "tokens": calib.numel(),
+        "sparsity": sparsity,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m scripts.analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", help="a GPT-2 run directory or run id, or a Hugging Face model (Hub name or directory)")
+    parser.add_argument("--sparsity", default=str(coact.PUBLISHED_SPARSITY), help="activation sparsity (default 0.9)")
+    parser.add_argument("--samples", help=f"calibration windows (default {SAMPLES})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", default=str(config_mod.DOTCONFIG))
+    parser.add_argument("--set", default="", help="overrides: 'SYM=VALUE ...'")
+    parser.add_argument("--matrix", metavar="DIR")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        sparsity = float(args.sparsity)
+    except ValueError:
+        raise UserError(f"SPARSITY={args.sparsity!r} is not a number: a fraction in (0, 1), e.g. 0.9") from None
+    if args.samples is not None and not (args.samples.isdigit() and int(args.samples) > 0):
+        raise UserError(f"SAMPLES={args.samples!r} is not a positive integer: e.g. SAMPLES=8")
+    s = analyze(
+        args.run,
+        sparsity,
+        int(args.samples) if args.samples else None,
+        args.seed,
+        args.config,
+        config_mod.split_overrides(args.set),
+        args.matrix,
+    )
+    print(f"{s['source']}: {s['tokens']} tokens, thresholds at {s['sparsity']:g} activation sparsity")
+    for table, count in s["rows"].items():
+        print(f"{table}: {count} rows ({s['source']}) in {s['database']}")
+    if not s["mask_dirs"]:
+        print(f"mask_comparison: no `make prune` outputs in {s['mask_root']}; skipped")
+    elif "mask_comparison" not in s["rows"]:
+        print(f"mask_comparison: no two `make prune` outputs with the same target in {s['mask_root']}; skipped")
+    print(f"figures: {len(s['written'])} in {s['figures']}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
