@@ -132,6 +132,28 @@ def lenet5_trainer(run_dir: Path, settings: tuple[str, ...]):
     return Trainer(ctx, model, task, Speed.from_config(ctx.cfg))
 
 
+def gpt2_run(parent: Path, *overrides: str, layers: int = 1, edit=None) -> Path:
+    """A run directory of a tiny GPT-2 (C = 32, T = 32, ``layers`` blocks, byte tokenizer; ``overrides``: more
+    Kconfig settings) as training leaves one: its ``config.json`` and a ``best.pt`` of seeded weights, after
+    ``edit(state)`` (e.g. masks a pruner would have added)."""
+    from lib.matrix import expand
+    from models.gpt2.model import GPT2
+    from models.gpt2.train import model_config
+
+    settings = ["MODEL_LENET5=n", "MODEL_GPT2=y", "PRUNING_MAGNITUDE=n", "OPTIMIZER_SGD=n", "GPT2_SIZE=custom"]
+    settings += [f"GPT2_N_LAYER={layers}", "GPT2_N_EMBD=32", "GPT2_N_HEAD=2", "GPT2_BLOCK_SIZE=32", *overrides]
+    spec = expand(cfgmod.from_defaults(settings)).runs[0]
+    run = parent / spec.run_id
+    run.mkdir(parents=True)
+    results.atomic_write_json(run / results.CONFIG, spec.to_json())
+    torch.manual_seed(3)
+    state = GPT2(model_config(spec.cfg, spec.axes, 257)).state_dict()
+    if edit is not None:
+        edit(state)
+    torch.save({"model": state}, run / results.BEST_CHECKPOINT)
+    return run
+
+
 class StopAt:
     """A stop request (as a signal would make one) that arrives once ``trainer`` has taken ``step`` steps."""
 

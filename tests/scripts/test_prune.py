@@ -11,26 +11,15 @@ import torch
 from lib import config as cfgmod
 from lib import results
 from lib.errors import UserError
-from lib.matrix import expand
 from lib.oneshot import ONESHOT
-from models.gpt2.model import GPT2
-from models.gpt2.train import model_config
 from scripts import prune
-from tests.helpers import HANG_GUARD_SECONDS, make_cmd, make_env
+from tests.helpers import HANG_GUARD_SECONDS, gpt2_run, make_cmd, make_env
 
 SETTINGS = "ONESHOT_SEQLEN=32 ONESHOT_EVAL_WINDOWS=2"
 
 
 def _run_dir(tmp_path: Path) -> Path:
-    overrides = ["MODEL_LENET5=n", "MODEL_GPT2=y", "PRUNING_MAGNITUDE=n", "OPTIMIZER_SGD=n", "GPT2_SIZE=custom"]
-    overrides += ["GPT2_N_LAYER=2", "GPT2_N_EMBD=32", "GPT2_N_HEAD=2", "GPT2_BLOCK_SIZE=32", f"DATA_DIR={tmp_path}"]
-    spec = expand(cfgmod.from_defaults(overrides)).runs[0]
-    run = tmp_path / spec.run_id
-    run.mkdir()
-    results.atomic_write_json(run / results.CONFIG, spec.to_json())
-    torch.manual_seed(3)
-    torch.save({"model": GPT2(model_config(spec.cfg, spec.axes, 257)).state_dict()}, run / results.BEST_CHECKPOINT)
-    return run
+    return gpt2_run(tmp_path, f"DATA_DIR={tmp_path}", layers=2)
 
 
 def test_prune_a_run_of_ours(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

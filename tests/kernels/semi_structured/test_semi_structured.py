@@ -13,14 +13,11 @@ from torch import nn
 import kernels
 from kernels.semi_structured import SemiStructuredKernel, SemiStructuredLinear
 from lib import config as cfgmod
-from lib import results
 from lib.config import Config
 from lib.errors import UserError
-from lib.matrix import expand
 from lib.pruning.patterns import nm_mask
-from models.gpt2.model import GPT2
-from models.gpt2.train import model_config
 from scripts import sample
+from tests.helpers import gpt2_run
 
 CPU = torch.device("cpu")
 SM80 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
@@ -110,20 +107,16 @@ def test_sampling_an_nm_run_on_cpu_is_unchanged_by_the_kernel(
 ) -> None:
     """scripts/sample.py's load_model: the masks squashed into the weights, then kernels.prepare("inference")."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # sampling picks CUDA where there is one
-    overrides = ["MODEL_LENET5=n", "MODEL_GPT2=y", "PRUNING_MAGNITUDE=n", "PRUNING_NM=y", "OPTIMIZER_SGD=n"]
-    overrides += ["GPT2_SIZE=custom", "GPT2_N_LAYER=1", "GPT2_N_EMBD=32", "GPT2_N_HEAD=2", "GPT2_BLOCK_SIZE=32"]
-    runs = {}
-    for kernel in ("n", "y"):
-        spec = expand(cfgmod.from_defaults([*overrides, f"KERNELS_SEMI_STRUCTURED={kernel}"])).runs[0]
-        run = runs[kernel] = tmp_path / kernel / spec.run_id
-        run.mkdir(parents=True)
-        results.atomic_write_json(run / results.CONFIG, spec.to_json())
-        torch.manual_seed(3)
-        state = GPT2(model_config(spec.cfg, spec.axes, 257)).state_dict()
+
+    def pruned(state: dict) -> None:
         for name in ("attn.c_attn", "mlp.c_fc", "mlp.c_proj"):  # as the N:M pruner leaves them: masked values kept
             key = f"transformer.h.0.{name}.weight"
             state[f"{key}_mask"] = nm_mask(state[key].abs(), 2, 4)
-        torch.save({"model": state}, run / results.BEST_CHECKPOINT)
+
+    runs = {
+        kernel: gpt2_run(tmp_path / kernel, "PRUNING_NM=y", f"KERNELS_SEMI_STRUCTURED={kernel}", edit=pruned)
+        for kernel in ("n", "y")
+    }
     idx = torch.tensor([[5, 7, 11, 13]])
     dense, _ = sample.load_model(runs["n"])
     with caplog.at_level(logging.WARNING, logger="kernels"):

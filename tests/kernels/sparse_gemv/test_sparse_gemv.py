@@ -21,13 +21,11 @@ from kernels.sparse_gemv.reference import (
     threshold_for,
 )
 from lib import config as cfgmod
-from lib import results
 from lib.config import Config
 from lib.errors import UserError
-from lib.matrix import expand
 from models.gpt2.model import GPT2, GPT2Config
-from models.gpt2.train import model_config
 from scripts import sample
+from tests.helpers import gpt2_run
 
 
 def test_sparsify_drops_entries_at_or_below_the_threshold() -> None:
@@ -146,15 +144,7 @@ def test_the_kconfig_symbols_exist_and_reach_the_kernel() -> None:
 
 def test_make_sample_reports_the_perplexity_cost_of_the_thresholds(tmp_path: Path, caplog, monkeypatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET")  # sampling on the CPU: the reference path
-    overrides = ["MODEL_LENET5=n", "MODEL_GPT2=y", "PRUNING_MAGNITUDE=n", "OPTIMIZER_SGD=n", "GPT2_SIZE=custom"]
-    overrides += ["GPT2_N_LAYER=1", "GPT2_N_EMBD=32", "GPT2_N_HEAD=2", "GPT2_BLOCK_SIZE=32", f"DATA_DIR={tmp_path}"]
-    overrides += ["KERNELS_SPARSE_GEMV=y", "SPARSE_GEMV_TARGET=70"]
-    spec = expand(cfgmod.from_defaults(overrides)).runs[0]
-    run = tmp_path / spec.run_id
-    run.mkdir()
-    results.atomic_write_json(run / results.CONFIG, spec.to_json())
-    torch.manual_seed(3)
-    torch.save({"model": GPT2(model_config(spec.cfg, spec.axes, 257)).state_dict()}, run / results.BEST_CHECKPOINT)
+    run = gpt2_run(tmp_path, f"DATA_DIR={tmp_path}", "KERNELS_SPARSE_GEMV=y", "SPARSE_GEMV_TARGET=70")
     with caplog.at_level(logging.INFO, logger="scripts.sample"):
         model, _ = sample.load_model(run)
     (line,) = [r.getMessage() for r in caplog.records if r.name == "scripts.sample"]
