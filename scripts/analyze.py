@@ -42,7 +42,7 @@ from lib.database import DATABASE
 from lib.errors import ArgumentParser, UserError, run_cli
 from lib.oneshot.models import CausalLM
 from lib.oneshot.pipeline import windows
-from scripts.prune import corpus_tokens, find_model, load_model
+from scripts.prune import add_model_arguments, corpus_tokens, find_model, load_model, parse_fraction, parse_samples
 
 logger = logging.getLogger(__name__)
 
@@ -225,25 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python -m scripts.analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run", help="a GPT-2 run directory or run id, or a Hugging Face model (Hub name or directory)")
+    add_model_arguments(parser)
     parser.add_argument("--sparsity", default=str(coact.PUBLISHED_SPARSITY), help="activation sparsity (default 0.9)")
     parser.add_argument("--samples", help=f"calibration windows (default {SAMPLES})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config", default=str(config_mod.DOTCONFIG))
-    parser.add_argument("--set", default="", help="overrides: 'SYM=VALUE ...'")
-    parser.add_argument("--matrix", metavar="DIR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        sparsity = float(args.sparsity)
-    except ValueError:
-        raise UserError(f"SPARSITY={args.sparsity!r} is not a number: a fraction in (0, 1), e.g. 0.9") from None
-    if args.samples is not None and not (args.samples.isdigit() and int(args.samples) > 0):
-        raise UserError(f"SAMPLES={args.samples!r} is not a positive integer: e.g. SAMPLES=8")
+    sparsity = parse_fraction(args.sparsity, "0.9")
+    samples = parse_samples(args.samples, SAMPLES)
     s = analyze(
         args.run,
         sparsity,
-        int(args.samples) if args.samples else None,
+        samples,
         args.seed,
         args.config,
         config_mod.split_overrides(args.set),

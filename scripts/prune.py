@@ -185,37 +185,52 @@ def prune(
     return summaries
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every command on one model takes (make prune, make analyze): the model, the seed, and where
+    the .config, its overrides and the matrix are."""
+    parser.add_argument("run", help="a GPT-2 run directory or run id, or a Hugging Face model (Hub name or directory)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", default=str(config_mod.DOTCONFIG))
+    parser.add_argument("--set", default="", help="overrides: 'SYM=VALUE ...'")
+    parser.add_argument("--matrix", metavar="DIR")
+
+
+def parse_fraction(text: str, example: str) -> float:
+    """SPARSITY= as a float, or one UserError naming ``example``."""
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"SPARSITY={text!r} is not a number: a fraction in (0, 1), e.g. {example}") from None
+
+
+def parse_samples(text: str | None, example: int) -> int | None:
+    """SAMPLES= as a positive int (None when not given), or one UserError naming ``example``."""
+    if text is not None and not (text.isdigit() and int(text) > 0):
+        raise UserError(f"SAMPLES={text!r} is not a positive integer: e.g. SAMPLES={example}")
+    return int(text) if text else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python -m scripts.prune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run", help="a GPT-2 run directory or run id, or a Hugging Face model (Hub name or directory)")
+    add_model_arguments(parser)
     parser.add_argument("--method", help=f"one of {', '.join(ONESHOT)} (default: the .config's ONESHOT_* selection)")
     parser.add_argument("--sparsity", default="0.5", help="fraction of each Linear's weights pruned (default 0.5)")
     parser.add_argument("--pattern", help="N:M, e.g. 2:4 (then the sparsity is 1 - N/M)")
     parser.add_argument("--calibration", help=f"corpus: {', '.join(CORPORA)} (default: the run's own)")
     parser.add_argument("--samples", help="calibration sequences (default ONESHOT_SAMPLES)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config", default=str(config_mod.DOTCONFIG))
-    parser.add_argument("--set", default="", help="overrides: 'SYM=VALUE ...'")
-    parser.add_argument("--matrix", metavar="DIR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        sparsity = float(args.sparsity)
-    except ValueError:
-        raise UserError(
-            f"SPARSITY={args.sparsity!r} is not a number: a fraction in (0, 1), e.g. SPARSITY=0.5"
-        ) from None
-    if args.samples is not None and not (args.samples.isdigit() and int(args.samples) > 0):
-        raise UserError(f"SAMPLES={args.samples!r} is not a positive integer: e.g. SAMPLES=128")
+    sparsity = parse_fraction(args.sparsity, "SPARSITY=0.5")
+    samples = parse_samples(args.samples, 128)
     summaries = prune(
         args.run,
         args.method,
         sparsity,
         parse_pattern(args.pattern),
         args.calibration,
-        int(args.samples) if args.samples else None,
+        samples,
         args.seed,
         args.config,
         config_mod.split_overrides(args.set),
