@@ -155,7 +155,7 @@ def write(results_dir: str | Path, table: str, source: str, rows: Iterable[Mappi
     database = results_dir / DATABASE
     with duckdb.connect(str(database)) as con:
         _load_one(con, results_dir, table)
-    log.info("%s: %d rows of %s in %s", table, len(rows), source, database)
+    log.debug("%s: %d rows of %s in %s", table, len(rows), source, database)  # callers report what they wrote
     return database
 
 
