@@ -6,6 +6,7 @@ exact, what the tests use). A module picks its Triton path with :func:`use_trito
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Callable
@@ -13,7 +14,9 @@ from collections.abc import Callable
 import torch
 
 
+@functools.cache
 def triton_installed() -> bool:
+    """Triton can be imported (looked up once: :func:`use_triton` runs on every banded layer's forward)."""
     return importlib.util.find_spec("triton") is not None
 
 
@@ -25,7 +28,7 @@ def interpreting() -> bool:
 def use_triton(t: torch.Tensor) -> bool:
     """A Triton kernel can run on ``t``: Triton is installed and ``t`` is on CUDA, or on the CPU under the
     interpreter."""
-    return triton_installed() and (t.is_cuda or (interpreting() and t.device.type == "cpu"))
+    return (t.is_cuda or (t.device.type == "cpu" and interpreting())) and triton_installed()
 
 
 def cuda_ms(fn: Callable[[], object], reps: int = 50, warmup: int = 10, flush_l2: bool = True) -> list[float]:
