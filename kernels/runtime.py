@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
+import statistics
 from collections.abc import Callable
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -31,23 +35,66 @@ def use_triton(t: torch.Tensor) -> bool:
     return (t.is_cuda or (t.device.type == "cpu" and interpreting())) and triton_installed()
 
 
-def cuda_ms(fn: Callable[[], object], reps: int = 50, warmup: int = 10, flush_l2: bool = True) -> list[float]:
+def cuda_ms(
+    fn: Callable[[], object], reps: int = 50, warmup: int = 10, flush_l2: bool = True, graph: bool = False
+) -> list[float]:
     """Milliseconds of each of ``reps`` calls of ``fn`` on the current CUDA device, timed with CUDA events; with
     ``flush_l2`` a buffer larger than the L2 cache is overwritten before each call (outside the timed span),
-    so weights are read from HBM as in decoding, not from a warm L2."""
+    so weights are read from HBM as in decoding, not from a warm L2.
+
+    ``graph``: ``fn`` is captured once in a CUDA graph (after the warm-up calls) and each timed call replays it,
+    so the time is the GPU's alone, as in a decoding loop or training step that runs under CUDA graphs; without
+    it, the host's launch overhead (Python, Triton's launcher) counts wherever the GPU waits for it. Raises
+    RuntimeError when ``fn`` cannot be captured (it synchronizes with the host, say)."""
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
     l2 = getattr(props, "L2_cache_size", 0) or 64 * 2**20
     scratch = torch.empty(2 * l2 // 4 + 1, dtype=torch.int32, device="cuda") if flush_l2 else None
     for _ in range(warmup):
         fn()
+    call = fn
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # allocations and library handles settle on the capture's side stream
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        captured = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(captured):
+            fn()
+        call = captured.replay
     times = []
     for _ in range(reps):
         if scratch is not None:
             scratch.zero_()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        call()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
     return times
+
+
+def compare(dense: Callable[[], object], kernel: Callable[[], object], reps: int, warmup: int) -> dict:
+    """A kernel against the dense op it replaces, each timed by :func:`cuda_ms` (L2 flushed): medians in ms and
+    their ratio, under CUDA graphs (``timing``: ``cuda-graph``, the GPU's time) when both can be captured, else
+    both eager (``timing``: ``eager``); the eager medians are reported as well (``*_eager_ms``: with the host's
+    launch overhead, which dominates calls of a few microseconds)."""
+    dense_eager = statistics.median(cuda_ms(dense, reps, warmup))
+    kernel_eager = statistics.median(cuda_ms(kernel, reps, warmup))
+    try:
+        dense_ms = statistics.median(cuda_ms(dense, reps, 1, graph=True))
+        kernel_ms = statistics.median(cuda_ms(kernel, reps, 1, graph=True))
+        timing = "cuda-graph"
+    except RuntimeError as err:  # not capturable: compare like with like, both eager
+        logger.warning("CUDA graph capture failed (%s): eager timings", str(err).splitlines()[0])
+        dense_ms, kernel_ms, timing = dense_eager, kernel_eager, "eager"
+    return {
+        "dense_ms": round(dense_ms, 4),
+        "kernel_ms": round(kernel_ms, 4),
+        "speedup": round(dense_ms / kernel_ms, 3),
+        "timing": timing,
+        "dense_eager_ms": round(dense_eager, 4),
+        "kernel_eager_ms": round(kernel_eager, 4),
+    }

@@ -37,7 +37,7 @@ from torch import nn
 
 from kernels.banded import BandedKernel, BandedLinear, auto_block
 from lib.config import ROOT
-from lib.errors import run_cli
+from lib.errors import UserError, run_cli
 from lib.pruning.patterns import band_width_for, banded_mask
 from models.gpt2.model import GPT2, GPT2Config, padded_vocab
 from scripts.bench_common import machine, write_rows, write_table
@@ -175,21 +175,41 @@ def bench_gpt2_step(batch: int, pairs: int, block: int) -> dict:
     }
 
 
-def gpu_rows(quick: bool) -> list[dict]:
-    rows = []
-    for name in GPU_BENCHES:
+def gpu_rows(quick: bool, names: tuple[str, ...] = GPU_BENCHES) -> tuple[list[dict], list[str]]:
+    """(rows, failures): each package's rows in turn; one that raises is logged with its traceback and named in
+    ``failures``, and the others still run (a GPU session is short: one broken kernel must not cost the rest)."""
+    rows, failures = [], []
+    for name in names:
         logger.warning("GPU benchmark %s", name)
-        rows += importlib.import_module(name).gpu_rows(quick)
-    return rows
+        tick = time.perf_counter()
+        try:
+            rows += importlib.import_module(name).gpu_rows(quick)
+        except Exception as err:  # noqa: BLE001 - reported below and in the exit status
+            logger.exception("GPU benchmark %s failed", name)
+            failures.append(f"{name}: {type(err).__name__}: {err}".splitlines()[0])
+        logger.warning("GPU benchmark %s: %.0f s", name, time.perf_counter() - tick)
+    return rows, failures
 
 
-def merged(path: Path, rows: list[dict], device: str, sha: str) -> list[dict]:
-    """This run's rows (with device, torch and git SHA) after the rows the CSV holds from other devices."""
+def merged(path: Path, rows: list[dict]) -> list[dict]:
+    """The CSV's rows, with those of each (device, op) this run measured replaced by this run's ``rows`` (which
+    carry their own device, torch and git SHA): rows of other devices, and other ops of this one, are kept."""
+    measured = {(r["device"], r["op"]) for r in rows}
     kept = []
     if path.exists():
         with open(path, newline="") as f:
-            kept = [r for r in csv.DictReader(f) if r.get("device") != device]
-    return kept + [{"device": device, "torch": torch.__version__, "git_sha": sha, **r} for r in rows]
+            kept = [r for r in csv.DictReader(f) if (r.get("device"), r.get("op")) not in measured]
+    return kept + rows
+
+
+def targets_met(rows: list[dict]) -> list[tuple[str, str, int, int]]:
+    """(device, op, rows at or above their target, rows with a target) for each (device, op) of ``rows`` that has
+    targets, in order of appearance."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r.get("target") not in ("", None):
+            groups.setdefault((r["device"], r["op"]), []).append(r)
+    return [(*key, sum(float(r["speedup"]) >= float(r["target"]) for r in rs), len(rs)) for key, rs in groups.items()]
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -215,31 +235,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions on the GPU")
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (on a GPU machine)")
+    parser.add_argument(
+        "--gpu-bench", action="append", choices=GPU_BENCHES, help="only this package's GPU rows (repeatable)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "kernels.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     device, sha = machine()
-    rows = [
-        bench_layer(c, fc, d, args.tokens, args.pairs, args.block)
-        for c in SHAPES.values()
-        for fc in ("fc1", "fc2")
-        for d in DENSITIES
-    ]
-    if args.step_pairs:
-        rows.append(bench_gpt2_step(args.step_batch, args.step_pairs, args.block))
-    gpu = []
+    rows = []
+    if not args.gpu_only:
+        rows = [
+            bench_layer(c, fc, d, args.tokens, args.pairs, args.block)
+            for c in SHAPES.values()
+            for fc in ("fc1", "fc2")
+            for d in DENSITIES
+        ]
+        if args.step_pairs:
+            rows.append(bench_gpt2_step(args.step_batch, args.step_pairs, args.block))
+    stamp = {"torch": torch.__version__, "git_sha": sha}
+    gpu, failures = [], []
     if torch.cuda.is_available():
-        gpu = gpu_rows(args.quick)
-        gpu_device = torch.cuda.get_device_name()
-    all_rows = merged(args.out.with_suffix(".csv"), rows, device, sha)
-    if gpu:
-        all_rows = [r for r in all_rows if r["device"] != gpu_device]
-        all_rows += [{"device": gpu_device, "torch": torch.__version__, "git_sha": sha, **r} for r in gpu]
+        gpu, failures = gpu_rows(args.quick, tuple(args.gpu_bench or GPU_BENCHES))
+        name = torch.cuda.get_device_name()
+        gpu = [{"device": name, **stamp, **r} for r in gpu]
+    elif args.gpu_only:
+        raise UserError("--gpu-only: torch sees no CUDA device here; run without it for the CPU rows")
+    all_rows = merged(args.out.with_suffix(".csv"), [{"device": device, **stamp, **r} for r in rows] + gpu)
     write_rows(args.out.with_suffix(".csv"), all_rows)
-    layers = [r for r in rows if r["op"] == "banded_linear_fwd_bwd"]
-    met = sum(r["speedup"] >= r["target"] for r in layers)
     lines = [
         "# Kernels against dense",
         "",
@@ -252,15 +277,18 @@ def main(argv: list[str] | None = None) -> int:
         " sparse GEMV >= 0.8 / (1 - s) vs dense torch. Rows of other devices are kept from earlier runs (their own"
         " device, torch and git columns in kernels.csv).",
         "",
-        f"Banded layer on this CPU: target reached on {met} of {len(layers)} rows.",
+        *[f"- {op} on {dev}: target reached on {n} of {k} rows." for dev, op, n, k in targets_met(all_rows)],
         "",
         *table(all_rows),
         "",
     ]
     if not gpu:
         lines += ["No GPU in this run: the GPU rows (if any) are from the devices named in their rows.", ""]
+    if failures:
+        lines += ["GPU benchmarks that failed in this run (their earlier rows, if any, are kept):", ""]
+        lines += [f"- {f}" for f in failures] + [""]
     write_table(args.out, lines)
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ and a LLaMA-7B-wide one with r = 4 (4096 -> 16384); fp16 and bf16; band densitie
 (the even band width whose ``banded_mask`` density is nearest; the achieved density, ``band_density`` of that
 mask, is reported). The target is a speedup of ``0.7 / density``.
 
-How. :func:`kernels.runtime.cuda_ms` (CUDA events, the L2 flushed before every repetition, warm-up calls first,
-which also run Triton's autotuning) gives the median of ``reps`` calls of each side. ``max_err`` is the largest
+How. :func:`kernels.runtime.compare` (CUDA events, the L2 flushed before every repetition, warm-up calls first,
+which also run Triton's autotuning; each side replayed from a CUDA graph, so the host's launch overhead is not
+timed, and its eager time reported beside) gives the median of ``reps`` calls of each side. ``max_err`` is the largest
 absolute difference of the kernel's results (y; and dx, dW for fwd_bwd) from fp32 masked dense of the same
 rounded inputs, each divided by the largest magnitude of that result: a scale-free figure, about 2^-8 for bf16
 rounding. The caller checks for CUDA, adds the device, versions and git SHA, and writes the CSV.
@@ -18,13 +19,11 @@ rounding. The caller checks for CUDA, adds the device, versions and git SHA, and
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 from torch.nn import functional as F
 
 from kernels.banded.kernel import band_ranges, triton_banded_linear
-from kernels.runtime import cuda_ms
+from kernels.runtime import compare
 from lib.pruning.patterns import band_density, band_width_for, banded_mask
 
 TOKENS = 4096
@@ -72,12 +71,9 @@ def _bench(name: str, dtype_name: str, density: float, reps: int, warmup: int) -
     with torch.no_grad():
         y = triton_banded_linear(x, weight, bias, ranges)
         err = _max_err(y, ref.detach())
-        dense_ms = statistics.median(cuda_ms(lambda: F.linear(x, dense_weight, bias), reps, warmup))
-        kernel_ms = statistics.median(cuda_ms(lambda: triton_banded_linear(x, weight, bias, ranges), reps, warmup))
-    rows.append(
-        {"op": "banded_matmul_fwd", **common, "dense_ms": round(dense_ms, 4), "kernel_ms": round(kernel_ms, 4),
-         "speedup": round(dense_ms / kernel_ms, 3), "target": target, "max_err": float(f"{err:.3g}")}
-    )  # fmt: skip
+        timed = compare(lambda: F.linear(x, dense_weight, bias), lambda: triton_banded_linear(x, weight, bias, ranges),
+                        reps, warmup)  # fmt: skip
+    rows.append({"op": "banded_matmul_fwd", **common, **timed, "target": target, "max_err": float(f"{err:.3g}")})
 
     # forward + backward (dX, dW, db)
     xk, wk, bk = (t.detach().requires_grad_() for t in (x, weight, bias))
@@ -93,12 +89,8 @@ def _bench(name: str, dtype_name: str, density: float, reps: int, warmup: int) -
     dx, dw, _ = torch.autograd.grad(y, (xk, wk, bk), dy)
     err = max(_max_err(y.detach(), ref.detach()), _max_err(dx, ref_dx), _max_err(dw, ref_dw))
     assert not dw[~mask].any(), "dW is not zero outside the band"
-    dense_ms = statistics.median(cuda_ms(dense_step, reps, warmup))
-    kernel_ms = statistics.median(cuda_ms(kernel_step, reps, warmup))
-    rows.append(
-        {"op": "banded_matmul_fwd_bwd", **common, "dense_ms": round(dense_ms, 4), "kernel_ms": round(kernel_ms, 4),
-         "speedup": round(dense_ms / kernel_ms, 3), "target": target, "max_err": float(f"{err:.3g}")}
-    )  # fmt: skip
+    timed = compare(dense_step, kernel_step, reps, warmup)
+    rows.append({"op": "banded_matmul_fwd_bwd", **common, **timed, "target": target, "max_err": float(f"{err:.3g}")})
     return rows
 
 

@@ -4,7 +4,8 @@ Each row is one GPT-2 small MLP Linear with bias in fp16 at 4096 tokens, FC1 (76
 its weight masked to the band whose density is nearest 0.44, 0.24 and 0.12 (the achieved density is reported):
 dense is ``F.linear`` on the masked weight (the zeros in place, tensor cores), the kernel is
 :func:`kernels.banded.cuda.cuda_banded_forward` on the same input, weight and bias; each timed with
-:func:`kernels.runtime.cuda_ms` (CUDA events, L2 flushed before every call) and reported as the median.
+:func:`kernels.runtime.compare` (CUDA events, L2 flushed before every call, CUDA graph replay; eager beside)
+and reported as the median.
 ``max_err`` is the kernel's largest absolute difference from masked dense computed in fp64 on the same fp16
 inputs. The target is ``0.7 / density``; the kernel runs fp32 FMAs without tensor cores, so only the measured
 speedup is claimed.
@@ -12,13 +13,11 @@ speedup is claimed.
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 from torch import nn
 
 from kernels.banded.cuda import cuda_banded_forward, load, ranges_from_mask
-from kernels.runtime import cuda_ms
+from kernels.runtime import compare
 from lib.pruning.patterns import band_width_for, banded_mask
 
 TOKENS = 4096
@@ -37,8 +36,8 @@ def bench(fc: str, density: float, reps: int, warmup: int) -> dict:
     weight, bias = linear.weight, linear.bias
     x = torch.randn(TOKENS, in_features, device="cuda", dtype=torch.float16, generator=gen)
     ranges = ranges_from_mask(mask)  # host work, once per mask: outside the timed calls
-    dense_ms = statistics.median(cuda_ms(lambda: nn.functional.linear(x, weight, bias), reps, warmup))
-    kernel_ms = statistics.median(cuda_ms(lambda: cuda_banded_forward(x, weight, bias, ranges), reps, warmup))
+    dense, kernel = nn.functional.linear, cuda_banded_forward
+    timed = compare(lambda: dense(x, weight, bias), lambda: kernel(x, weight, bias, ranges), reps, warmup)
     expected = x.double() @ weight.double().T + bias.double()
     err = (cuda_banded_forward(x, weight, bias, ranges).double() - expected).abs().max().item()
     return {
@@ -46,9 +45,7 @@ def bench(fc: str, density: float, reps: int, warmup: int) -> dict:
         "shape": f"{fc} {TOKENS}x{in_features}->{out_features}",
         "dtype": "float16",
         "density": round(achieved, 4),
-        "dense_ms": round(dense_ms, 4),
-        "kernel_ms": round(kernel_ms, 4),
-        "speedup": round(dense_ms / kernel_ms, 3),
+        **timed,
         "target": round(0.7 / achieved, 3),
         "max_err": err,
     }

@@ -78,6 +78,7 @@ from kernels.runtime import interpreting
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 ALIGN = 16  # a hull starts at a multiple of ALIGN elements (aligned, vectorizable loads): _hull's 16
 INTERPRET_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}  # the one config under TRITON_INTERPRET=1
+FP64_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}  # fp64 on a GPU (tests): products summed in registers
 
 
 @dataclass(frozen=True, eq=False)
@@ -224,6 +225,34 @@ def _hull(lo_ptr, hi_ptr, offs, n, limit):
 
 
 @triton.jit
+def _interior(lo_ptr, hi_ptr, offs, n, limit, lo, hi, BLOCK: tl.constexpr, BANDED: tl.constexpr):
+    """[a, b): the tiles of the loop ``for k0 in range(lo, hi, BLOCK)`` that every row ``offs`` (those < n) keeps
+    entirely, so they need no mask; lo <= a <= b <= hi. A banded row keeps one interval, [row_lo, row_hi): a tile
+    is interior when it starts at or after the latest row_lo and ends at or before the earliest row_hi. Any
+    other mask may have holes inside a row's span: no interior (a = b = hi)."""
+    a = hi
+    b = hi
+    if BANDED:
+        latest_lo = tl.max(tl.load(lo_ptr + offs, mask=offs < n, other=0), axis=0)
+        earliest_hi = tl.min(tl.load(hi_ptr + offs, mask=offs < n, other=limit), axis=0)
+        a = tl.minimum(lo + tl.cdiv(tl.maximum(latest_lo - lo, 0), BLOCK) * BLOCK, hi)
+        b = tl.maximum(lo + tl.maximum(earliest_hi - lo, 0) // BLOCK * BLOCK, a)
+        b = tl.minimum(b, hi)
+    return a, b
+
+
+@triton.jit
+def _mma(a, b, acc, FP64: tl.constexpr, PRECISION: tl.constexpr):
+    """``acc + a @ b``: ``tl.dot`` (tensor cores), or for fp64, which ``tl.dot`` does not take on every GPU, the
+    products summed over the shared axis (the fp64 launches use small tiles: :data:`FP64_BLOCKS`)."""
+    if FP64:
+        out = acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    else:
+        out = tl.dot(a, b, acc, input_precision=PRECISION)
+    return out
+
+
+@triton.jit
 def _banded_fwd_kernel(
     # pointers
     x_ptr, w_ptr, b_ptr, y_ptr, mask_ptr, row_lo_ptr, row_hi_ptr,
@@ -248,15 +277,31 @@ def _banded_fwd_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(lo, hi, BLOCK_K):
+    a, b = _interior(row_lo_ptr, row_hi_ptr, offs_n, N, K, lo, hi, BLOCK_K, BANDED)
+    n_ok = offs_n < N
+    # edge tiles before the interior, the interior (no mask: a plain matmul loop), edge tiles after it
+    for k0 in range(lo, a, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + rows_x + offs_k[None, :] * stride_xk, mask=m_ok[:, None] & (offs_k[None, :] < K), other=0)
         keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
         w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
-        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < K), other=0)  # bounds only: vector loads
-        w = tl.where(keep, w, 0)
+        w = tl.load(w_ptrs, mask=n_ok[:, None] & (offs_k[None, :] < K), other=0)  # bounds only: vector loads
+        w = _cast(tl.where(keep, w, 0), x.dtype, INTERPRET)
+        acc = _mma(_for_dot(x, INTERPRET), tl.trans(_for_dot(w, INTERPRET)), acc, FP64, PRECISION)
+    for k0 in range(a, b, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + rows_x + offs_k[None, :] * stride_xk, mask=m_ok[:, None], other=0)
+        w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk, mask=n_ok[:, None], other=0)
         w = _cast(w, x.dtype, INTERPRET)
-        acc = tl.dot(_for_dot(x, INTERPRET), tl.trans(_for_dot(w, INTERPRET)), acc, input_precision=PRECISION)
+        acc = _mma(_for_dot(x, INTERPRET), tl.trans(_for_dot(w, INTERPRET)), acc, FP64, PRECISION)
+    for k0 in range(b, hi, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + rows_x + offs_k[None, :] * stride_xk, mask=m_ok[:, None] & (offs_k[None, :] < K), other=0)
+        keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
+        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
+        w = tl.load(w_ptrs, mask=n_ok[:, None] & (offs_k[None, :] < K), other=0)
+        w = _cast(tl.where(keep, w, 0), x.dtype, INTERPRET)
+        acc = _mma(_for_dot(x, INTERPRET), tl.trans(_for_dot(w, INTERPRET)), acc, FP64, PRECISION)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=offs_n < N, other=0).to(acc.dtype)[None, :]
     y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
@@ -287,17 +332,35 @@ def _banded_dx_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-    for n0 in range(lo, hi, BLOCK_N):
+    a, b = _interior(col_lo_ptr, col_hi_ptr, offs_k, K, N, lo, hi, BLOCK_N, BANDED)
+    k_ok = offs_k < K
+    # edge tiles, the interior (no mask), edge tiles: as in the forward
+    for n0 in range(lo, a, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         dy = tl.load(
             dy_ptr + rows_dy + offs_n[None, :] * stride_dyn, mask=m_ok[:, None] & (offs_n[None, :] < N), other=0
         )
         keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
         w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
-        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < K), other=0)  # bounds only: vector loads
-        w = tl.where(keep, w, 0)
+        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & k_ok[None, :], other=0)  # bounds only: vector loads
+        w = _cast(tl.where(keep, w, 0), dy.dtype, INTERPRET)
+        acc = _mma(_for_dot(dy, INTERPRET), _for_dot(w, INTERPRET), acc, FP64, PRECISION)
+    for n0 in range(a, b, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        dy = tl.load(dy_ptr + rows_dy + offs_n[None, :] * stride_dyn, mask=m_ok[:, None], other=0)
+        w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk, mask=k_ok[None, :], other=0)
         w = _cast(w, dy.dtype, INTERPRET)
-        acc = tl.dot(_for_dot(dy, INTERPRET), _for_dot(w, INTERPRET), acc, input_precision=PRECISION)
+        acc = _mma(_for_dot(dy, INTERPRET), _for_dot(w, INTERPRET), acc, FP64, PRECISION)
+    for n0 in range(b, hi, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        dy = tl.load(
+            dy_ptr + rows_dy + offs_n[None, :] * stride_dyn, mask=m_ok[:, None] & (offs_n[None, :] < N), other=0
+        )
+        keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
+        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
+        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & k_ok[None, :], other=0)
+        w = _cast(tl.where(keep, w, 0), dy.dtype, INTERPRET)
+        acc = _mma(_for_dot(dy, INTERPRET), _for_dot(w, INTERPRET), acc, FP64, PRECISION)
     dx_ptrs = dx_ptr + offs_m.to(tl.int64)[:, None] * stride_dxm + offs_k[None, :] * stride_dxk
     tl.store(dx_ptrs, _cast(acc, dx_ptr.dtype.element_ty, INTERPRET), mask=m_ok[:, None] & (offs_k[None, :] < K))
 
@@ -337,7 +400,7 @@ def _banded_dw_kernel(
                          mask=m_ok[:, None] & n_ok[None, :], other=0)  # fmt: skip
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
                         mask=m_ok[:, None] & k_ok[None, :], other=0)  # fmt: skip
-            acc = tl.dot(tl.trans(_for_dot(dy, INTERPRET)), _for_dot(x, INTERPRET), acc, input_precision=PRECISION)
+            acc = _mma(tl.trans(_for_dot(dy, INTERPRET)), _for_dot(x, INTERPRET), acc, FP64, PRECISION)
         keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
         dw_ptrs = dw_ptr + offs_n[:, None] * stride_dwn + offs_k[None, :] * stride_dwk
         acc = tl.where(keep, acc, 0)  # zeros off the mask (dW holds zeros there already): unpredicated stores
@@ -347,6 +410,8 @@ def _banded_dw_kernel(
 def _configs() -> list[triton.Config]:
     """GPU tile shapes (BLOCK_M tokens, BLOCK_N outputs, BLOCK_K inputs); each kernel picks its own per key."""
     shapes = [  # (M, N, K, warps, stages)
+        (128, 256, 64, 8, 3),  # wide layers: fewer, larger tiles
+        (256, 128, 64, 8, 3),
         (128, 128, 64, 8, 3),
         (128, 64, 64, 4, 4),
         (64, 128, 64, 4, 4),
@@ -354,6 +419,7 @@ def _configs() -> list[triton.Config]:
         (128, 64, 32, 4, 4),
         (64, 64, 32, 4, 5),
         (32, 64, 64, 4, 4),
+        (64, 32, 32, 4, 4),  # narrow layers: more programs for dW's (tile, output block) grid
     ]
     return [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s) for m, n, k, w, s in shapes
@@ -377,6 +443,8 @@ def _launch(kernel, grid, *args, **meta) -> None:
                 "(tests/conftest.py does)"
             )
         kernel[grid(INTERPRET_BLOCKS)](*args, **meta, **INTERPRET_BLOCKS)
+    elif meta["FP64"]:  # no tensor cores: small tiles (see _mma), no tuning
+        kernel[grid(FP64_BLOCKS)](*args, **meta, **FP64_BLOCKS)
     else:
         _TUNED[kernel][grid](*args, **meta)
 

@@ -4,8 +4,9 @@ Each row is one decoding GEMV in fp16, with bias: ``x`` (B, K) of standard norma
 ``t`` = the ``s``-quantile of ``|x|`` (:func:`threshold_for`), so each row of ``x`` drops a fraction ``s`` of its
 entries; the kernel (:func:`kernels.sparse_gemv.kernel.sparse_gemv`, on ``Wᵀ`` contiguous) against dense
 ``F.linear(x, W, b)`` on the unthresholded input (what the model would run without the kernel). Both are timed
-with :func:`kernels.runtime.cuda_ms` (CUDA events, L2 flushed before every call, so the weights come from HBM as
-in decoding) and reported as the median. Shapes: LLaMA-7B-sized projections, 4096 -> 4096, 4096 -> 11008 and
+with :func:`kernels.runtime.compare` (CUDA events, L2 flushed before every call, so the weights come from HBM as
+in decoding; replayed from CUDA graphs, as decoding loops run, with the eager times beside) and reported as the
+median. Shapes: LLaMA-7B-sized projections, 4096 -> 4096, 4096 -> 11008 and
 11008 -> 4096 (``K -> N``), at s in {0.4, 0.5, 0.7, 0.9}, batch 1 and (not ``quick``) 4.
 
 ``ideal`` = 1/(1-s): the weight bytes not read. ``target`` = 0.8/(1-s): 80% of it. At batch 4 the rows' dropped
@@ -17,12 +18,10 @@ reference ``sparse_linear`` in fp32 on the same fp16 operands (the kernel's outp
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 from torch.nn import functional as F
 
-from kernels.runtime import cuda_ms
+from kernels.runtime import compare
 from kernels.sparse_gemv.reference import sparse_linear, sparsify, threshold_for
 
 SPARSITIES = (0.4, 0.5, 0.7, 0.9)
@@ -44,8 +43,8 @@ def bench(batch: int, k: int, n: int, sparsity: float, reps: int, warmup: int) -
         reference = sparse_linear(x.float(), weight.float(), bias.float(), t)
         err = (y.float() - reference).abs().max().item()
         rows_read = (sparsify(x, t) != 0).any(0).float().mean().item()
-        dense_ms = statistics.median(cuda_ms(lambda: F.linear(x, weight, bias), reps, warmup))
-        kernel_ms = statistics.median(cuda_ms(lambda: sparse_gemv(x, weight_t, bias, t, sparsity), reps, warmup))
+        timed = compare(lambda: F.linear(x, weight, bias), lambda: sparse_gemv(x, weight_t, bias, t, sparsity),
+                        reps, warmup)  # fmt: skip
     return {
         "op": "sparse_gemv",
         "shape": f"{k}->{n}",
@@ -54,9 +53,7 @@ def bench(batch: int, k: int, n: int, sparsity: float, reps: int, warmup: int) -
         "density": round(1 - sparsity, 3),
         "sparsity": sparsity,
         "rows_read": round(rows_read, 4),
-        "dense_ms": round(dense_ms, 4),
-        "kernel_ms": round(kernel_ms, 4),
-        "speedup": round(dense_ms / kernel_ms, 3),
+        **timed,
         "target": round(0.8 / (1 - sparsity), 3),
         "ideal": round(1 / (1 - sparsity), 3),
         "max_err": err,

@@ -1,5 +1,5 @@
-"""The Triton sparse GEMV (under ``TRITON_INTERPRET=1``, see conftest.py) against the fp64 reference
-``sparsify(x, t) Wᵀ + b``: odd shapes, batch 1-4, non-contiguous inputs, thresholds 0 (dense) to high."""
+"""The Triton sparse GEMV (compiled on CUDA, else under ``TRITON_INTERPRET=1``: see conftest.py) against the fp64
+reference ``sparsify(x, t) Wᵀ + b``: odd shapes, batch 1-4, non-contiguous inputs, thresholds 0 (dense) to high."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from kernels.runtime import triton_installed
 from kernels.sparse_gemv.reference import SparseGemvLinear, sparse_linear
+from tests.kernels.sparse_gemv.conftest import DEVICE
 
 pytestmark = pytest.mark.skipif(not triton_installed(), reason="Triton is not installed (Linux x86-64 only)")
 
@@ -31,9 +32,9 @@ def kernel():
 
 def _operands(k: int, n: int, batch: int, dtype: torch.dtype, bias: bool = True):
     gen = torch.Generator().manual_seed(k * 1000 + n * 10 + batch)
-    x = torch.randn(batch, 2 * k, generator=gen).to(dtype)[:, ::2]  # non-contiguous: stride 2 along K
-    w = (torch.randn(n, k, generator=gen) / k**0.5).to(dtype)
-    b = torch.randn(n, generator=gen).to(dtype) if bias else None
+    x = torch.randn(batch, 2 * k, generator=gen).to(DEVICE, dtype)[:, ::2]  # non-contiguous: stride 2 along K
+    w = (torch.randn(n, k, generator=gen) / k**0.5).to(DEVICE, dtype)
+    b = torch.randn(n, generator=gen).to(DEVICE, dtype) if bias else None
     return x, w, b
 
 
@@ -77,8 +78,8 @@ def test_the_weight_rows_of_dropped_channels_are_never_read(kernel) -> None:
 
 def test_the_threshold_drops_entries_at_or_below_it(kernel) -> None:
     """|x| == t is dropped, the next value up is kept: the kernel's rule is the reference's."""
-    x = torch.tensor([[0.5, -0.5, 0.5000001, -2.0]])
-    w = torch.tensor([[1.0, 10.0, 100.0, 1000.0]])
+    x = torch.tensor([[0.5, -0.5, 0.5000001, -2.0]], device=DEVICE)
+    w = torch.tensor([[1.0, 10.0, 100.0, 1000.0]], device=DEVICE)
     y = kernel.sparse_gemv(x, w.t().contiguous(), None, 0.5)
     assert y.item() == pytest.approx(100 * 0.5000001 - 2000.0) and y.item() == sparse_linear(x, w, None, 0.5).item()
 
@@ -87,11 +88,11 @@ def test_the_launcher_checks_its_constraints(kernel) -> None:
     x, w, b = _operands(8, 8, 4, torch.float32)
     wt = w.t().contiguous()
     for bad, match in [
-        ((torch.ones(5, 8), wt, b), "1 <= B <= 4"),
+        ((torch.ones(5, 8, device=DEVICE), wt, b), "1 <= B <= 4"),
         ((x, w.t(), b), "contiguous"),
         ((x, wt.half(), b), "dtypes"),
         ((x.double(), wt.double(), b.double()), "dtypes"),
-        ((x, wt, torch.ones(7)), "bias of shape"),
+        ((x, wt, torch.ones(7, device=DEVICE)), "bias of shape"),
     ]:
         with pytest.raises(ValueError, match=match):
             kernel.sparse_gemv(*bad, 0.1)
@@ -102,13 +103,14 @@ def test_the_sparsity_bin_is_a_host_constant_per_layer(kernel) -> None:
 
 
 def test_sparse_gemv_linear_decodes_with_the_kernel_and_prefills_with_the_reference(kernel, monkeypatch) -> None:
-    linear = torch.nn.Linear(37, 53)
+    linear = torch.nn.Linear(37, 53, device=DEVICE)
     layer = SparseGemvLinear(linear, threshold=0.6, sparsity=0.5)
     calls = []
     launch = kernel.sparse_gemv
     monkeypatch.setattr(kernel, "sparse_gemv", lambda *a, **kw: calls.append(a[0].shape) or launch(*a, **kw))
     with torch.no_grad():
-        for x in (torch.randn(1, 1, 37), torch.randn(2, 2, 37), torch.randn(5, 37)):  # 1 and 4 rows; 5: prefill
+        for shape in ((1, 1, 37), (2, 2, 37), (5, 37)):  # 1 and 4 rows; 5: prefill
+            x = torch.randn(shape, device=DEVICE)
             expected = _oracle(x, linear.weight, linear.bias, 0.6)
             torch.testing.assert_close(layer(x).double(), expected, atol=1e-5, rtol=1e-5)
     assert calls == [(1, 37), (4, 37)]

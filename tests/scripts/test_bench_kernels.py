@@ -1,0 +1,41 @@
+"""make bench-kernels' bookkeeping: rows of several devices in one CSV, replaced per (device, op), and the
+per-(device, op) count of rows that reach their target."""
+
+from __future__ import annotations
+
+from scripts.bench_common import write_rows
+from scripts.bench_kernels import merged, targets_met
+
+
+def _row(device: str, op: str, speedup: float, target: float | str = "") -> dict:
+    return {"device": device, "op": op, "speedup": speedup, "target": target}
+
+
+def test_a_run_replaces_only_the_device_and_ops_it_measured(tmp_path) -> None:
+    path = tmp_path / "kernels.csv"
+    write_rows(
+        path,
+        [
+            _row("cpu", "banded_linear_fwd_bwd", 1.5, 4.0),
+            _row("H200", "sparse_gemv", 1.0, 1.6),
+            _row("H200", "banded_matmul_fwd", 2.0, 1.6),
+        ],
+    )
+    rows = merged(path, [_row("H200", "sparse_gemv", 1.8, 1.6), _row("H200", "sparse_gemv", 3.0, 8.0)])
+    assert [(r["device"], r["op"], float(r["speedup"])) for r in rows] == [
+        ("cpu", "banded_linear_fwd_bwd", 1.5),  # another device: kept
+        ("H200", "banded_matmul_fwd", 2.0),  # another op of this device: kept
+        ("H200", "sparse_gemv", 1.8),  # this device and op: this run's rows
+        ("H200", "sparse_gemv", 3.0),
+    ]
+    assert merged(tmp_path / "missing.csv", rows[:1]) == rows[:1]
+
+
+def test_targets_are_counted_per_device_and_op() -> None:
+    rows = [
+        _row("cpu", "banded", 2.0, 2.0),  # equal to the target: reached
+        _row("cpu", "banded", 1.9, 2.0),
+        _row("cpu", "step", 1.3),  # no target: not counted
+        _row("H200", "banded", "0.5", "1.0"),  # read back from the CSV: strings
+    ]
+    assert targets_met(rows) == [("cpu", "banded", 1, 2), ("H200", "banded", 0, 1)]
