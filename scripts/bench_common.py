@@ -31,7 +31,11 @@ logger = logging.getLogger(__name__)
 def machine() -> tuple[str, str]:
     """(device description, short git SHA) for the rows and the table header."""
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return f"{cpu_model()}, {torch.get_num_threads()} threads", sha.strip()
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    # "-dirty": the measured code is that commit plus uncommitted changes to tracked files
+    return f"{cpu_model()}, {torch.get_num_threads()} threads", sha.strip() + ("-dirty" if changed.strip() else "")
 
 
 def write_csv(path: Path, rows: list[dict], device: str, sha: str) -> None:

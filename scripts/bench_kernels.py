@@ -54,7 +54,7 @@ GPU_BENCHES = (
     "kernels.sparse_gemv.bench",
     "kernels.semi_structured.bench",
 )
-COLUMNS = ("op", "shape", "dtype", "density", "dense_ms", "kernel_ms", "speedup", "target")
+COLUMNS = ("op", "shape", "dtype", "density", "dense_ms", "kernel_ms", "speedup", "target", "timing")
 
 
 def _masked_linear(out_features: int, in_features: int, width: int) -> nn.Linear:
@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions on the GPU")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (on a GPU machine)")
     parser.add_argument(
+        "--report-only", action="store_true", help="measure nothing: write the .md again from the .csv's rows"
+    )
+    parser.add_argument(
         "--gpu-bench", action="append", choices=GPU_BENCHES, help="only this package's GPU rows (repeatable)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "kernels.md")
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device, sha = machine()
     rows = []
-    if not args.gpu_only:
+    if not (args.gpu_only or args.report_only):
         rows = [
             bench_layer(c, fc, d, args.tokens, args.pairs, args.block)
             for c in SHAPES.values()
@@ -257,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(bench_gpt2_step(args.step_batch, args.step_pairs, args.block))
     stamp = {"torch": torch.__version__, "git_sha": sha}
     gpu, failures = [], []
-    if torch.cuda.is_available():
+    if args.report_only:
+        pass
+    elif torch.cuda.is_available():
         gpu, failures = gpu_rows(args.quick, tuple(args.gpu_bench or GPU_BENCHES))
         name = torch.cuda.get_device_name()
         gpu = [{"device": name, **stamp, **r} for r in gpu]
@@ -268,22 +273,20 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Kernels against dense",
         "",
-        f"Command: `make bench-kernels` (`python -m scripts.bench_kernels {' '.join(argv or [])}`). This run: {device};"
-        f" torch {torch.__version__}; git {sha}; tile extent {args.block or 'per layer (auto_block)'}."
-        f" CPU rows: fp32, {args.tokens} tokens per"
-        " layer; masked dense is the same nn.Linear computing x (W ⊙ M)ᵀ + b with autograd; the speedup is the median"
-        f" of {args.pairs} ABBA pairs of the per-pair ratio (GPT-2 small step: {args.step_pairs} pairs). Targets"
-        " (issue 15): banded layer on the CPU >= 0.5 / density; on a GPU banded matmul >= 0.7 / density vs cuBLAS,"
-        " sparse GEMV >= 0.8 / (1 - s) vs dense torch. Rows of other devices are kept from earlier runs (their own"
-        " device, torch and git columns in kernels.csv).",
+        "Command: `make bench-kernels` (`python -m scripts.bench_kernels`; on a GPU machine `scripts/gpu_check.sh`)."
+        " Each row names its device; kernels.csv adds the torch version and git SHA that measured it. CPU rows:"
+        " fp32, tokens and tile extent in the shape and block columns; masked dense is the same nn.Linear"
+        " computing x (W ⊙ M)ᵀ + b with autograd; the speedup is the median of the per-pair ratios of ABBA pairs"
+        " (--pairs, 20 by default; GPT-2 small step: --step-pairs, 3). GPU rows: CUDA events, the L2 flushed before every call, medians, each side"
+        " replayed from a CUDA graph (`timing` cuda-graph; `eager` where capture failed: both sides eager then);"
+        " kernels.csv also holds the eager medians. Targets (issue 15): banded layer on the CPU >= 0.5 / density;"
+        " on a GPU banded matmul >= 0.7 / density vs cuBLAS, sparse GEMV >= 0.8 / (1 - s) vs dense torch, 2:4 > 1.",
         "",
         *[f"- {op} on {dev}: target reached on {n} of {k} rows." for dev, op, n, k in targets_met(all_rows)],
         "",
         *table(all_rows),
         "",
     ]
-    if not gpu:
-        lines += ["No GPU in this run: the GPU rows (if any) are from the devices named in their rows.", ""]
     if failures:
         lines += ["GPU benchmarks that failed in this run (their earlier rows, if any, are kept):", ""]
         lines += [f"- {f}" for f in failures] + [""]
