@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         " Each row names its device; kernels.csv adds the torch version and git SHA that measured it. CPU rows:"
         " fp32, tokens and tile extent in the shape and block columns; masked dense is the same nn.Linear"
         " computing x (W ⊙ M)ᵀ + b with autograd; the speedup is the median of the per-pair ratios of ABBA pairs"
-        " (--pairs, 20 by default; GPT-2 small step: --step-pairs, 3). GPU rows: CUDA events, the L2 flushed before every call, medians, each side"
+        " (--pairs, 20 by default; GPT-2 small step: --step-pairs, 3). GPU rows: CUDA events, the L2 flushed"
+        " before every call, medians, each side"
         " replayed from a CUDA graph (`timing` cuda-graph; `eager` where capture failed: both sides eager then);"
         " kernels.csv also holds the eager medians. Targets (issue 15): banded layer on the CPU >= 0.5 / density;"
         " on a GPU banded matmul >= 0.7 / density vs cuBLAS, sparse GEMV >= 0.8 / (1 - s) vs dense torch, 2:4 > 1.",
