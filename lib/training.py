@@ -207,8 +207,14 @@ def run_training(
     build: Callable[[RunContext], tuple[nn.Module, Any]],
     description: str | None,
     argv: list[str] | None = None,
+    after: Callable[[Path, Callable[[], bool]], object] | None = None,
 ) -> NoReturn:
     """A model entrypoint's ``main``: open the run, build, fit; every failure is recorded in the run dir.
+
+    ``after(run_dir, stop_requested)``: the entrypoint's stage after training (GPT-2: one-shot pruning), run by
+    rank 0 once training is over, in this process, so the run exits 0 only when it is done too. It must be
+    idempotent (a resumed run calls it again) and raise :class:`lib.trainer.Interrupted` between its parts when
+    ``stop_requested()``.
 
     Exit status: 0 done, 1 the run failed (reason in status.json), 2 a user error, 130 interrupted.
     """
@@ -230,6 +236,9 @@ def run_training(
         model, task = build(ctx)
         fit(ctx, model, task)
         ctx.ranks.finish()
+        if after is not None and ctx.ranks.main:
+            del model, task  # the stage loads what it needs from the run directory
+            after(run_dir, lambda: stop.requested)
     except UserError as e:
         if spec is not None:
             _fail(run_dir, spec, str(e))

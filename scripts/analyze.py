@@ -42,7 +42,15 @@ from lib.database import DATABASE
 from lib.errors import ArgumentParser, UserError, run_cli
 from lib.oneshot.models import CausalLM
 from lib.oneshot.pipeline import windows
-from scripts.prune import add_model_arguments, corpus_tokens, find_model, load_model, parse_fraction, parse_samples
+from scripts.prune import (
+    PRUNE_JSON,
+    add_model_arguments,
+    corpus_tokens,
+    find_model,
+    load_model,
+    parse_fraction,
+    parse_samples,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +124,7 @@ def analyze_projection(x: torch.Tensor, sparsity: float, seed: int) -> dict:
 
 def mask_dirs(out: Path) -> list[Path]:
     """The ``make prune`` output directories under ``out`` (those with a prune.json), by name."""
-    return sorted(d for d in out.iterdir() if (d / "prune.json").is_file()) if out.is_dir() else []
+    return sorted(d for d in out.iterdir() if (d / PRUNE_JSON).is_file()) if out.is_dir() else []
 
 
 def mask_pairs(dirs: list[Path]) -> tuple[list[tuple[Path, Path]], list[tuple[str, Path, Path]]]:

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from lib import checkpoint, results
@@ -32,10 +33,13 @@ from lib.errors import ArgumentParser, UserError, run_cli
 from lib.oneshot import ONESHOT
 from lib.oneshot.models import CausalLM, NanoGPT, load_hf
 from lib.oneshot.pipeline import perplexity, prune_model, target_name, windows
+from lib.spec import RunSpec
 from lib.tasks import ConcatTokens
+from lib.trainer import Interrupted
 from scripts.sample import find_run, load_run, sampling_device
 
 logger = logging.getLogger(__name__)
+PRUNE_JSON = "prune.json"
 FIX_METHOD = "give METHOD=<name> or select one in `make menuconfig` (One-shot pruning)"
 
 
@@ -151,38 +155,86 @@ def prune(
         raise UserError(f"CALIBRATION={calibration!r} is not a corpus: allowed values are {', '.join(CORPORA)}")
     if pattern is None and not 0 < sparsity < 1:
         raise UserError(f"SPARSITY={sparsity:g} is not a fraction in (0, 1): e.g. SPARSITY=0.5")
-    samples = samples or cfg["ONESHOT_SAMPLES"]
     run_dir = find_model(run, config, overrides, matrix)
-    summaries = []
-    for name in names:
-        pruner = build_method(name, cfg)
-        loaded = load_model(run, run_dir, cfg, calibration)
-        lm, corpus, out = loaded.lm, loaded.corpus, loaded.out
-        seqlen = loaded.seqlen(cfg)
-        evals = cfg["ONESHOT_EVAL_WINDOWS"]
-        train, val = corpus_tokens(corpus, loaded.data_cfg, lm, loaded.tokenizer, max(samples, evals) * seqlen + 1)
-        calib = windows(train, samples, seqlen, seed)
-        valid = windows(val, evals, seqlen, None)
-        before = perplexity(lm, valid)
-        out_dir = out / f"{name}-{target_name(sparsity, pattern)}"
-        result = prune_model(lm, pruner, sparsity, pattern, calib, out_dir)
-        after = perplexity(lm, valid)
-        checkpoint.save({"model": lm.model.state_dict()}, out_dir / "model.pt")
-        summary = {
-            "model": lm.name,
-            "method": name,
-            "settings": dataclasses.asdict(pruner.settings),
-            "target": sparsity if pattern is None else 1 - pattern[0] / pattern[1],
-            "pattern": None if pattern is None else f"{pattern[0]}:{pattern[1]}",
-            "calibration": {"corpus": corpus, "samples": samples, "seqlen": seqlen, "seed": seed},
-            "validation": {"corpus": corpus, "windows": len(valid), "seqlen": seqlen},
-            "perplexity": {"before": before, "after": after},
-            **result.to_json(),
-        }
-        results.atomic_write_json(out_dir / "prune.json", summary)
-        summary["dir"] = str(out_dir)
-        summaries.append(summary)
-    return summaries
+    return [
+        prune_one(lambda: load_model(run, run_dir, cfg, calibration), name, cfg, sparsity, pattern, samples, seed)
+        for name in names
+    ]
+
+
+def prune_one(
+    load: Callable[[], Loaded],
+    name: str,
+    cfg,
+    sparsity: float,
+    pattern: tuple[int, int] | None,
+    samples: int | None,
+    seed: int,
+) -> dict:
+    """One method on a freshly loaded model (``load()``), with ``cfg``'s ONESHOT_* settings: the pruned layers,
+    ``model.pt`` and ``prune.json`` in ``<out>/<method>-<target>/``; the summary, with its ``dir``."""
+    pruner = build_method(name, cfg)
+    samples = samples or cfg["ONESHOT_SAMPLES"]
+    loaded = load()
+    lm, corpus, out = loaded.lm, loaded.corpus, loaded.out
+    seqlen = loaded.seqlen(cfg)
+    evals = cfg["ONESHOT_EVAL_WINDOWS"]
+    train, val = corpus_tokens(corpus, loaded.data_cfg, lm, loaded.tokenizer, max(samples, evals) * seqlen + 1)
+    calib = windows(train, samples, seqlen, seed)
+    valid = windows(val, evals, seqlen, None)
+    before = perplexity(lm, valid)
+    out_dir = out / f"{name}-{target_name(sparsity, pattern)}"
+    result = prune_model(lm, pruner, sparsity, pattern, calib, out_dir)
+    after = perplexity(lm, valid)
+    checkpoint.save({"model": lm.model.state_dict()}, out_dir / "model.pt")
+    summary = {
+        "model": lm.name,
+        "method": name,
+        "settings": dataclasses.asdict(pruner.settings),
+        "target": sparsity if pattern is None else 1 - pattern[0] / pattern[1],
+        "pattern": None if pattern is None else f"{pattern[0]}:{pattern[1]}",
+        "calibration": {"corpus": corpus, "samples": samples, "seqlen": seqlen, "seed": seed},
+        "validation": {"corpus": corpus, "windows": len(valid), "seqlen": seqlen},
+        "perplexity": {"before": before, "after": after},
+        **result.to_json(),
+    }
+    results.atomic_write_json(out_dir / PRUNE_JSON, summary)  # last: its presence means the whole result is there
+    return {**summary, "dir": str(out_dir)}
+
+
+def after_training(run_dir: Path, stop_requested: Callable[[], bool] = lambda: False) -> list[dict]:
+    """``ONESHOT_AFTER_TRAINING`` (a GPT-2 run's stage after training, :func:`lib.training.run_training`): each
+    selected method at each ``ONESHOT_SPARSITIES`` on the run's best checkpoint, with the run's own config,
+    calibration text and seed. The (method, target) pairs whose ``prune.json`` exists are skipped (a resumed run
+    finishes the rest); a stop request between two pairs raises :class:`Interrupted`. The new summaries."""
+    spec = RunSpec.from_json(results.read_json(run_dir / results.CONFIG))
+    cfg = spec.cfg
+    done: list[dict] = []
+    if not cfg.get("ONESHOT_AFTER_TRAINING"):
+        return done
+    for name in ONESHOT.selected(cfg):
+        for sparsity in cfg["ONESHOT_SPARSITIES"]:
+            if (run_dir / "oneshot" / f"{name}-{target_name(sparsity, None)}" / PRUNE_JSON).is_file():
+                continue
+            if stop_requested():
+                raise Interrupted(f"stopped before one-shot {name} at {sparsity:g}")
+            summary = prune_one(
+                lambda: load_model(str(run_dir), run_dir, cfg), name, cfg, sparsity, None, None, spec.axes["seed"]
+            )
+            logger.info("one-shot: %s", describe(summary))
+            done.append(summary)
+    return done
+
+
+def describe(s: dict) -> str:
+    """One line of a ``prune_one`` summary: perplexity before -> after, what was pruned, where."""
+    ppl = s["perplexity"]
+    return (
+        f"{s['model']} {s['method']} {s['pattern'] or s['target']}: perplexity {ppl['before']:.4g} -> "
+        f"{ppl['after']:.4g} ({100 * (ppl['after'] / ppl['before'] - 1):+.1f}%; {s['validation']['windows']} "
+        f"windows of {s['validation']['seqlen']} tokens of {s['validation']['corpus']}); "
+        f"{len(s['layers'])} Linears at {s['sparsity']:.3f} sparsity in {s['seconds']:.1f} s; {s['dir']}"
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -237,13 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         args.matrix,
     )
     for s in summaries:
-        ppl = s["perplexity"]
-        print(
-            f"{s['model']} {s['method']} {s['pattern'] or s['target']}: perplexity {ppl['before']:.4g} -> "
-            f"{ppl['after']:.4g} ({100 * (ppl['after'] / ppl['before'] - 1):+.1f}%; {s['validation']['windows']} "
-            f"windows of {s['validation']['seqlen']} tokens of {s['validation']['corpus']}); "
-            f"{len(s['layers'])} Linears at {s['sparsity']:.3f} sparsity in {s['seconds']:.1f} s; {s['dir']}"
-        )
+        print(describe(s))
     return 0
 
 

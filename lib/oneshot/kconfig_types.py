@@ -1,11 +1,12 @@
-"""Types of the string symbols of ``lib/oneshot/Kconfig`` (SparseGPT's dampening).
+"""Types of the string symbols of ``lib/oneshot/Kconfig`` (SparseGPT's dampening, the sparsities after training).
 
 Kconfig has no float type; :mod:`lib.config` reads this file (beside the Kconfig whose symbols it types) and
 validates each value once, at load time. See :func:`lib.config_types.string_types`.
 """
 
-from lib.config_types import NON_NEGATIVE
+from lib.config_types import NON_NEGATIVE, FloatList
 
 STRING_TYPES = {
     "ONESHOT_SPARSEGPT_PERCDAMP": NON_NEGATIVE,
+    "ONESHOT_SPARSITIES": FloatList(0.0, 1.0, open_lo=True, open_hi=True),
 }

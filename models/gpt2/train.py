@@ -107,5 +107,12 @@ def build(ctx: RunContext) -> tuple[nn.Module, LanguageModeling]:
     return model, task
 
 
+def after_training(run_dir, stop_requested) -> None:
+    """The stage after training: ``ONESHOT_AFTER_TRAINING``, :func:`scripts.prune.after_training`."""
+    from scripts.prune import after_training as oneshot  # scripts.prune imports this module: not at the top
+
+    oneshot(run_dir, stop_requested)
+
+
 if __name__ == "__main__":
-    run_training(build, __doc__)
+    run_training(build, __doc__, after=after_training)
