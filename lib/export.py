@@ -227,6 +227,56 @@ def steps_table(matrices: Mapping[str | None, Sequence[Run]]) -> Table:
     return Table([*lead, *STEP_KEYS, *keys], rows)
 
 
+ONESHOT_COLUMNS = (
+    "method",
+    "pattern",
+    "target",
+    "sparsity",
+    "perplexity_before",
+    "perplexity_after",
+    "perplexity_change",
+    "calibration_corpus",
+    "calibration_samples",
+    "calibration_seqlen",
+    "calibration_seed",
+    "seconds",
+    "result",
+)
+
+
+def oneshot_row(run: Run, summary: dict) -> dict[str, Any]:
+    """One ``prune.json`` of ``run`` as a row of the oneshot table."""
+    ppl, calib = summary.get("perplexity") or {}, summary.get("calibration") or {}
+    before, after = ppl.get("before"), ppl.get("after")
+    return {
+        "run_id": run.run_id,
+        **run.axes,
+        "method": summary.get("method"),
+        "pattern": summary.get("pattern"),
+        "target": summary.get("target"),
+        "sparsity": summary.get("sparsity"),
+        "perplexity_before": before,
+        "perplexity_after": after,
+        "perplexity_change": after / before - 1 if before and after is not None else None,
+        "calibration_corpus": calib.get("corpus"),
+        "calibration_samples": calib.get("samples"),
+        "calibration_seqlen": calib.get("seqlen"),
+        "calibration_seed": calib.get("seed"),
+        "seconds": summary.get("seconds"),
+        "result": summary["name"],
+    }
+
+
+def oneshot_table(matrices: Mapping[str | None, Sequence[Run]]) -> Table:
+    """One row per one-shot pruning result of a run (:attr:`Run.oneshot`): (matrix,) run_id, the run's axes,
+    then :data:`ONESHOT_COLUMNS` (``perplexity_change``: after / before - 1; ``result``: the directory name)."""
+    lead, runs = _labelled(matrices)
+    axes = merged_order(list(run.axes) for _, run in runs)
+    rows = [{MATRIX: name, **oneshot_row(run, summary)} for name, run in runs for summary in run.oneshot]
+    floats = frozenset({"target", "sparsity", "perplexity_before", "perplexity_after", "perplexity_change"})
+    return Table([*lead, "run_id", *axes, *ONESHOT_COLUMNS], rows, floats)
+
+
 def write_matrix_tables(matrix_dir: Path, runs: Sequence[Run]) -> tuple[Path, Path]:
     """``results.csv`` and ``steps.csv`` of one matrix, in its directory; returns their paths."""
     paths = matrix_dir / RUNS_CSV, matrix_dir / STEPS_CSV

@@ -47,6 +47,8 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
 BEST_CHECKPOINT = "best.pt"
+ONESHOT_DIR = "oneshot"  # <run>/oneshot/<method>-<target>/: make prune's and ONESHOT_AFTER_TRAINING's results
+PRUNE_JSON = "prune.json"  # written last in each: its presence means the result is whole
 LOG = "log.txt"
 ENV = "env.json"
 LEDGER = "matrix.json"
@@ -304,6 +306,14 @@ class Run:
             return 0.0
         value = self.axes.get("target_sparsity", (self.summary or {}).get("target_sparsity"))
         return None if value is None else float(value)
+
+    @property
+    def oneshot(self) -> list[dict]:
+        """The one-shot pruning results of this run (``<run>/oneshot/*/prune.json``, by directory name), each
+        with its directory's name as ``name``."""
+        root = self.path / ONESHOT_DIR
+        found = sorted(root.glob(f"*/{PRUNE_JSON}")) if root.is_dir() else []
+        return [{**summary, "name": p.parent.name} for p in found if (summary := read_json(p)) is not None]
 
     def series(self, split: str, key: str) -> tuple[list[int], list[float]]:
         """Steps and values of ``key`` over the rows of ``split`` that have it."""

@@ -39,7 +39,7 @@ from lib.trainer import Interrupted
 from scripts.sample import find_run, load_run, sampling_device
 
 logger = logging.getLogger(__name__)
-PRUNE_JSON = "prune.json"
+PRUNE_JSON = results.PRUNE_JSON
 FIX_METHOD = "give METHOD=<name> or select one in `make menuconfig` (One-shot pruning)"
 
 
@@ -129,7 +129,7 @@ def load_model(run: str, run_dir: Path | None, cfg, calibration: str | None = No
         model, tokenizer, spec = load_run(run_dir)
         lm: CausalLM = NanoGPT(model.to(sampling_device()), tokenizer, run_dir.name)
         corpus = calibration or spec.cfg["GPT2_DATASET"]
-        return Loaded(lm, spec.cfg, spec.cfg["GPT2_TOKENIZER"], corpus, run_dir / "oneshot")
+        return Loaded(lm, spec.cfg, spec.cfg["GPT2_TOKENIZER"], corpus, run_dir / results.ONESHOT_DIR)
     lm = load_hf(run, sampling_device())
     return Loaded(lm, cfg, None, calibration or cfg["GPT2_DATASET"], results.results_dir(cfg) / "oneshot" / lm.name)
 
@@ -214,7 +214,7 @@ def after_training(run_dir: Path, stop_requested: Callable[[], bool] = lambda: F
         return done
     for name in ONESHOT.selected(cfg):
         for sparsity in cfg["ONESHOT_SPARSITIES"]:
-            if (run_dir / "oneshot" / f"{name}-{target_name(sparsity, None)}" / PRUNE_JSON).is_file():
+            if (run_dir / results.ONESHOT_DIR / f"{name}-{target_name(sparsity, None)}" / PRUNE_JSON).is_file():
                 continue
             if stop_requested():
                 raise Interrupted(f"stopped before one-shot {name} at {sparsity:g}")

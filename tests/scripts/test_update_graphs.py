@@ -13,6 +13,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from lib import results
+from lib.database import build, query
 from lib.results import CONFIG, LEDGER, METRICS, STATUS, SUMMARY
 from scripts.update_graphs import main
 from tests.helpers import HANG_GUARD_SECONDS, make_run, write_config
@@ -510,3 +512,45 @@ def test_make_update_graphs_finds_the_latest_matrix_where_results_live(tmp_path:
         f"error: no matrix at {tmp_path / 'elsewhere' / 'latest'} (the link to the newest matrix): run `make` first, "
         f"or pass MATRIX=<dir> (--matrix <dir>) naming a matrix directory under {tmp_path / 'elsewhere'}/"
     ]
+
+
+def _oneshot_result(run_dir: Path, method: str, target: float, before: float, after: float, pattern=None) -> None:
+    out = run_dir / results.ONESHOT_DIR / f"{method}-{pattern.replace(':', 'of') if pattern else target}"
+    out.mkdir(parents=True)
+    results.atomic_write_json(
+        out / results.PRUNE_JSON,
+        {"method": method, "target": target, "pattern": pattern, "sparsity": target, "seconds": 1.5,
+         "perplexity": {"before": before, "after": after},
+         "calibration": {"corpus": "pydoc", "samples": 4, "seqlen": 32, "seed": 0}},
+    )  # fmt: skip
+
+
+def test_one_shot_results_make_a_report_section_and_a_database_table(tmp_path: Path) -> None:
+    """Two seeds of a dense GPT-2 run, each pruned by magnitude at 0.5 and 0.7 and by Wanda 2:4: the section's
+    table holds the means over seeds (hand-computed), the figure is drawn, the oneshot table holds every row."""
+    matrix_dir = tmp_path / "results" / "oneshot-m"
+    ids = [
+        write_run(matrix_dir, axes("gpt2", "adamw", "none", 0.0, seed), metric="perplexity", mode="min", final=10.0)
+        for seed in (0, 1)
+    ]
+    for run_id, before, shift in zip(ids, (10.0, 12.0), (0.0, 2.0), strict=True):
+        _oneshot_result(matrix_dir / run_id, "magnitude", 0.5, before, 11.0 + shift)
+        _oneshot_result(matrix_dir / run_id, "magnitude", 0.7, before, 15.0 + shift)
+        _oneshot_result(matrix_dir / run_id, "wanda", 0.5, before, 10.5 + shift, pattern="2:4")
+    assert main(["--matrix", str(matrix_dir)]) == 0
+    assert_png(matrix_dir / "graphs" / "oneshot.png")
+    report = (matrix_dir / "report.md").read_text()
+    section = report[report.index("## One-shot pruning") :].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "trained as" not in line]
+    # means over the two seeds: before (10 + 12) / 2 = 11; after 12, 16 and 11.5; changes +9.1%, +45.5%, +4.5%
+    assert [r.split(" | ")[1:] for r in rows] == [
+        ["magnitude", "0.5", "0.500", "11.00", "12.00", "+9.1%", "2 |"],
+        ["magnitude", "0.7", "0.700", "11.00", "16.00", "+45.5%", "2 |"],
+        ["wanda 2:4", "0.5", "0.500", "11.00", "11.50", "+4.5%", "2 |"],
+    ]
+    build(tmp_path / "results")
+    sql = "select run_id, method, pattern, target, perplexity_change from oneshot order by all"
+    columns, table = query(tmp_path / "results", sql)
+    assert columns == ["run_id", "method", "pattern", "target", "perplexity_change"]
+    assert len(table) == 6 and table[0][1:] == ("magnitude", None, 0.5, pytest.approx(0.1))
+    assert table[-1][1:] == ("wanda", "2:4", 0.5, pytest.approx(12.5 / 12 - 1))

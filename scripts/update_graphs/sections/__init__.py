@@ -17,6 +17,7 @@ from scripts.update_graphs.sections import (
     memory_panels,
     memory_scatter,
     memory_timeline,
+    oneshot,
     perplexity,
     reproduction,
     run_curves,
@@ -30,6 +31,7 @@ SECTIONS = (
     sparsity.add,  # final metric vs target sparsity, every method: figures and tables, differences from dense
     evolution.add,  # eval metric and train loss vs step, per method (mean over seeds)
     perplexity.add,  # final perplexity per method, for language models
+    oneshot.add,  # one-shot pruning of the trained runs: perplexity after vs target, per method
     reproduction.add,  # our figures beside the published table the matrix reproduces (lib.published)
     attn_gating.add,  # the published attention-gating stages: our final loss beside the published one
     memory_bars.add,  # peak (GPU) memory per method
