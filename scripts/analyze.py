@@ -21,7 +21,8 @@ Rows go to ``RESULTS_DIR/results.duckdb`` (:func:`lib.analysis.store.write`, sou
 directory name, or e.g. ``facebook--opt-125m``). Figures go to ``<run>/analysis/`` (a Hugging Face model:
 ``RESULTS_DIR/oneshot/<model>/analysis/``): a spy plot (Hamming order), a cluster heatmap (k = 8, or the largest
 k that fits) and the Hamming histograms of block 0's projections only, and one agreement heatmap per pair of mask
-directories. No t-SNE (it is the slow one; :func:`lib.analysis.coactivation.tsne` is there for a notebook).
+directories, and the t-SNE projection of the clustered features of block 0's projections, coloured by the same
+k-means clusters (exact t-SNE of at most 128 points: about 2 s per projection on 2 cores).
 """
 
 from __future__ import annotations
@@ -192,7 +193,12 @@ def analyze(
                 c = next((c for c in found["clusterings"] if c.k == 8), found["clusterings"][-1])
                 path = fig_dir / f"clusters-{name}-k{c.k}.png"
                 title = f"{source} {name}: k = {c.k}, separation {c.separation:.2f}"
-                written.append(figures.cluster_heatmap(binary[torch.from_numpy(c.features)], c.labels, path, title))
+                clustered = binary[torch.from_numpy(c.features)]
+                written.append(figures.cluster_heatmap(clustered, c.labels, path, title))
+                if len(c.features) >= 3:  # t-SNE of the same features, coloured by the same clusters
+                    points = coact.tsne(clustered, seed=seed)
+                    path = fig_dir / f"tsne-{name}-k{c.k}.png"
+                    written.append(figures.tsne_scatter(points, c.labels, path, f"{source} {name}: t-SNE, k = {c.k}"))
             histograms[component] = found["distances"]
         if index == FIGURE_BLOCK and histograms:
             path = fig_dir / f"hamming-layer{index}.png"

@@ -22,7 +22,7 @@ def test_analyze_a_run_with_prune_outputs(tmp_path: Path, capsys: pytest.Capture
     assert prune.main([str(run), "--method", "wanda", "--pattern", "2:4", "--samples", "4", *common]) == 0
     assert analyze.main([str(run), "--samples", "4", *common]) == 0
     out = capsys.readouterr().out
-    assert "mask_comparison: 16 rows" in out and f"figures: 10 in {run / 'analysis'}" in out
+    assert "mask_comparison: 16 rows" in out and f"figures: 14 in {run / 'analysis'}" in out
     for table in ("coactivation_clusters", "coactivation_hamming", "mmm_coherence", "mask_comparison"):
         columns, rows = store.read(results_dir, table)
         assert rows and {r[columns.index("source")] for r in rows} == {run.name}, table
@@ -32,7 +32,9 @@ def test_analyze_a_run_with_prune_outputs(tmp_path: Path, capsys: pytest.Capture
     labels = {(r[columns.index("method")], r[columns.index("label_a")], r[columns.index("label_b")]) for r in pairs}
     assert labels == {(None, "sparsegpt-0.5", "wanda-0.5"), ("wanda", "wanda-0.5-2of4", "wanda-0.5")}
     names = sorted(p.name for p in (run / "analysis").iterdir())
-    assert "spy-layer0-c_fc.png" in names and "clusters-layer0-c_fc-k8.png" in names
+    assert (
+        "spy-layer0-c_fc.png" in names and "clusters-layer0-c_fc-k8.png" in names and "tsne-layer0-c_fc-k8.png" in names
+    )
     assert "hamming-layer0.png" in names and "agreement-sparsegpt-0.5-vs-wanda-0.5.png" in names
 
 
