@@ -161,6 +161,12 @@ def migrate(values: Mapping[str, Any], model: str | None) -> dict[str, Any]:
     return out
 
 
+def with_model_defaults(cfg: Config, model: str) -> Config:
+    """``cfg`` with the symbols of ``model``'s menu it lacks (its menu is off) at their defaults: e.g. the corpus
+    settings of the GPT-2 menu for a command that reads text whatever the .config trains."""
+    return Config({**_defaults_with(model).values, **cfg.values})
+
+
 @functools.cache
 def _defaults_with(model: str) -> Config:
     """Every symbol at its default with ``MODEL_<model>`` the only model selected, as in a run's config."""

@@ -131,7 +131,9 @@ def load_model(run: str, run_dir: Path | None, cfg, calibration: str | None = No
         corpus = calibration or spec.cfg["GPT2_DATASET"]
         return Loaded(lm, spec.cfg, spec.cfg["GPT2_TOKENIZER"], corpus, run_dir / results.ONESHOT_DIR)
     lm = load_hf(run, sampling_device())
-    return Loaded(lm, cfg, None, calibration or cfg["GPT2_DATASET"], results.results_dir(cfg) / "oneshot" / lm.name)
+    data_cfg = config_mod.with_model_defaults(cfg, "gpt2")  # the corpus settings, also when the .config has no GPT-2
+    out = results.results_dir(cfg) / results.ONESHOT_DIR / lm.name
+    return Loaded(lm, data_cfg, None, calibration or data_cfg["GPT2_DATASET"], out)
 
 
 def prune(
