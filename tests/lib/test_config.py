@@ -170,7 +170,7 @@ def test_int_range_ends_are_allowed(tmp_path: Path, value: int) -> None:
 def test_unknown_symbol_suggests_close_match(tmp_path: Path) -> None:
     message = load_error(tmp_path, 'CONFIG_TARGET_SPARSITY="0.5"\n')
     assert "unknown Kconfig symbol TARGET_SPARSITY;" in message
-    assert "did you mean TARGET_SPARSITIES?" in message
+    assert "did you mean TARGET_SPARSITIES, ONESHOT_SPARSITIES?" in message
     assert str(tmp_path / ".config") in message
 
 
@@ -523,7 +523,7 @@ def test_override_without_equals(tmp_path: Path, item: str) -> None:
 
 def test_override_of_unknown_symbol(tmp_path: Path) -> None:
     message = load_error(tmp_path, "", ["TARGET_SPARSITY=0.5"])
-    assert "override: unknown Kconfig symbol TARGET_SPARSITY; did you mean TARGET_SPARSITIES?" in message
+    assert "override: unknown Kconfig symbol TARGET_SPARSITY; did you mean TARGET_SPARSITIES, ONESHOT_SPARSITIES?" in message
 
 
 @pytest.mark.parametrize("value", ["maybe", "1", "yes", ""])
