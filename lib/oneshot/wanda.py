@@ -7,31 +7,28 @@ Each weight is scored by its magnitude times the norm of the input it multiplies
 
 and the scores are compared within each output row (the paper's per-output comparison group, which it finds
 better than per-layer for LLMs): every row loses exactly ``round(sparsity * in)`` entries, its lowest scores
-(ties pruned in index order). N:M: the ``n`` highest scores of every ``m`` consecutive inputs of each row
+(ties pruned in index order); ``ONESHOT_WANDA_PER_LAYER`` compares over the whole layer instead (the
+paper's comparison-group ablation). N:M: the ``n`` highest scores of every ``m`` consecutive inputs of each row
 (:func:`lib.pruning.patterns.nm_mask`). Kept weights are not changed: no weight update, no Hessian.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from lib.oneshot import ONESHOT, LayerStats, OneShotMethod
-from lib.oneshot.magnitude import check_target
+from lib.oneshot.magnitude import check_target, prune_lowest
 from lib.pruning.patterns import nm_mask
-
-
-def prune_lowest_per_row(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Bool mask (the shape of ``scores``, 2-D) that prunes the ``count`` lowest scores of every row; among equal
-    scores the lower index is pruned first (a stable sort)."""
-    mask = torch.ones_like(scores, dtype=torch.bool)
-    if count > 0:
-        lowest = torch.sort(scores, dim=1, stable=True).indices[:, :count]  # (out, count)
-        mask.scatter_(1, lowest, False)
-    return mask
 
 
 @ONESHOT.register("wanda")
 class Wanda(OneShotMethod):
+    @dataclass(frozen=True)
+    class Settings:
+        per_layer: bool = False  # ONESHOT_WANDA_PER_LAYER: compare over the whole layer (the paper's ablation)
+
     @torch.no_grad()
     def prune(
         self, weight: torch.Tensor, stats: LayerStats, sparsity: float, pattern: tuple[int, int] | None = None
@@ -41,5 +38,5 @@ class Wanda(OneShotMethod):
         if pattern is not None:
             mask = nm_mask(scores, *pattern)
         else:
-            mask = prune_lowest_per_row(scores, round(sparsity * weight.shape[1]))
+            mask = prune_lowest(scores, sparsity, per_row=not self.settings.per_layer)
         return torch.where(mask, weight, 0.0), mask

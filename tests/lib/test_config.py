@@ -523,7 +523,8 @@ def test_override_without_equals(tmp_path: Path, item: str) -> None:
 
 def test_override_of_unknown_symbol(tmp_path: Path) -> None:
     message = load_error(tmp_path, "", ["TARGET_SPARSITY=0.5"])
-    assert "override: unknown Kconfig symbol TARGET_SPARSITY; did you mean TARGET_SPARSITIES, ONESHOT_SPARSITIES?" in message
+    expected = "override: unknown Kconfig symbol TARGET_SPARSITY; did you mean TARGET_SPARSITIES, ONESHOT_SPARSITIES?"
+    assert expected in message
 
 
 @pytest.mark.parametrize("value", ["maybe", "1", "yes", ""])

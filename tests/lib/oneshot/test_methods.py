@@ -8,11 +8,13 @@ import dataclasses
 import pytest
 import torch
 
+from lib import config as cfgmod
 from lib.errors import UserError
 from lib.oneshot import ONESHOT, LayerStats, OneShotMethod
 from lib.oneshot.sparsegpt import SparseGPT
 from lib.oneshot.wanda import Wanda
 from lib.pruning.base import global_keep
+from scripts.prune import build_method
 
 T, F = True, False
 PATTERNS = [(2, 4), (4, 8)]
@@ -63,6 +65,23 @@ def test_wanda_per_row_differs_from_per_layer_on_the_same_scores():
     _, mask = Wanda().prune(WANDA_W, _stats(WANDA_X), 0.5)
     assert torch.equal(mask, WANDA_PER_ROW)
     assert not torch.equal(mask, per_layer)
+
+
+def test_the_comparison_group_settings_swap_row_and_layer():
+    """ONESHOT_WANDA_PER_LAYER gives Wanda's scores under one layer-wide threshold (the per-layer mask above);
+    ONESHOT_MAGNITUDE_PER_ROW keeps the 2 largest |W| of every row, where the layer-wide threshold prunes every
+    entry of the small third row."""
+    wanda = ONESHOT["wanda"](ONESHOT["wanda"].Settings(per_layer=True))
+    _, mask = wanda.prune(WANDA_W, _stats(WANDA_X), 0.5)
+    assert torch.equal(mask, WANDA_PER_LAYER)
+    weight = torch.tensor([[0.5, -3.0, 2.0, 0.1], [-1.0, 0.2, 4.0, -0.3], [0.01, 0.02, 0.03, 0.04]])
+    per_row = ONESHOT["magnitude"](ONESHOT["magnitude"].Settings(per_row=True))
+    _, mask = per_row.prune(weight, _stats(WANDA_X), 0.5)
+    assert torch.equal(mask, torch.tensor([[F, T, T, F], [T, F, T, F], [F, F, T, T]]))  # 2 of 4 in every row
+    _, layer_mask = ONESHOT["magnitude"]().prune(weight, _stats(WANDA_X), 0.5)
+    assert not layer_mask[2].any() and layer_mask.sum() == 6  # the small row loses everything over the layer
+    cfg = cfgmod.from_defaults(["ONESHOT_WANDA_PER_LAYER=y", "ONESHOT_MAGNITUDE_PER_ROW=y"])
+    assert build_method("wanda", cfg).settings.per_layer and build_method("magnitude", cfg).settings.per_row
 
 
 def test_wanda_2_4_by_hand():
