@@ -229,6 +229,7 @@ def steps_table(matrices: Mapping[str | None, Sequence[Run]]) -> Table:
 
 ONESHOT_COLUMNS = (
     "method",
+    "variant",
     "pattern",
     "target",
     "sparsity",
@@ -252,6 +253,7 @@ def oneshot_row(run: Run, summary: dict) -> dict[str, Any]:
         "run_id": run.run_id,
         **run.axes,
         "method": summary.get("method"),
+        "variant": summary.get("variant") or None,
         "pattern": summary.get("pattern"),
         "target": summary.get("target"),
         "sparsity": summary.get("sparsity"),

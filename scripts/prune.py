@@ -164,6 +164,12 @@ def prune(
     ]
 
 
+def result_name(name: str, pruner, sparsity: float, pattern: tuple[int, int] | None) -> str:
+    """A result's directory name: the method, its settings' variant, the target (``wanda-0.5``,
+    ``wanda+per_layer-0.5``, ``sparsegpt-0.5-2of4``)."""
+    return f"{name}{pruner.variant}-{target_name(sparsity, pattern)}"
+
+
 def prune_one(
     load: Callable[[], Loaded],
     name: str,
@@ -185,13 +191,14 @@ def prune_one(
     calib = windows(train, samples, seqlen, seed)
     valid = windows(val, evals, seqlen, None)
     before = perplexity(lm, valid)
-    out_dir = out / f"{name}-{target_name(sparsity, pattern)}"
+    out_dir = out / result_name(name, pruner, sparsity, pattern)
     result = prune_model(lm, pruner, sparsity, pattern, calib, out_dir)
     after = perplexity(lm, valid)
     checkpoint.save({"model": lm.model.state_dict()}, out_dir / "model.pt")
     summary = {
         "model": lm.name,
         "method": name,
+        "variant": pruner.variant,
         "settings": dataclasses.asdict(pruner.settings),
         "target": sparsity if pattern is None else 1 - pattern[0] / pattern[1],
         "pattern": None if pattern is None else f"{pattern[0]}:{pattern[1]}",
@@ -216,7 +223,9 @@ def after_training(run_dir: Path, stop_requested: Callable[[], bool] = lambda: F
         return done
     for name in ONESHOT.selected(cfg):
         for sparsity in cfg["ONESHOT_SPARSITIES"]:
-            if (run_dir / results.ONESHOT_DIR / f"{name}-{target_name(sparsity, None)}" / PRUNE_JSON).is_file():
+            if (
+                run_dir / results.ONESHOT_DIR / result_name(name, build_method(name, cfg), sparsity, None) / PRUNE_JSON
+            ).is_file():
                 continue
             if stop_requested():
                 raise Interrupted(f"stopped before one-shot {name} at {sparsity:g}")

@@ -20,7 +20,7 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
@@ -74,6 +74,19 @@ class OneShotMethod:
 
     def __init__(self, settings=None) -> None:
         self.settings = settings or self.Settings()
+
+    @property
+    def variant(self) -> str:
+        """A suffix naming the settings that differ from the defaults (``+per_layer``, ``+percdamp0.1``; ``""`` at
+        the defaults), so results of one method under two settings never share a name or a directory."""
+        default = self.Settings()
+        parts = []
+        for f in fields(self.settings):
+            value = getattr(self.settings, f.name)
+            if value != getattr(default, f.name):
+                text = f"{value:g}" if isinstance(value, float) else "" if value is True else str(value)
+                parts.append(f.name + text)
+        return "".join(f"+{part}" for part in parts)
 
     def prune(
         self, weight: torch.Tensor, stats: LayerStats, sparsity: float, pattern: tuple[int, int] | None = None

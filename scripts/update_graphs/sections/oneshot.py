@@ -38,7 +38,7 @@ def collect(runs: list[Run], methods: Methods) -> Results:
             ppl = s.get("perplexity") or {}
             if ppl.get("before") is None or ppl.get("after") is None:
                 continue
-            name = s["method"] + (f" {s['pattern']}" if s.get("pattern") else "")
+            name = s["method"] + (s.get("variant") or "") + (f" {s['pattern']}" if s.get("pattern") else "")
             found[(methods.of(run), name, float(s["target"]))].append((ppl["before"], ppl["after"], s["sparsity"]))
     return dict(sorted(found.items()))
 

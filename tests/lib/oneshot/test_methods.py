@@ -14,7 +14,7 @@ from lib.oneshot import ONESHOT, LayerStats, OneShotMethod
 from lib.oneshot.sparsegpt import SparseGPT
 from lib.oneshot.wanda import Wanda
 from lib.pruning.base import global_keep
-from scripts.prune import build_method
+from scripts.prune import build_method, result_name
 
 T, F = True, False
 PATTERNS = [(2, 4), (4, 8)]
@@ -82,6 +82,20 @@ def test_the_comparison_group_settings_swap_row_and_layer():
     assert not layer_mask[2].any() and layer_mask.sum() == 6  # the small row loses everything over the layer
     cfg = cfgmod.from_defaults(["ONESHOT_WANDA_PER_LAYER=y", "ONESHOT_MAGNITUDE_PER_ROW=y"])
     assert build_method("wanda", cfg).settings.per_layer and build_method("magnitude", cfg).settings.per_row
+
+
+def test_a_variant_names_the_settings_that_differ_from_the_defaults():
+    """Results of one method under two settings never share a directory: the variant is part of the name."""
+    assert [ONESHOT[name]().variant for name in ONESHOT] == [""] * len(ONESHOT)
+    assert wanda_variant(per_layer=True) == "+per_layer"
+    sparsegpt = SparseGPT(SparseGPT.Settings(percdamp=0.1, blocksize=64))
+    assert sparsegpt.variant == "+percdamp0.1+blocksize64"
+    assert result_name("sparsegpt", sparsegpt, 0.5, (2, 4)) == "sparsegpt+percdamp0.1+blocksize64-0.5-2of4"
+    assert result_name("wanda", Wanda(), 0.7, None) == "wanda-0.7"
+
+
+def wanda_variant(**settings) -> str:
+    return Wanda(Wanda.Settings(**settings)).variant
 
 
 def test_wanda_2_4_by_hand():
