@@ -251,7 +251,6 @@ def oneshot_row(run: Run, summary: dict) -> dict[str, Any]:
     before, after = ppl.get("before"), ppl.get("after")
     return {
         "run_id": run.run_id,
-        **run.axes,
         "method": summary.get("method"),
         "variant": summary.get("variant") or None,
         "pattern": summary.get("pattern"),
@@ -270,13 +269,13 @@ def oneshot_row(run: Run, summary: dict) -> dict[str, Any]:
 
 
 def oneshot_table(matrices: Mapping[str | None, Sequence[Run]]) -> Table:
-    """One row per one-shot pruning result of a run (:attr:`Run.oneshot`): (matrix,) run_id, the run's axes,
-    then :data:`ONESHOT_COLUMNS` (``perplexity_change``: after / before - 1; ``result``: the directory name)."""
+    """One row per one-shot pruning result of a run (:attr:`Run.oneshot`): (matrix,) run_id, then
+    :data:`ONESHOT_COLUMNS` (``perplexity_change``: after / before - 1; ``result``: the directory name). The run's
+    axes are the runs table's: join on (matrix, run_id), so no axis name can collide with these columns."""
     lead, runs = _labelled(matrices)
-    axes = merged_order(list(run.axes) for _, run in runs)
     rows = [{MATRIX: name, **oneshot_row(run, summary)} for name, run in runs for summary in run.oneshot]
     floats = frozenset({"target", "sparsity", "perplexity_before", "perplexity_after", "perplexity_change"})
-    return Table([*lead, "run_id", *axes, *ONESHOT_COLUMNS], rows, floats)
+    return Table([*lead, "run_id", *ONESHOT_COLUMNS], rows, floats)
 
 
 def write_matrix_tables(matrix_dir: Path, runs: Sequence[Run]) -> tuple[Path, Path]:

@@ -514,6 +514,10 @@ def test_make_update_graphs_finds_the_latest_matrix_where_results_live(tmp_path:
     ]
 
 
+def lm_axes(seed: int) -> dict:
+    return axes("gpt2", "adamw", "none", 0.0, seed, variant="v")
+
+
 def _oneshot_result(run_dir: Path, method: str, target: float, before: float, after: float, pattern=None) -> None:
     out = run_dir / results.ONESHOT_DIR / f"{method}-{pattern.replace(':', 'of') if pattern else target}"
     out.mkdir(parents=True)
@@ -530,7 +534,8 @@ def test_one_shot_results_make_a_report_section_and_a_database_table(tmp_path: P
     table holds the means over seeds (hand-computed), the figure is drawn, the oneshot table holds every row."""
     matrix_dir = tmp_path / "results" / "oneshot-m"
     ids = [
-        write_run(matrix_dir, axes("gpt2", "adamw", "none", 0.0, seed), metric="perplexity", mode="min", final=10.0)
+        # an axis named like a column of the oneshot table: the table keeps the run's axes in `runs` (a join)
+        write_run(matrix_dir, lm_axes(seed), metric="perplexity", mode="min", final=10.0)
         for seed in (0, 1)
     ]
     for run_id, before, shift in zip(ids, (10.0, 12.0), (0.0, 2.0), strict=True):
