@@ -2,7 +2,7 @@
 # The prepared GPU check of kernels/ (docs/kernels.md, "On a GPU"): the kernel tests compiled for the GPU, then
 # each GPU benchmark package on its own (one that fails or runs out of time costs only its own rows).
 #
-#   scripts/gpu_check.sh OUTDIR            # env.txt, tests.txt, bench.txt, kernels.csv/.md land in OUTDIR
+#   scripts/gpu_check.sh OUTDIR            # env.txt, tests.txt, bench.txt, kernels.csv/.md, oneshot-gpu.csv/.md
 #
 # OUTDIR/kernels.csv starts as docs/benchmarks/kernels.csv and gets this GPU's rows merged in (per device and op);
 # copy it and kernels.md back to docs/benchmarks/ to publish them. Environment: PYTHON (python3), TEST_TIMEOUT
@@ -41,3 +41,8 @@ for b in $benches; do
     echo "$b: rc=$? in $((SECONDS - tick)) s"
 done
 grep -v "^|" "$out/kernels.md" 2>/dev/null | grep "target reached\|failed"
+
+# SparseGPT / Wanda / magnitude time for one GPT-2 small FC1 layer on the GPU (issue 16's benchmark); its own file
+tick=$SECONDS
+timeout "${BENCH_TIMEOUT:-120}" $py -m scripts.bench_oneshot --out "$out/oneshot-gpu.md" >>"$out/bench.txt" 2>&1
+echo "scripts.bench_oneshot: rc=$? in $((SECONDS - tick)) s"
