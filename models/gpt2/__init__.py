@@ -1,8 +1,9 @@
-"""GPT-2 (nanoGPT layout) with attention-output gating: one value of the model axis, ``gpt2``.
+"""GPT-2 (nanoGPT layout) with attention-output gating and reciprocal attention / MLP: one value of the model
+axis, ``gpt2``.
 
-The gating axes (gate, its position and activation) and their rules live here, torch-free, so the matrix can
-be planned without importing torch; :mod:`lib.matrix` collects them through the model registry. So does
-``budget``, a run's steps and tokens counted from its config (``make plan``).
+The gating axes (gate, its position and activation), the reciprocal axes and their rules live here, torch-free,
+so the matrix can be planned without importing torch; :mod:`lib.matrix` collects them through the model
+registry. So does ``budget``, a run's steps and tokens counted from its config (``make plan``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ GATES = ("none", "headwise", "elementwise", "const")
 GATE_POSITIONS = ("sdpa", "value")
 GATE_ACTIVATION_NAMES = ("sigmoid", "ns_sigmoid")
 GATE_AXES = ("attn_gate", "attn_gate_pos", "attn_gate_act")
+RECIPROCAL = ("none", "exact", "lowrank")  # reciprocal attention (models/gpt2/model.py CausalSelfAttention)
+RMLP = ("none", "on")  # reciprocal MLP
 
 
 def _gated(cfg) -> bool:
@@ -47,11 +50,32 @@ AXES = (
         after="model",
     ),
 )
+AXES += (
+    Axis(
+        "reciprocal",
+        lambda c: selected(c, "ATTN_RECIPROCAL", RECIPROCAL) if c.get("MODEL_GPT2") else [None],
+        label=lambda v: f"ra{v}" if v and v != "none" else "",
+        empty_hint="select at least one of " + ", ".join(f"ATTN_RECIPROCAL_{v.upper()}" for v in RECIPROCAL),
+        after="model",
+    ),
+    Axis(
+        "rmlp",
+        lambda c: selected(c, "MLP_RECIPROCAL", RMLP) if c.get("MODEL_GPT2") else [None],
+        label=lambda v: "rmlp" if v == "on" else "",
+        empty_hint="select MLP_RECIPROCAL_NONE and/or MLP_RECIPROCAL_ON",
+        after="model",
+    ),
+)
 RULES = (
     Rule(
         "attention gating is a GPT-2 axis: other models run ungated",
         applies=lambda a, c: a["model"] != "gpt2" and any(a[k] is not None for k in GATE_AXES),
         collapse=lambda a: {**a, **dict.fromkeys(GATE_AXES)},
+    ),
+    Rule(
+        "reciprocal attention and MLP are GPT-2 axes: other models run without them",
+        applies=lambda a, c: a["model"] != "gpt2" and (a["reciprocal"] is not None or a["rmlp"] is not None),
+        collapse=lambda a: {**a, "reciprocal": None, "rmlp": None},
     ),
     Rule(
         "gate 'none' has no position or activation",

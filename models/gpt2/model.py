@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.gpt2 import GATE_ACTIVATION_NAMES, GATE_POSITIONS, GATES
+from models.gpt2 import GATE_ACTIVATION_NAMES, GATE_POSITIONS, GATES, RECIPROCAL
 
 GPT2_VOCAB = 50257  # tiktoken's "gpt2" encoding: 50256 BPE merges + <|endoftext|>
 
@@ -66,6 +66,10 @@ class GPT2Config:
     attn_gate: str = "none"
     attn_gate_pos: str = "sdpa"
     attn_gate_act: str = "sigmoid"
+    reciprocal: str = "none"  # reciprocal attention: none, exact, lowrank
+    ra_rank: int = 8  # lowrank: the head dimensions that carry the transposed term
+    ra_per_head: bool = False  # one (w_std, w_rec) pair per head, else per layer
+    rmlp_fraction: float = 0.0  # reciprocal MLP: the share of FC1's units fed the attention output (0: off)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> GPT2Config:
@@ -82,6 +86,13 @@ class GPT2Config:
         ):
             if value not in allowed:
                 raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        if self.reciprocal not in RECIPROCAL:
+            raise ValueError(f"reciprocal={self.reciprocal!r} is not one of {', '.join(RECIPROCAL)}")
+        head = self.n_embd // self.n_head
+        if self.reciprocal == "lowrank" and not 1 <= self.ra_rank < head:
+            raise ValueError(f"ra_rank={self.ra_rank}: a low-rank reciprocal term takes 1 <= r < head dim {head}")
+        if not 0.0 <= self.rmlp_fraction <= 1.0:
+            raise ValueError(f"rmlp_fraction={self.rmlp_fraction}: a share of FC1's units, in [0, 1]")
 
 
 class CausalSelfAttention(nn.Module):
@@ -101,6 +112,15 @@ class CausalSelfAttention(nn.Module):
             self.gate = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         elif cfg.attn_gate == "const":
             self.gate_score = nn.Parameter(torch.zeros(cfg.n_embd))
+        self.reciprocal = cfg.reciprocal
+        if cfg.reciprocal != "none":
+            head = cfg.n_embd // cfg.n_head
+            self.ra_rank = head if cfg.reciprocal == "exact" else cfg.ra_rank
+            shape = (cfg.n_head,) if cfg.ra_per_head else (1,)
+            # w_std = 1, w_rec = 0: the block starts as standard attention; the logits are linear in w_rec, so
+            # its gradient there is the attention's sensitivity to Sᵀ, not zero (no square or sqrt around it)
+            self.ra_std = nn.Parameter(torch.ones(shape))
+            self.ra_rec = nn.Parameter(torch.zeros(shape))
 
     def _gate(self, x: torch.Tensor) -> torch.Tensor:
         """The gate in (B, nh, T, hs)-broadcastable form, from the normalised block input x (B, T, C)."""
@@ -112,6 +132,21 @@ class CausalSelfAttention(nn.Module):
             return self.gate_act(score).transpose(1, 2).unsqueeze(-1)  # (B, nh, T, 1)
         return self.gate_act(score).view(b, t, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
 
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention of (B, nh, T, hs) q, k, v. Reciprocal: logits ``(w_std·QKᵀ + w_rec·K_r Q_rᵀ) / √hs``
+        (``r = hs`` exact, ``ra_rank`` low-rank: the first r head dimensions), folded into one SDPA call over
+        ``hs + r`` dimensions, ``[w_std·Q, w_rec·K_r] · [K, Q_r]ᵀ``, with the causal mask on the mixed logits
+        (entry (i, j), j <= i, reads q_j and k_i: nothing after i)."""
+        dropout = self.dropout if self.training else 0.0
+        if self.reciprocal == "none":
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        r = self.ra_rank
+        w_std, w_rec = self.ra_std.view(1, -1, 1, 1), self.ra_rec.view(1, -1, 1, 1)
+        q2 = torch.cat([w_std * q, w_rec * k[..., :r]], dim=-1)
+        k2 = torch.cat([k, q[..., :r]], dim=-1)
+        scale = 1.0 / math.sqrt(q.shape[-1])  # the head's, not the folded dimension's
+        return F.scaled_dot_product_attention(q2, k2, v, dropout_p=dropout, is_causal=True, scale=scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(c, dim=2)
@@ -119,9 +154,7 @@ class CausalSelfAttention(nn.Module):
         gate = None if self.gate_kind == "none" else self._gate(x)
         if gate is not None and self.gate_pos == "value":
             v = v * gate
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )  # (B, nh, T, hs)
+        y = self._attend(q, k, v)  # (B, nh, T, hs)
         if gate is not None and self.gate_pos == "sdpa":
             y = y * gate
         y = y.transpose(1, 2).contiguous().view(b, t, c)
@@ -129,14 +162,32 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GELU MLP, C -> 4C -> C. Reciprocal (``rmlp_fraction`` > 0): the last ``s`` of FC1's units read
+    ``x + α·(g ⊙ a)`` instead of ``x``, where ``a`` is the block's attention output, ``α`` a learned scalar
+    (starts at 0) and ``g`` a learned per-channel gate (starts at 1). It is computed as FC1's pre-activations
+    plus ``W_s (α·g ⊙ a)`` on those units, so at α = 0 the MLP is the standard one exactly."""
+
     def __init__(self, cfg: GPT2Config) -> None:
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.rmlp_units = round(cfg.rmlp_fraction * 4 * cfg.n_embd)
+        if self.rmlp_units:
+            self.rmlp_alpha = nn.Parameter(torch.zeros(1))
+            self.rmlp_gate = nn.Parameter(torch.ones(cfg.n_embd))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+    def forward(self, x: torch.Tensor, attn_out: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.c_fc(x)
+        if self.rmlp_units and attn_out is not None:
+            s = self.rmlp_units
+            weight = self.c_fc.weight[-s:]
+            mask = getattr(self.c_fc, "weight_mask", None)  # a pruned FC1: its kept weights only
+            if mask is not None:
+                weight = weight * mask[-s:]
+            extra = F.linear(self.rmlp_alpha * self.rmlp_gate * attn_out, weight)  # (B, T, s)
+            h = torch.cat([h[..., :-s], h[..., -s:] + extra], dim=-1)
+        return self.dropout(self.c_proj(F.gelu(h, approximate="tanh")))
 
 
 class Block(nn.Module):
@@ -148,8 +199,9 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        a = self.attn(self.ln_1(x))
+        x = x + a
+        return x + self.mlp(self.ln_2(x), a if self.mlp.rmlp_units else None)
 
 
 class GPT2(nn.Module):
@@ -243,3 +295,24 @@ class GPT2(nn.Module):
                 nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(idx.device)
             idx = torch.cat([idx, nxt], dim=1)
         return idx
+
+
+@torch.no_grad()
+def causal_leak(model: GPT2, length: int | None = None, position: int | None = None, seed: int = 0) -> float:
+    """The largest change of the logits at positions ``0..position`` when every token after ``position`` changes:
+    exactly 0 for a causal model (the attention's masked entries weigh exactly 0). Two sequences of ``length``
+    tokens (default: the context) that agree up to ``position`` (default: the middle), in eval mode."""
+    length = length or model.config.block_size
+    position = length // 2 if position is None else position
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    a = torch.randint(model.config.vocab_size, (1, length), generator=gen)
+    b = a.clone()
+    b[0, position + 1 :] = torch.randint(model.config.vocab_size, (length - position - 1,), generator=gen)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(torch.cat([a, b]).to(device))[:, : position + 1]
+    finally:
+        model.train(was_training)
+    return float((logits[0] - logits[1]).abs().max())

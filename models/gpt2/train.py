@@ -16,7 +16,7 @@ from lib.data.text import TOKENIZERS
 from lib.errors import UserError
 from lib.tasks import ConcatTokens, LanguageModeling
 from lib.training import RunContext, run_training
-from models.gpt2.model import GPT2, PRESETS, GPT2Config, padded_vocab
+from models.gpt2.model import GPT2, PRESETS, GPT2Config, causal_leak, padded_vocab
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,12 @@ def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
             )
     else:
         n_layer, n_head, n_embd, block = PRESETS[size]
+    rank = cfg.get("ATTN_RECIPROCAL_RANK")
+    if axes.get("reciprocal") == "lowrank" and not rank < n_embd // n_head:
+        raise UserError(
+            f"ATTN_RECIPROCAL_RANK={rank} is not below the head dimension {n_embd // n_head} (n_embd {n_embd} / "
+            f"n_head {n_head}): pick r < {n_embd // n_head}, or select ATTN_RECIPROCAL_EXACT for the full term"
+        )
     return GPT2Config(
         n_layer=n_layer,
         n_head=n_head,
@@ -69,6 +75,10 @@ def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
         attn_gate=axes.get("attn_gate") or "none",
         attn_gate_pos=axes.get("attn_gate_pos") or "sdpa",
         attn_gate_act=axes.get("attn_gate_act") or "sigmoid",
+        reciprocal=axes.get("reciprocal") or "none",
+        ra_rank=cfg.get("ATTN_RECIPROCAL_RANK") or GPT2Config.ra_rank,
+        ra_per_head=bool(cfg.get("ATTN_RECIPROCAL_PER_HEAD")),
+        rmlp_fraction=cfg["MLP_RECIPROCAL_FRACTION"] if axes.get("rmlp") == "on" else 0.0,
     )
 
 
@@ -78,6 +88,9 @@ def build(ctx: RunContext) -> tuple[nn.Module, LanguageModeling]:
     train, val = CORPORA[cfg["GPT2_DATASET"]](cfg).shards(ctx.data_dir, cfg["GPT2_TOKENIZER"])
     model_cfg = model_config(cfg, ctx.spec.axes, tokenizer.vocab_size)
     model = GPT2(model_cfg)
+    leak = causal_leak(model, min(model_cfg.block_size, 64))
+    if leak != 0.0:  # before any training: a variant that reads the future would make every loss meaningless
+        raise RuntimeError(f"the model is not causal: changing tokens after position t moved logits up to t by {leak}")
     logger.info(
         "GPT-2 %s: %d layers, %d heads, C=%d, T=%d, vocab %d; %.2fM parameters; gate %s",
         cfg["GPT2_SIZE"],

@@ -59,6 +59,8 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "attn_gate": None,  # GPT-2 axes: None for other models
         "attn_gate_pos": None,
         "attn_gate_act": None,
+        "reciprocal": None,  # GPT-2 axes too
+        "rmlp": None,
         "optimizer": "sgd",
         "variant": None,
         "pruning": "magnitude",
@@ -76,6 +78,8 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "attn_gate": None,
         "attn_gate_pos": None,
         "attn_gate_act": None,
+        "reciprocal": None,  # GPT-2 axes too
+        "rmlp": None,
         "optimizer": "adamw",
         "variant": None,
         "pruning": "none",

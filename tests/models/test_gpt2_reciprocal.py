@@ -1,0 +1,142 @@
+"""Reciprocal attention and the reciprocal MLP (issue 17): the folded SDPA against a direct (B, H, T, T)
+computation, the low-rank variant, the start as the plain model, causality of every variant (and the check's
+failure on a deliberately non-causal one), gradients that leave zero, the axes and their Kconfig errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lib import config as cfgmod
+from lib.errors import UserError
+from lib.matrix import expand
+from models.gpt2.model import GPT2, CausalSelfAttention, GPT2Config, causal_leak
+from models.gpt2.train import model_config
+
+VARIANTS = [("none", 0.0), ("exact", 0.0), ("lowrank", 0.0), ("none", 0.25), ("exact", 0.25), ("lowrank", 0.25)]
+
+
+def _cfg(**kw) -> GPT2Config:
+    return GPT2Config(**{"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64, "vocab_size": 64, **kw})
+
+
+def _direct(attn: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """The reciprocal attention of one block written out: (B, H, T, T) logits, mask, softmax, @ V, projection."""
+    b, t, c = x.shape
+    q, k, v = attn.c_attn(x).split(c, dim=2)
+    q, k, v = (z.view(b, t, attn.n_head, -1).transpose(1, 2).double() for z in (q, k, v))
+    r, hs = attn.ra_rank, q.shape[-1]
+    w_std, w_rec = attn.ra_std.double().view(1, -1, 1, 1), attn.ra_rec.double().view(1, -1, 1, 1)
+    s = q @ k.transpose(-1, -2)  # S[i, j] = q_i . k_j
+    s_rec = (q[..., :r] @ k[..., :r].transpose(-1, -2)).transpose(-1, -2)  # its transpose over the first r dims
+    logits = (w_std * s + w_rec * s_rec) / math.sqrt(hs)
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    y = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1) @ v
+    return F.linear(y.transpose(1, 2).reshape(b, t, c).float(), attn.c_proj.weight, attn.c_proj.bias)
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("kind", ["exact", "lowrank"])
+def test_the_folded_sdpa_equals_the_direct_computation(kind: str, per_head: bool) -> None:
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(_cfg(reciprocal=kind, ra_rank=5, ra_per_head=per_head)).eval()
+    with torch.no_grad():  # mixing weights away from their start, different per head when per head
+        attn.ra_std.copy_(torch.tensor([0.8, 1.3][: attn.ra_std.numel()]))
+        attn.ra_rec.copy_(torch.tensor([0.6, -0.4][: attn.ra_rec.numel()]))
+    assert attn.ra_rank == (16 if kind == "exact" else 5)
+    x = torch.randn(3, 20, 32)
+    torch.testing.assert_close(attn(x), _direct(attn, x), atol=2e-6, rtol=1e-5)
+
+
+def test_with_w_rec_zero_reciprocal_attention_is_standard_attention() -> None:
+    """Bit for bit is not possible through one folded SDPA call: the kernel sums each logit over hs + r
+    dimensions, r of them exact zeros, in another grouping than over hs (the difference is a float32 rounding,
+    about 1e-6). What holds exactly is tested too: the mixed logits equal the standard ones in float64."""
+    torch.manual_seed(0)
+    plain, reciprocal = CausalSelfAttention(_cfg()), CausalSelfAttention(_cfg(reciprocal="exact"))
+    reciprocal.load_state_dict(plain.state_dict(), strict=False)  # same projections; w_std = 1, w_rec = 0
+    x = torch.randn(2, 33, 32)
+    with torch.no_grad():
+        diff = (plain(x) - reciprocal(x)).abs().max().item()
+        assert diff < 2e-6
+        q = torch.randn(1, 2, 7, 16, dtype=torch.float64)
+        k = torch.randn(1, 2, 7, 16, dtype=torch.float64)
+        fold = torch.cat([1.0 * q, 0.0 * k], -1) @ torch.cat([k, q], -1).transpose(-1, -2)
+        assert torch.equal(fold, q @ k.transpose(-1, -2))
+
+
+@pytest.mark.parametrize(("kind", "fraction"), VARIANTS)
+def test_every_variant_is_causal_and_starts_as_the_plain_model_in_its_loss(kind: str, fraction: float) -> None:
+    torch.manual_seed(0)
+    plain = GPT2(_cfg())
+    variant = GPT2(_cfg(reciprocal=kind, rmlp_fraction=fraction))
+    variant.load_state_dict(plain.state_dict(), strict=False)
+    idx = torch.randint(64, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(variant(idx), plain(idx), atol=2e-5, rtol=1e-5)
+        for block in variant.transformer.h:  # away from the start: still causal
+            if kind != "none":
+                block.attn.ra_rec.fill_(0.9)
+            if fraction:
+                block.mlp.rmlp_alpha.fill_(0.5)
+    assert causal_leak(variant) == 0.0 and causal_leak(variant, 40, 0) == 0.0
+
+
+def test_the_reciprocal_mlp_at_its_start_is_the_standard_mlp_bit_for_bit() -> None:
+    torch.manual_seed(0)
+    plain, rmlp = GPT2(_cfg()), GPT2(_cfg(rmlp_fraction=0.25))
+    rmlp.load_state_dict(plain.state_dict(), strict=False)
+    assert rmlp.transformer.h[0].mlp.rmlp_units == 32  # 0.25 of 4 x 32
+    idx = torch.randint(64, (2, 40))
+    with torch.no_grad():
+        assert torch.equal(rmlp(idx), plain(idx))
+
+
+def test_the_leak_check_catches_a_model_that_reads_the_future(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = GPT2(_cfg(reciprocal="exact"))
+    attend = CausalSelfAttention._attend
+
+    def peeking(self, q, k, v):  # the published KV-pruning bug's kind: a softmax without the causal mask
+        return F.scaled_dot_product_attention(q, k, v) if self.reciprocal != "none" else attend(self, q, k, v)
+
+    monkeypatch.setattr(CausalSelfAttention, "_attend", peeking)
+    assert causal_leak(model) > 1e-3
+
+
+def test_the_mixing_weights_move_in_a_short_training_run() -> None:
+    torch.manual_seed(0)
+    model = GPT2(_cfg(reciprocal="lowrank", ra_rank=4, rmlp_fraction=0.25))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    idx = torch.randint(64, (8, 33))
+    for _ in range(5):
+        logits = model(idx[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for block in model.transformer.h:
+        assert block.attn.ra_rec.abs().item() > 1e-3 and block.attn.ra_std.item() != 1.0
+        assert block.mlp.rmlp_alpha.abs().item() > 1e-3
+
+
+def test_the_axes_and_their_errors() -> None:
+    base = ["MODEL_LENET5=n", "MODEL_GPT2=y", "PRUNING_MAGNITUDE=n", "OPTIMIZER_SGD=n"]
+    cfg = cfgmod.from_defaults([*base, "ATTN_RECIPROCAL_EXACT=y", "ATTN_RECIPROCAL_LOWRANK=y", "MLP_RECIPROCAL_ON=y"])
+    runs = expand(cfg).runs
+    assert sorted(r.run_id for r in runs) == sorted(
+        f"gpt2{ra}{rmlp}-adamw-none-seed0"
+        for ra in ("", "-raexact", "-ralowrank")
+        for rmlp in ("", "-rmlp")
+    )
+    lowrank = next(r for r in runs if r.axes["reciprocal"] == "lowrank" and r.axes["rmlp"] == "on")
+    model_cfg = model_config(lowrank.cfg, lowrank.axes, 257)
+    assert (model_cfg.reciprocal, model_cfg.ra_rank, model_cfg.rmlp_fraction) == ("lowrank", 8, 0.25)
+    big_rank = cfgmod.from_defaults([*base, "ATTN_RECIPROCAL_LOWRANK=y", "ATTN_RECIPROCAL_RANK=32"])
+    spec = next(r for r in expand(big_rank).runs if r.axes["reciprocal"] == "lowrank")
+    with pytest.raises(UserError, match="ATTN_RECIPROCAL_RANK=32 is not below the head dimension 32"):
+        model_config(spec.cfg, spec.axes, 257)
+    with pytest.raises(UserError, match="MLP_RECIPROCAL_FRACTION"):
+        cfgmod.from_defaults([*base, "MLP_RECIPROCAL_ON=y", "MLP_RECIPROCAL_FRACTION=0"])
