@@ -367,6 +367,7 @@ class Trainer:
             "throughput_steady": state.steady_samples / state.steady_seconds if state.steady_seconds else None,
             "throughput_unit": f"{task.unit}/s",
             "mfu": mfu(self.model, task, state, self.device, self.speed),
+            "flops_per_token": flops_per_token(self.model),
             "steps": state.step,
             "epochs": len(self.periods),
         }
@@ -375,6 +376,12 @@ class Trainer:
         self.status.write("done", state.step, force=True)
         self.tracker.finish(summary)  # after summary.json: a tracker slow to finish never holds the record back
         return summary
+
+
+def flops_per_token(model: nn.Module) -> int | None:
+    """Training FLOPs per token of models that count them (GPT-2), for the report; None for the others."""
+    count = getattr(model, "flops_per_token", None)
+    return count() if count is not None else None
 
 
 def mfu(model: nn.Module, task, state: TrainState, device: torch.device, speed: Speed) -> float | None:

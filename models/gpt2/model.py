@@ -266,10 +266,17 @@ class GPT2(nn.Module):
         }
 
     def flops_per_token(self) -> int:
-        """Training FLOPs per token, forward + backward: 6N for the weights plus 12·L·C·T for attention
-        scores and values (PaLM appendix B; N without the position embedding)."""
+        """Training FLOPs per token, forward + backward: 6N for the weights plus 6·L·C·T for the attention
+        scores and 6·L·C·T for the values (PaLM appendix B; N without the position embedding). Reciprocal
+        attention scores over C + H·r dimensions (the folded operands); the reciprocal MLP multiplies its
+        attention term by its s units of FC1 once more (6·C·s per layer)."""
         c = self.config
-        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_embd * c.block_size
+        head = c.n_embd // c.n_head
+        rank = {"none": 0, "exact": head, "lowrank": c.ra_rank}[c.reciprocal]
+        scores = 6 * c.n_layer * (c.n_embd + c.n_head * rank) * c.block_size
+        values = 6 * c.n_layer * c.n_embd * c.block_size
+        rmlp = 6 * c.n_layer * c.n_embd * self.transformer.h[0].mlp.rmlp_units
+        return 6 * self.num_params(non_embedding=True) + scores + values + rmlp
 
     @torch.no_grad()
     def generate(

@@ -145,7 +145,7 @@ def test_olddefconfig_refuses_unknown_symbol(tmp_path: Path) -> None:
     broken = config.read_text() + 'CONFIG_TARGET_SPARSITY="0.5"\n'
     config.write_text(broken)
     line = assert_user_error(cli(config, "olddefconfig"))
-    assert "unknown Kconfig symbol TARGET_SPARSITY; did you mean TARGET_SPARSITIES?" in line
+    assert "unknown Kconfig symbol TARGET_SPARSITY; did you mean TARGET_SPARSITIES, ONESHOT_SPARSITIES?" in line
     assert config.read_text() == broken, "a refused .config is left as it was"
 
 

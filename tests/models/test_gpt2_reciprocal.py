@@ -140,3 +140,17 @@ def test_the_axes_and_their_errors() -> None:
         model_config(spec.cfg, spec.axes, 257)
     with pytest.raises(UserError, match="MLP_RECIPROCAL_FRACTION"):
         cfgmod.from_defaults([*base, "MLP_RECIPROCAL_ON=y", "MLP_RECIPROCAL_FRACTION=0"])
+
+
+def test_flops_per_token_count_the_folded_scores_and_the_reciprocal_mlp() -> None:
+    """GPT-2 tiny (4 layers, 4 heads, C = 128, T = 256): exact RA scores over 128 + 4·32 dimensions, +6·4·128·256;
+    low-rank r = 8 over 128 + 4·8, +6·4·32·256; R-MLP at 0.25 multiplies 128 units once more, +6·4·128·128."""
+    tiny = {"vocab_size": 320}
+    plain = GPT2(GPT2Config.preset("tiny", **tiny)).flops_per_token()
+    mixing = 6 * 4 * 2  # w_std and w_rec of each layer are parameters too, in 6N
+    assert GPT2(GPT2Config.preset("tiny", reciprocal="exact", **tiny)).flops_per_token() - plain == 786_432 + mixing
+    lowrank = GPT2(GPT2Config.preset("tiny", reciprocal="lowrank", ra_rank=8, **tiny))
+    assert lowrank.flops_per_token() - plain == 196_608 + mixing
+    rmlp = GPT2(GPT2Config.preset("tiny", rmlp_fraction=0.25, **tiny))
+    # its alpha and gate are parameters too (1 + 128 per layer: 6·4·129 in 6N)
+    assert rmlp.flops_per_token() - plain == 393_216 + 6 * 4 * 129

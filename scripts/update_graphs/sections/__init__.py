@@ -19,6 +19,7 @@ from scripts.update_graphs.sections import (
     memory_timeline,
     oneshot,
     perplexity,
+    reciprocal,
     reproduction,
     run_curves,
     runs,
@@ -32,6 +33,7 @@ SECTIONS = (
     evolution.add,  # eval metric and train loss vs step, per method (mean over seeds)
     perplexity.add,  # final perplexity per method, for language models
     oneshot.add,  # one-shot pruning of the trained runs: perplexity after vs target, per method
+    reciprocal.add,  # reciprocal attention / MLP variants: loss mean ± std, parameters, FLOPs, speed, noise flag
     reproduction.add,  # our figures beside the published table the matrix reproduces (lib.published)
     attn_gating.add,  # the published attention-gating stages: our final loss beside the published one
     memory_bars.add,  # peak (GPU) memory per method
