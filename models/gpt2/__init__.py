@@ -55,7 +55,7 @@ AXES += (
         "reciprocal",
         lambda c: selected(c, "ATTN_RECIPROCAL", RECIPROCAL) if c.get("MODEL_GPT2") else [None],
         label=lambda v: f"ra{v}" if v and v != "none" else "",
-        empty_hint="select at least one of " + ", ".join(f"ATTN_RECIPROCAL_{v.upper()}" for v in RECIPROCAL),
+        empty_hint="select at least one of ATTN_RECIPROCAL_NONE, ATTN_RECIPROCAL_EXACT, ATTN_RECIPROCAL_LOWRANK",
         after="model",
     ),
     Axis(

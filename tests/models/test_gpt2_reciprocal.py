@@ -127,9 +127,7 @@ def test_the_axes_and_their_errors() -> None:
     cfg = cfgmod.from_defaults([*base, "ATTN_RECIPROCAL_EXACT=y", "ATTN_RECIPROCAL_LOWRANK=y", "MLP_RECIPROCAL_ON=y"])
     runs = expand(cfg).runs
     assert sorted(r.run_id for r in runs) == sorted(
-        f"gpt2{ra}{rmlp}-adamw-none-seed0"
-        for ra in ("", "-raexact", "-ralowrank")
-        for rmlp in ("", "-rmlp")
+        f"gpt2{ra}{rmlp}-adamw-none-seed0" for ra in ("", "-raexact", "-ralowrank") for rmlp in ("", "-rmlp")
     )
     lowrank = next(r for r in runs if r.axes["reciprocal"] == "lowrank" and r.axes["rmlp"] == "on")
     model_cfg = model_config(lowrank.cfg, lowrank.axes, 257)
