@@ -132,29 +132,52 @@ class CausalSelfAttention(nn.Module):
             return self.gate_act(score).transpose(1, 2).unsqueeze(-1)  # (B, nh, T, 1)
         return self.gate_act(score).view(b, t, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Causal attention of (B, nh, T, hs) q, k, v. Reciprocal: logits ``(w_std·QKᵀ + w_rec·K_r Q_rᵀ) / √hs``
-        (``r = hs`` exact, ``ra_rank`` low-rank: the first r head dimensions), folded into one SDPA call over
-        ``hs + r`` dimensions, ``[w_std·Q, w_rec·K_r] · [K, Q_r]ᵀ``, with the causal mask on the mixed logits
-        (entry (i, j), j <= i, reads q_j and k_i: nothing after i)."""
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Causal attention of the new tokens' (B, nh, T, hs) q, k, v, after the ``cache``'s earlier tokens (their
+        keys, values and, for reciprocal attention, the first r dimensions of their queries; the cache is
+        extended in place). Reciprocal: logits ``(w_std·QKᵀ + w_rec·K_r Q_rᵀ) / √hs`` (``r = hs`` exact,
+        ``ra_rank`` low-rank: the first r head dimensions), folded into one SDPA call over ``hs + r`` dimensions,
+        ``[w_std·Q, w_rec·K_r] · [K, Q_r]ᵀ``, with the causal mask on the mixed logits (entry (i, j), j <= i,
+        reads q_j and k_i: nothing after i)."""
         dropout = self.dropout if self.training else 0.0
-        if self.reciprocal == "none":
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        r = self.ra_rank
-        w_std, w_rec = self.ra_std.view(1, -1, 1, 1), self.ra_rec.view(1, -1, 1, 1)
-        q2 = torch.cat([w_std * q, w_rec * k[..., :r]], dim=-1)
-        k2 = torch.cat([k, q[..., :r]], dim=-1)
-        scale = 1.0 / math.sqrt(q.shape[-1])  # the head's, not the folded dimension's
-        return F.scaled_dot_product_attention(q2, k2, v, dropout_p=dropout, is_causal=True, scale=scale)
+        reciprocal = self.reciprocal != "none"
+        r = self.ra_rank if reciprocal else 0
+        keys, values, queries = k, v, q[..., :r]  # over every position so far
+        past = 0
+        if cache is not None:
+            if cache:
+                past = cache["k"].shape[2]
+                keys, values = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                if reciprocal:
+                    queries = torch.cat([cache["q"], queries], dim=2)
+            cache.update(k=keys, v=values, **({"q": queries} if reciprocal else {}))
+        t = q.shape[2]
+        # the new token i (at position past + i) sees positions <= past + i: a plain causal mask without a past,
+        # none for one new token, an offset one otherwise
+        mask = None
+        if past and t > 1:
+            mask = torch.ones(t, past + t, dtype=torch.bool, device=q.device).tril(diagonal=past)
+        causal = past == 0 and t > 1
+        scale = None  # SDPA's own 1/√hs
+        if reciprocal:
+            scale = 1.0 / math.sqrt(q.shape[-1])  # the head's, not the folded dimension's
+            w_std, w_rec = self.ra_std.view(1, -1, 1, 1), self.ra_rec.view(1, -1, 1, 1)
+            q = torch.cat([w_std * q, w_rec * k[..., :r]], dim=-1)
+            keys = torch.cat([keys, queries], dim=-1)
+        return F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
         gate = None if self.gate_kind == "none" else self._gate(x)
         if gate is not None and self.gate_pos == "value":
             v = v * gate
-        y = self._attend(q, k, v)  # (B, nh, T, hs)
+        y = self._attend(q, k, v, cache)  # (B, nh, T, hs)
         if gate is not None and self.gate_pos == "sdpa":
             y = y * gate
         y = y.transpose(1, 2).contiguous().view(b, t, c)
@@ -198,8 +221,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        a = self.attn(self.ln_1(x), cache)
         x = x + a
         return x + self.mlp(self.ln_2(x), a if self.mlp.rmlp_units else None)
 
@@ -237,16 +260,23 @@ class GPT2(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) -> logits (B, T, vocab_size)."""
+    def forward(self, idx: torch.Tensor, cache: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+        """Token ids (B, T) -> logits (B, T, vocab_size). ``cache`` (:meth:`new_cache`, for decoding): the
+        per-layer keys and values of the tokens before ``idx``, which continue them; extended in place."""
         b, t = idx.shape
-        if t > self.config.block_size:
-            raise ValueError(f"sequence of {t} tokens is longer than block_size {self.config.block_size}")
-        pos = torch.arange(t, device=idx.device)
+        start = cache[0]["k"].shape[2] if cache and cache[0] else 0
+        if start + t > self.config.block_size:
+            raise ValueError(f"sequence of {start + t} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(start, start + t, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if cache is None else cache[i])
         return self.lm_head(self.transformer.ln_f(x))
+
+    def new_cache(self) -> list[dict[str, torch.Tensor]]:
+        """An empty key/value cache, one dict per block (keys, values and, for reciprocal attention, the first r
+        query dimensions, each (B, nh, T, ·)), for :meth:`forward`."""
+        return [{} for _ in self.transformer.h]
 
     def mlp_layers(self) -> list[tuple[nn.Linear, nn.Linear]]:
         """(FC1, FC2) of every block, for banded pruning (the QKV projection is C -> 3C but no MLP)."""
@@ -286,11 +316,24 @@ class GPT2(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """Append ``new_tokens`` sampled tokens to ``idx`` (B, T). ``temperature`` 0 is greedy; ``top_k``
-        keeps the k likeliest tokens; ``generator`` makes sampling reproducible."""
+        keeps the k likeliest tokens; ``generator`` makes sampling reproducible. ``use_cache``: each new token
+        runs alone against the cached keys and values of the ones before it (one row per sequence through every
+        Linear, the case of the activation-sparse GEMV); when the context is full, the cache is rebuilt from the
+        last ``block_size`` tokens. Without it, every step runs the whole context again."""
+        cache = None
+        block = self.config.block_size
         for _ in range(new_tokens):
-            logits = self(idx[:, -self.config.block_size :])[:, -1, :].float()  # (B, vocab)
+            if not use_cache:
+                logits = self(idx[:, -block:])
+            elif cache is None or cache[0]["k"].shape[2] >= block:  # the first step, or a full context: it slides
+                cache = self.new_cache()  # (positions are absolute: every token of the window is run again)
+                logits = self(idx[:, -block:], cache)
+            else:
+                logits = self(idx[:, -1:], cache)
+            logits = logits[:, -1, :].float()  # (B, vocab)
             if temperature == 0:
                 nxt = logits.argmax(-1, keepdim=True)
             else:

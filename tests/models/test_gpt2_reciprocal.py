@@ -99,8 +99,8 @@ def test_the_leak_check_catches_a_model_that_reads_the_future(monkeypatch: pytes
     model = GPT2(_cfg(reciprocal="exact"))
     attend = CausalSelfAttention._attend
 
-    def peeking(self, q, k, v):  # the published KV-pruning bug's kind: a softmax without the causal mask
-        return F.scaled_dot_product_attention(q, k, v) if self.reciprocal != "none" else attend(self, q, k, v)
+    def peeking(self, q, k, v, cache=None):  # the published KV-pruning bug's kind: a softmax without the mask
+        return F.scaled_dot_product_attention(q, k, v) if self.reciprocal != "none" else attend(self, q, k, v, cache)
 
     monkeypatch.setattr(CausalSelfAttention, "_attend", peeking)
     assert causal_leak(model) > 1e-3
@@ -152,3 +152,30 @@ def test_flops_per_token_count_the_folded_scores_and_the_reciprocal_mlp() -> Non
     rmlp = GPT2(GPT2Config.preset("tiny", rmlp_fraction=0.25, **tiny))
     # its alpha and gate are parameters too (1 + 128 per layer: 6·4·129 in 6N)
     assert rmlp.flops_per_token() - plain == 393_216 + 6 * 4 * 129
+
+
+@pytest.mark.parametrize(("kind", "fraction"), VARIANTS)
+@pytest.mark.parametrize("gate", ["none", "headwise"])
+def test_decoding_with_the_kv_cache_equals_running_the_whole_context(kind: str, fraction: float, gate: str) -> None:
+    """A prompt of 5 tokens fed as 3 + 1 + 1 through the cache gives the logits of one full forward pass (the
+    reciprocal term reads the cached queries of earlier tokens); greedy generation with and without the cache
+    gives the same tokens, also once the context (16) is full and slides."""
+    torch.manual_seed(0)
+    model = GPT2(
+        _cfg(block_size=16, reciprocal=kind, rmlp_fraction=fraction, attn_gate=gate, attn_gate_pos="value")
+    ).eval()
+    with torch.no_grad():
+        for block in model.transformer.h:
+            if kind != "none":
+                block.attn.ra_rec.fill_(0.7)
+            if fraction:
+                block.mlp.rmlp_alpha.fill_(0.3)
+        prompt = torch.randint(64, (2, 5))
+        cache = model.new_cache()
+        steps = [model(prompt[:, :3], cache), model(prompt[:, 3:4], cache), model(prompt[:, 4:], cache)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), model(prompt), atol=1e-5, rtol=1e-5)
+        assert cache[0]["k"].shape == (2, 2, 5, 16) and ("q" in cache[0]) == (kind != "none")
+        with pytest.raises(ValueError, match="sequence of 17 tokens is longer than block_size 16"):
+            model(torch.zeros(2, 12, dtype=torch.long), cache)
+    cached = model.generate(prompt, 30, temperature=0)
+    assert torch.equal(cached, model.generate(prompt, 30, temperature=0, use_cache=False))
