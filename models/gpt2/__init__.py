@@ -59,6 +59,13 @@ AXES += (
         after="model",
     ),
     Axis(
+        "kv_keep",
+        lambda c: list(c["ATTN_KV_KEEP"]) if c.get("MODEL_GPT2") else [None],
+        label=lambda v: f"kv{v:g}" if v is not None and v < 1 else "",
+        empty_hint="give ATTN_KV_KEEP at least one share in (0, 1], e.g. 1",
+        after="model",
+    ),
+    Axis(
         "rmlp",
         lambda c: selected(c, "MLP_RECIPROCAL", RMLP) if c.get("MODEL_GPT2") else [None],
         label=lambda v: "rmlp" if v == "on" else "",
@@ -73,9 +80,9 @@ RULES = (
         collapse=lambda a: {**a, **dict.fromkeys(GATE_AXES)},
     ),
     Rule(
-        "reciprocal attention and MLP are GPT-2 axes: other models run without them",
-        applies=lambda a, c: a["model"] != "gpt2" and (a["reciprocal"] is not None or a["rmlp"] is not None),
-        collapse=lambda a: {**a, "reciprocal": None, "rmlp": None},
+        "reciprocal attention, KV pruning and the reciprocal MLP are GPT-2 axes: other models run without them",
+        applies=lambda a, c: a["model"] != "gpt2" and any(a[k] is not None for k in ("reciprocal", "kv_keep", "rmlp")),
+        collapse=lambda a: {**a, "reciprocal": None, "kv_keep": None, "rmlp": None},
     ),
     Rule(
         "gate 'none' has no position or activation",

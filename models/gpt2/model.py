@@ -69,6 +69,7 @@ class GPT2Config:
     reciprocal: str = "none"  # reciprocal attention: none, exact, lowrank
     ra_rank: int = 8  # lowrank: the head dimensions that carry the transposed term
     ra_per_head: bool = False  # one (w_std, w_rec) pair per head, else per layer
+    kv_keep: float = 1.0  # KV pruning: each query keeps this share of its visible keys, by attention mass (1: off)
     rmlp_fraction: float = 0.0  # reciprocal MLP: the share of FC1's units fed the attention output (0: off)
 
     @classmethod
@@ -91,6 +92,8 @@ class GPT2Config:
         head = self.n_embd // self.n_head
         if self.reciprocal == "lowrank" and not 1 <= self.ra_rank < head:
             raise ValueError(f"ra_rank={self.ra_rank}: a low-rank reciprocal term takes 1 <= r < head dim {head}")
+        if not 0.0 < self.kv_keep <= 1.0:
+            raise ValueError(f"kv_keep={self.kv_keep}: the share of keys each query keeps, in (0, 1]")
         if not 0.0 <= self.rmlp_fraction <= 1.0:
             raise ValueError(f"rmlp_fraction={self.rmlp_fraction}: a share of FC1's units, in [0, 1]")
 
@@ -113,6 +116,7 @@ class CausalSelfAttention(nn.Module):
         elif cfg.attn_gate == "const":
             self.gate_score = nn.Parameter(torch.zeros(cfg.n_embd))
         self.reciprocal = cfg.reciprocal
+        self.kv_keep = cfg.kv_keep
         if cfg.reciprocal != "none":
             head = cfg.n_embd // cfg.n_head
             self.ra_rank = head if cfg.reciprocal == "exact" else cfg.ra_rank
@@ -146,12 +150,14 @@ class CausalSelfAttention(nn.Module):
         r = self.ra_rank if reciprocal else 0
         keys, values, queries = k, v, q[..., :r]  # over every position so far
         past = 0
+        mass = None  # KV pruning: the attention mass each earlier key has received (B, nh, past)
         if cache is not None:
             if cache:
                 past = cache["k"].shape[2]
                 keys, values = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
                 if reciprocal:
                     queries = torch.cat([cache["q"], queries], dim=2)
+                mass = cache.get("mass")
             cache.update(k=keys, v=values, **({"q": queries} if reciprocal else {}))
         t = q.shape[2]
         # the new token i (at position past + i) sees positions <= past + i: a plain causal mask without a past,
@@ -166,9 +172,48 @@ class CausalSelfAttention(nn.Module):
             w_std, w_rec = self.ra_std.view(1, -1, 1, 1), self.ra_rec.view(1, -1, 1, 1)
             q = torch.cat([w_std * q, w_rec * k[..., :r]], dim=-1)
             keys = torch.cat([keys, queries], dim=-1)
+        if self.kv_keep < 1.0:
+            y, mass = self._kv_pruned(q, keys, values, past, mass, scale)
+            if cache is not None:
+                cache["mass"] = mass
+            return y
         return F.scaled_dot_product_attention(
             q, keys, values, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale
         )
+
+    def _kv_pruned(
+        self,
+        q: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        past: int,
+        mass: torch.Tensor | None,
+        scale: float | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """KV pruning by accumulated attention mass (heavy hitters), causal at every step: new query i (position
+        p = past + i) first attends causally to every key (softmax P); A[i, j] = the mass key j has received from
+        the queries at positions <= p (the cached ``mass`` plus this call's rows of P up to i); the query keeps the
+        ceil(kv_keep · (p + 1)) keys of largest A[i] among positions <= p, always its own, and attends again
+        over those only, with the causal mask (the published second softmax lacked it). Returns the output and
+        the keys' mass after the last query, for the cache. Materialises (B, nh, T, T): a quality simulation."""
+        t, total = q.shape[2], keys.shape[2]
+        logits = (q @ keys.transpose(-1, -2)) * (scale or 1.0 / math.sqrt(q.shape[-1]))
+        pos = torch.arange(past, past + t, device=q.device)
+        visible = torch.arange(total, device=q.device)[None, :] <= pos[:, None]  # (t, total)
+        logits = logits.masked_fill(~visible, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        accumulated = probs.cumsum(dim=-2)  # (B, nh, t, total): mass from this call's queries up to each row
+        if mass is not None:
+            accumulated = accumulated + F.pad(mass, (0, total - mass.shape[-1]))[:, :, None, :]
+        quota = torch.ceil(self.kv_keep * (pos + 1).to(probs.dtype)).long()  # (t,)
+        ranked = accumulated.masked_fill(~visible, -1.0)
+        own = F.one_hot(pos, total).bool()  # each query keeps its own key
+        ranked = ranked.masked_fill(own, float("inf"))
+        rank = ranked.argsort(dim=-1, descending=True).argsort(dim=-1)  # 0 = most mass
+        keep = (rank < quota[:, None]) & visible
+        kept = torch.softmax(logits.masked_fill(~keep, float("-inf")), dim=-1)
+        kept = F.dropout(kept, self.dropout, self.training)
+        return kept @ values, accumulated[:, :, -1, :]
 
     def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         b, t, c = x.shape

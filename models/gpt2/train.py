@@ -79,6 +79,7 @@ def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
         ra_rank=cfg.get("ATTN_RECIPROCAL_RANK") or GPT2Config.ra_rank,
         ra_per_head=bool(cfg.get("ATTN_RECIPROCAL_PER_HEAD")),
         rmlp_fraction=cfg["MLP_RECIPROCAL_FRACTION"] if axes.get("rmlp") == "on" else 0.0,
+        kv_keep=axes.get("kv_keep") or 1.0,
     )
 
 

@@ -60,6 +60,7 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "attn_gate_pos": None,
         "attn_gate_act": None,
         "reciprocal": None,  # GPT-2 axes too
+        "kv_keep": None,
         "rmlp": None,
         "optimizer": "sgd",
         "variant": None,
@@ -79,6 +80,7 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "attn_gate_pos": None,
         "attn_gate_act": None,
         "reciprocal": None,  # GPT-2 axes too
+        "kv_keep": None,
         "rmlp": None,
         "optimizer": "adamw",
         "variant": None,

@@ -17,6 +17,7 @@ from models.gpt2.model import GPT2, CausalSelfAttention, GPT2Config, causal_leak
 from models.gpt2.train import model_config
 
 VARIANTS = [("none", 0.0), ("exact", 0.0), ("lowrank", 0.0), ("none", 0.25), ("exact", 0.25), ("lowrank", 0.25)]
+KV_KEEP = [1.0, 0.4]
 
 
 def _cfg(**kw) -> GPT2Config:
@@ -68,15 +69,17 @@ def test_with_w_rec_zero_reciprocal_attention_is_standard_attention() -> None:
         assert torch.equal(fold, q @ k.transpose(-1, -2))
 
 
+@pytest.mark.parametrize("keep", KV_KEEP)
 @pytest.mark.parametrize(("kind", "fraction"), VARIANTS)
-def test_every_variant_is_causal_and_starts_as_the_plain_model_in_its_loss(kind: str, fraction: float) -> None:
+def test_every_variant_is_causal_and_starts_as_the_plain_model_in_its_loss(kind: str, fraction: float, keep) -> None:
     torch.manual_seed(0)
     plain = GPT2(_cfg())
-    variant = GPT2(_cfg(reciprocal=kind, rmlp_fraction=fraction))
+    variant = GPT2(_cfg(reciprocal=kind, rmlp_fraction=fraction, kv_keep=keep))
     variant.load_state_dict(plain.state_dict(), strict=False)
     idx = torch.randint(64, (2, 40))
     with torch.no_grad():
-        torch.testing.assert_close(variant(idx), plain(idx), atol=2e-5, rtol=1e-5)
+        if keep == 1.0:  # KV pruning changes the model from the start (it drops keys)
+            torch.testing.assert_close(variant(idx), plain(idx), atol=2e-5, rtol=1e-5)
         for block in variant.transformer.h:  # away from the start: still causal
             if kind != "none":
                 block.attn.ra_rec.fill_(0.9)
@@ -154,15 +157,20 @@ def test_flops_per_token_count_the_folded_scores_and_the_reciprocal_mlp() -> Non
     assert rmlp.flops_per_token() - plain == 393_216 + 6 * 4 * 129
 
 
+@pytest.mark.parametrize("keep", KV_KEEP)
 @pytest.mark.parametrize(("kind", "fraction"), VARIANTS)
 @pytest.mark.parametrize("gate", ["none", "headwise"])
-def test_decoding_with_the_kv_cache_equals_running_the_whole_context(kind: str, fraction: float, gate: str) -> None:
+def test_decoding_with_the_kv_cache_equals_running_the_whole_context(
+    kind: str, fraction: float, gate: str, keep
+) -> None:
     """A prompt of 5 tokens fed as 3 + 1 + 1 through the cache gives the logits of one full forward pass (the
     reciprocal term reads the cached queries of earlier tokens); greedy generation with and without the cache
     gives the same tokens, also once the context (16) is full and slides."""
     torch.manual_seed(0)
     model = GPT2(
-        _cfg(block_size=16, reciprocal=kind, rmlp_fraction=fraction, attn_gate=gate, attn_gate_pos="value")
+        _cfg(
+            block_size=16, reciprocal=kind, rmlp_fraction=fraction, attn_gate=gate, attn_gate_pos="value", kv_keep=keep
+        )
     ).eval()
     with torch.no_grad():
         for block in model.transformer.h:
@@ -179,3 +187,26 @@ def test_decoding_with_the_kv_cache_equals_running_the_whole_context(kind: str, 
             model(torch.zeros(2, 12, dtype=torch.long), cache)
     cached = model.generate(prompt, 30, temperature=0)
     assert torch.equal(cached, model.generate(prompt, 30, temperature=0, use_cache=False))
+
+
+def test_kv_pruning_keeps_the_keys_of_most_accumulated_mass_by_hand() -> None:
+    """One head, 6 positions, keep 0.5, values = the identity so each output row is the query's attention weights.
+    Row p keeps ceil(0.5 (p + 1)) keys: its own, then those of largest mass A[p, j] = sum over queries i <= p of
+    the causal softmax P[i, j] (computed here directly); the weights are the softmax over the kept logits."""
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(_cfg(n_head=1, n_embd=8, kv_keep=0.5))
+    q, k = torch.randn(1, 1, 6, 8), torch.randn(1, 1, 6, 8)
+    values = torch.eye(6).view(1, 1, 6, 6)
+    weights, mass = attn._kv_pruned(q, k, values, 0, None, None)
+    logits = (q @ k.transpose(-1, -2))[0, 0] / math.sqrt(8)
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    p = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
+    accumulated = p.cumsum(0)
+    for row in range(6):
+        quota = math.ceil(0.5 * (row + 1))
+        others = sorted(range(row), key=lambda j: -accumulated[row, j].item())[: quota - 1]
+        kept = sorted([row, *others])
+        assert (weights[0, 0, row] > 0).nonzero().flatten().tolist() == kept, row
+        expected = torch.softmax(logits[row, kept], dim=-1)
+        torch.testing.assert_close(weights[0, 0, row, kept], expected)
+    torch.testing.assert_close(mass[0, 0], accumulated[-1])  # what the cache carries on
