@@ -19,6 +19,7 @@ GATE_ACTIVATION_NAMES = ("sigmoid", "ns_sigmoid")
 GATE_AXES = ("attn_gate", "attn_gate_pos", "attn_gate_act")
 RECIPROCAL = ("none", "exact", "lowrank")  # reciprocal attention (models/gpt2/model.py CausalSelfAttention)
 RMLP = ("none", "on")  # reciprocal MLP
+GPT2_ONLY = ("mlp_ratio", "reciprocal", "kv_keep", "rmlp")  # the axes below, None for other models
 
 
 def _gated(cfg) -> bool:
@@ -59,6 +60,13 @@ AXES += (
         after="model",
     ),
     Axis(
+        "mlp_ratio",
+        lambda c: list(c["GPT2_MLP_RATIOS"]) if c.get("MODEL_GPT2") else [None],
+        label=lambda v: f"mlp{v:g}" if v is not None and v != 2 else "",
+        empty_hint="give GPT2_MLP_RATIOS at least one ratio, e.g. 2",
+        after="model",
+    ),
+    Axis(
         "kv_keep",
         lambda c: list(c["ATTN_KV_KEEP"]) if c.get("MODEL_GPT2") else [None],
         label=lambda v: f"kv{v:g}" if v is not None and v < 1 else "",
@@ -80,9 +88,9 @@ RULES = (
         collapse=lambda a: {**a, **dict.fromkeys(GATE_AXES)},
     ),
     Rule(
-        "reciprocal attention, KV pruning and the reciprocal MLP are GPT-2 axes: other models run without them",
-        applies=lambda a, c: a["model"] != "gpt2" and any(a[k] is not None for k in ("reciprocal", "kv_keep", "rmlp")),
-        collapse=lambda a: {**a, "reciprocal": None, "kv_keep": None, "rmlp": None},
+        "the MLP ratio, reciprocal attention, KV pruning and the reciprocal MLP are GPT-2 axes",
+        applies=lambda a, c: a["model"] != "gpt2" and any(a[k] is not None for k in GPT2_ONLY),
+        collapse=lambda a: {**a, **dict.fromkeys(GPT2_ONLY)},
     ),
     Rule(
         "gate 'none' has no position or activation",

@@ -10,5 +10,6 @@ STRING_TYPES = {
     "GPT2_DROPOUT": FRACTION,
     "MLP_RECIPROCAL_FRACTION": Float(0.0, 1.0, open_lo=True),
     "ATTN_KV_KEEP": FloatList(0.0, 1.0, open_lo=True),
+    "GPT2_MLP_RATIOS": FloatList(0.0, open_lo=True),
     "GPT2_REPORT_SAMPLE_PROMPT": Text(may_be_empty=True),
 }

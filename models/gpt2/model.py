@@ -70,7 +70,15 @@ class GPT2Config:
     ra_rank: int = 8  # lowrank: the head dimensions that carry the transposed term
     ra_per_head: bool = False  # one (w_std, w_rec) pair per head, else per layer
     kv_keep: float = 1.0  # KV pruning: each query keeps this share of its visible keys, by attention mass (1: off)
+    mlp_ratio: float = 2.0  # the MLP's parameters per attention parameter (GPT-2: 8C² against 4C², 1:2)
     rmlp_fraction: float = 0.0  # reciprocal MLP: the share of FC1's units fed the attention output (0: off)
+
+    @property
+    def mlp_hidden(self) -> int:
+        """FC1's width F: the MLP's 2·C·F weights are ``mlp_ratio`` times attention's 4·C², so F = 2·ratio·C,
+        rounded to the nearest multiple of 64 (a tie up; at least 64). Ratio 2 keeps GPT-2's own 4C (the MLP
+        builds that width itself, whatever C)."""
+        return max(64, math.floor(2 * self.mlp_ratio * self.n_embd / 64 + 0.5) * 64)  # a tie goes up
 
     @classmethod
     def preset(cls, name: str, **overrides) -> GPT2Config:
@@ -92,6 +100,8 @@ class GPT2Config:
         head = self.n_embd // self.n_head
         if self.reciprocal == "lowrank" and not 1 <= self.ra_rank < head:
             raise ValueError(f"ra_rank={self.ra_rank}: a low-rank reciprocal term takes 1 <= r < head dim {head}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio={self.mlp_ratio}: the MLP's parameters per attention parameter, above 0")
         if not 0.0 < self.kv_keep <= 1.0:
             raise ValueError(f"kv_keep={self.kv_keep}: the share of keys each query keeps, in (0, 1]")
         if not 0.0 <= self.rmlp_fraction <= 1.0:
@@ -230,17 +240,19 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """GELU MLP, C -> 4C -> C. Reciprocal (``rmlp_fraction`` > 0): the last ``s`` of FC1's units read
-    ``x + α·(g ⊙ a)`` instead of ``x``, where ``a`` is the block's attention output, ``α`` a learned scalar
-    (starts at 0) and ``g`` a learned per-channel gate (starts at 1). It is computed as FC1's pre-activations
-    plus ``W_s (α·g ⊙ a)`` on those units, so at α = 0 the MLP is the standard one exactly."""
+    """GELU MLP, C -> F -> C (F = 4C, or the width of ``mlp_ratio``: :attr:`GPT2Config.mlp_hidden`).
+    Reciprocal (``rmlp_fraction`` > 0): the last ``s`` of FC1's units read ``x + α·(g ⊙ a)`` instead of ``x``,
+    where ``a`` is the block's attention output, ``α`` a learned scalar (starts at 0) and ``g`` a learned
+    per-channel gate (starts at 1). It is computed as FC1's pre-activations plus ``W_s (α·g ⊙ a)`` on those
+    units, so at α = 0 the MLP is the standard one exactly."""
 
     def __init__(self, cfg: GPT2Config) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        hidden = 4 * cfg.n_embd if cfg.mlp_ratio == 2.0 else cfg.mlp_hidden  # GPT-2's own width at its own ratio
+        self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.rmlp_units = round(cfg.rmlp_fraction * 4 * cfg.n_embd)
+        self.rmlp_units = round(cfg.rmlp_fraction * hidden)
         if self.rmlp_units:
             self.rmlp_alpha = nn.Parameter(torch.zeros(1))
             self.rmlp_gate = nn.Parameter(torch.ones(cfg.n_embd))

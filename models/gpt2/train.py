@@ -80,6 +80,7 @@ def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
         ra_per_head=bool(cfg.get("ATTN_RECIPROCAL_PER_HEAD")),
         rmlp_fraction=cfg["MLP_RECIPROCAL_FRACTION"] if axes.get("rmlp") == "on" else 0.0,
         kv_keep=axes.get("kv_keep") or 1.0,
+        mlp_ratio=axes.get("mlp_ratio") or 2.0,
     )
 
 

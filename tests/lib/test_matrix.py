@@ -59,7 +59,8 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "attn_gate": None,  # GPT-2 axes: None for other models
         "attn_gate_pos": None,
         "attn_gate_act": None,
-        "reciprocal": None,  # GPT-2 axes too
+        "mlp_ratio": None,  # GPT-2 axes too
+        "reciprocal": None,
         "kv_keep": None,
         "rmlp": None,
         "optimizer": "sgd",
@@ -79,7 +80,8 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "attn_gate": None,
         "attn_gate_pos": None,
         "attn_gate_act": None,
-        "reciprocal": None,  # GPT-2 axes too
+        "mlp_ratio": None,  # GPT-2 axes too
+        "reciprocal": None,
         "kv_keep": None,
         "rmlp": None,
         "optimizer": "adamw",

@@ -210,3 +210,18 @@ def test_kv_pruning_keeps_the_keys_of_most_accumulated_mass_by_hand() -> None:
         expected = torch.softmax(logits[row, kept], dim=-1)
         torch.testing.assert_close(weights[0, 0, row, kept], expected)
     torch.testing.assert_close(mass[0, 0], accumulated[-1])  # what the cache carries on
+
+
+def test_the_mlp_ratio_sets_fc1_to_hold_that_many_attention_parameters() -> None:
+    """C = 128: attention's weights 4·128² = 65,536 per block; 1:2.5 gives F = 2·2.5·128 = 640 (a multiple of 64)
+    and MLP weights 2·128·640 = 163,840 = 2.5 x 65,536; 1:2 keeps GPT-2's 4C; the axis names its runs."""
+    model = GPT2(GPT2Config.preset("tiny", vocab_size=320, mlp_ratio=2.5))
+    mlp = model.transformer.h[0].mlp
+    assert (mlp.c_fc.out_features, mlp.c_proj.in_features) == (640, 640)
+    assert mlp.c_fc.weight.numel() + mlp.c_proj.weight.numel() == 163_840 == 2.5 * 4 * 128**2
+    assert GPT2(GPT2Config.preset("tiny", vocab_size=320)).transformer.h[0].mlp.c_fc.out_features == 512
+    assert GPT2Config(n_embd=96, n_head=4, mlp_ratio=1.5).mlp_hidden == 320  # 288 rounded to 64s
+    base = ["MODEL_LENET5=n", "MODEL_GPT2=y", "PRUNING_MAGNITUDE=n", "OPTIMIZER_SGD=n", "GPT2_MLP_RATIOS=2 2.5"]
+    runs = expand(cfgmod.from_defaults(base)).runs
+    assert [r.run_id for r in runs] == ["gpt2-adamw-none-seed0", "gpt2-mlp2.5-adamw-none-seed0"]
+    assert model_config(runs[1].cfg, runs[1].axes, 257).mlp_ratio == 2.5

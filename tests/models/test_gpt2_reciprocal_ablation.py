@@ -47,7 +47,7 @@ def test_the_ablation_runs_end_to_end_to_its_table(tmp_path: Path) -> None:
     matrix = tmp_path / "results" / "gpt2-reciprocal-ablation"
     assert update_graphs(["--matrix", str(matrix)]) == 0
     report = (matrix / "report.md").read_text()
-    section = report[report.index("## Reciprocal attention and MLP") :].split("\n## ")[0]
+    section = report[report.index("## GPT-2 variants") :].split("\n## ")[0]
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ") and "variant" not in line]
     assert [r[0].lstrip("| ") for r in rows] == ["plain", "RA lowrank"]  # 6 runs: plain and one variant
     for row in rows:

@@ -1,9 +1,9 @@
-"""Reciprocal attention, KV pruning and the reciprocal MLP (issue 17's fair ablation protocol): one row per GPT-2
-variant of the matrix (its ``reciprocal``, ``kv_keep`` and ``rmlp`` axes; every other axis the same, or the rows
-would mix them), with the final validation loss as mean ± std over seeds, the seeds, the parameter count,
-training FLOPs per token and steady tokens/s, and the difference from the plain variant, flagged when it is
-smaller than the seed noise (the larger of the two standard deviations). Only done runs enter; a matrix without
-the reciprocal axes (or with one variant) has no such section."""
+"""GPT-2 variants under issue 17's fair ablation protocol (the MLP ratio, reciprocal attention, KV pruning, the
+reciprocal MLP): one row per variant of the matrix (its ``mlp_ratio``, ``reciprocal``, ``kv_keep`` and ``rmlp``
+axes; every other axis the same, or the rows would mix them), with the final validation loss as mean ± std over
+seeds, the seeds, the parameter count, training FLOPs per token and steady tokens/s, and the difference from the
+plain variant, flagged when it is smaller than the seed noise (the larger of the two standard deviations). Only
+done runs enter; a matrix without these axes (or with one variant) has no such section."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from scripts.update_graphs.report import Report
 
 METRIC = "loss"
-PLAIN = ("none", 1.0, "none")
+PLAIN = (2.0, "none", 1.0, "none")  # (mlp_ratio, reciprocal, kv_keep, rmlp) of the plain GPT-2
 INTRO = (
     "Every variant trained for the same tokens with the same schedule, each seed a separate run; each run's model"
     " passed the causal-leak check before training (`docs/reciprocal.md`). Loss: final validation loss, mean ± std"
@@ -27,14 +27,19 @@ INTRO = (
 )
 
 
-def variant(run: Run) -> tuple[str, float, str]:
-    axes = run.axes
-    return axes.get("reciprocal") or "none", float(axes.get("kv_keep") or 1.0), axes.get("rmlp") or "none"
+Variant = tuple[float, str, float, str]
 
 
-def name(v: tuple[str, float, str]) -> str:
-    ra, keep, rmlp = v
-    parts = [] if ra == "none" else [f"RA {ra}"]
+def variant(run: Run) -> Variant:
+    a = run.axes
+    ratio, keep = float(a.get("mlp_ratio") or 2.0), float(a.get("kv_keep") or 1.0)
+    return ratio, a.get("reciprocal") or "none", keep, a.get("rmlp") or "none"
+
+
+def name(v: Variant) -> str:
+    ratio, ra, keep, rmlp = v
+    parts = [] if ratio == 2.0 else [f"MLP 1:{ratio:g}"]
+    parts += [] if ra == "none" else [f"RA {ra}"]
     parts += [] if keep == 1.0 else [f"KV keep {keep:g}"]
     parts += [] if rmlp == "none" else ["R-MLP"]
     return " + ".join(parts) or "plain"
@@ -45,7 +50,7 @@ def _mean(runs: list[Run], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def table(groups: dict[tuple[str, float, str], list[Run]]) -> list[str]:
+def table(groups: dict[Variant, list[Run]]) -> list[str]:
     stats = {v: mean_std([r.final(METRIC) for r in runs]) for v, runs in groups.items()}
     plain = stats.get(PLAIN)
     rows = []
@@ -68,11 +73,11 @@ def table(groups: dict[tuple[str, float, str], list[Run]]) -> list[str]:
 def add(report: Report) -> None:
     runs = [r for r in report.matrix.runs if r.state == "done" and r.axes.get("reciprocal") is not None]
     runs = [r for r in runs if r.final(METRIC) is not None]
-    groups: dict[tuple[str, float, str], list[Run]] = defaultdict(list)
+    groups: dict[Variant, list[Run]] = defaultdict(list)
     for run in sorted(runs, key=lambda r: (variant(r) != PLAIN, variant(r))):
         groups[variant(run)].append(run)
     if len(groups) < 2:
         return
-    report.heading("Reciprocal attention and MLP")
+    report.heading("GPT-2 variants")
     report.add(INTRO, "")
     report.add(*table(dict(groups)), "")
