@@ -215,7 +215,8 @@ class CausalSelfAttention(nn.Module):
         accumulated = probs.cumsum(dim=-2)  # (B, nh, t, total): mass from this call's queries up to each row
         if mass is not None:
             accumulated = accumulated + F.pad(mass, (0, total - mass.shape[-1]))[:, :, None, :]
-        quota = torch.ceil(self.kv_keep * (pos + 1).to(probs.dtype)).long()  # (t,)
+        # ceil(share · (p + 1)) in float64, forgiving the share's own rounding (0.4 · 5 is 2, not 2.0000000000000004)
+        quota = torch.ceil(self.kv_keep * (pos + 1).double() - 1e-9).long()  # (t,)
         ranked = accumulated.masked_fill(~visible, -1.0)
         own = F.one_hot(pos, total).bool()  # each query keeps its own key
         ranked = ranked.masked_fill(own, float("inf"))

@@ -225,3 +225,11 @@ def test_the_mlp_ratio_sets_fc1_to_hold_that_many_attention_parameters() -> None
     runs = expand(cfgmod.from_defaults(base)).runs
     assert [r.run_id for r in runs] == ["gpt2-adamw-none-seed0", "gpt2-mlp2.5-adamw-none-seed0"]
     assert model_config(runs[1].cfg, runs[1].axes, 257).mlp_ratio == 2.5
+
+
+def test_kv_pruning_quotas_forgive_the_share_rounding() -> None:
+    """0.4 · 5 = 2.0000000000000004 in float64: the query at position 4 keeps 2 keys, not 3."""
+    attn = CausalSelfAttention(_cfg(n_head=1, n_embd=8, kv_keep=0.4))
+    q = k = torch.randn(1, 1, 5, 8, dtype=torch.float64)
+    weights, _ = attn._kv_pruned(q, k, torch.eye(5, dtype=torch.float64).view(1, 1, 5, 5), 0, None, None)
+    assert [(w > 0).sum().item() for w in weights[0, 0]] == [1, 1, 2, 2, 2]  # ceil(0.4), ceil(0.8), ... ceil(2.0)
