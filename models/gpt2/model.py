@@ -158,17 +158,23 @@ class CausalSelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         reciprocal = self.reciprocal != "none"
         r = self.ra_rank if reciprocal else 0
-        keys, values, queries = k, v, q[..., :r]  # over every position so far
+        # KV compression (kernels.kv_compress, inference): the cache holds PCA codes, attention their reconstruction
+        basis = getattr(self, "kv_basis", None) or {}
+        k_code, v_code = (basis[n].encode(z) if n in basis else z for n, z in (("k", k), ("v", v)))
+        if "k" in basis:
+            k = basis["k"].decode(k_code)  # the new keys as the cache will give them back (the reciprocal fold too)
+        keys, values, queries = k_code, v_code, q[..., :r]  # over every position so far, as cached
         past = 0
         mass = None  # KV pruning: the attention mass each earlier key has received (B, nh, past)
         if cache is not None:
             if cache:
                 past = cache["k"].shape[2]
-                keys, values = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                keys, values = torch.cat([cache["k"], keys], dim=2), torch.cat([cache["v"], values], dim=2)
                 if reciprocal:
                     queries = torch.cat([cache["q"], queries], dim=2)
                 mass = cache.get("mass")
             cache.update(k=keys, v=values, **({"q": queries} if reciprocal else {}))
+        keys, values = (basis[n].decode(z) if n in basis else z for n, z in (("k", keys), ("v", values)))
         t = q.shape[2]
         # the new token i (at position past + i) sees positions <= past + i: a plain causal mask without a past,
         # none for one new token, an offset one otherwise

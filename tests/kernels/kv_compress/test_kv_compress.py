@@ -1,0 +1,104 @@
+"""KV compression (kernels/kv_compress): the PCA round trip on data of known rank, the model with compressed values
+against the exact one, the cache's measured bytes, decoding through the compressed cache, and make sample's line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+import kernels
+from kernels.kv_compress import KVCompressKernel, cache_bytes, head_projections
+from kernels.kv_compress.reference import fit, relative_error
+from lib import config as cfgmod
+from models.gpt2.model import GPT2, GPT2Config
+from scripts import sample
+from tests.helpers import gpt2_run
+
+
+def test_pca_reconstructs_data_of_its_rank_and_orders_the_axes() -> None:
+    """Vectors mean + a·u + b·w (u, w orthonormal, a of larger spread than b) in 8 dimensions: rank 2 is exact,
+    rank 1 keeps u (the larger spread) and leaves b·w as error."""
+    gen = torch.Generator().manual_seed(0)
+    u, w = torch.linalg.qr(torch.randn(8, 2, generator=gen, dtype=torch.float64))[0].T
+    coords = torch.randn(500, 2, generator=gen, dtype=torch.float64)
+    coords = torch.linalg.qr(coords - coords.mean(0))[0] * 500**0.5  # mean 0, uncorrelated, unit variance
+    a, b = 3 * coords[:, :1], coords[:, 1:]
+    x = (torch.full((8,), 2.0, dtype=torch.float64) + a * u + b * w)[None]  # (1 head, 500, 8)
+    two = fit(x, 2)
+    assert relative_error(x[None], two) < 1e-12
+    torch.testing.assert_close(two.axes[0].T @ two.axes[0], torch.eye(2, dtype=torch.float64))
+    one = fit(x, 1)
+    assert abs(abs(float(one.axes[0, :, 0] @ u)) - 1) < 1e-6  # the first axis is u, up to sign
+    error = x - one.decode(one.encode(x[None]))[0]
+    torch.testing.assert_close(error[0], b * w, atol=1e-9, rtol=0)
+    with pytest.raises(ValueError, match="rank 9"):
+        fit(x, 9)
+
+
+def _model() -> GPT2:
+    torch.manual_seed(0)
+    return GPT2(GPT2Config(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64)).eval()
+
+
+def _kernel(model: GPT2, rank: int, keys: bool = False) -> KVCompressKernel:
+    kernel = KVCompressKernel(KVCompressKernel.Settings(rank=rank, keys=keys))
+    kernel.calibrate(model, torch.randint(64, (4, 32), generator=torch.Generator().manual_seed(1)))
+    return kernel
+
+
+def test_full_rank_is_exact_and_a_low_rank_changes_the_model_by_its_error() -> None:
+    model, idx = _model(), torch.randint(64, (2, 20))
+    with torch.no_grad():
+        exact = model(idx)
+        assert _kernel(model, 16, keys=True).apply(model, "inference", torch.device("cpu")) == [
+            "transformer.h.0.attn",
+            "transformer.h.1.attn",
+        ]
+        torch.testing.assert_close(model(idx), exact, atol=1e-5, rtol=1e-5)  # rank = head dim: a rotation
+        kernel = _kernel(model := _model(), 2)
+        kernel.apply(model, "inference", torch.device("cpu"))
+        assert 0 < max(e["v"] for e in kernel.errors.values()) < 1 and all("k" not in e for e in kernel.errors.values())
+        assert (model(idx) - exact).abs().max() > 1e-4
+
+
+def test_the_cache_holds_codes_and_decoding_through_it_matches_a_full_pass() -> None:
+    """Measured cache bytes, 2 layers x 2 sequences x 2 heads x 20 tokens, fp32: keys and values 16 dims each,
+    2 · 2 · 2 · 20 · 32 · 4 = 20,480 bytes; values at rank 4: 2 · 2 · 2 · 20 · (16 + 4) · 4 = 12,800."""
+    model, idx = _model(), torch.randint(64, (2, 20))
+    assert cache_bytes(model, idx) == 20_480
+    _kernel(model, 4).apply(model, "inference", torch.device("cpu"))
+    assert cache_bytes(model, idx) == 12_800
+    with torch.no_grad():
+        cache = model.new_cache()
+        steps = torch.cat([model(idx[:, :7], cache), model(idx[:, 7:8], cache), model(idx[:, 8:], cache)], dim=1)
+        torch.testing.assert_close(steps, model(idx), atol=1e-5, rtol=1e-5)
+    assert torch.equal(
+        model.generate(idx[:, :5], 40, temperature=0), model.generate(idx[:, :5], 40, 0, use_cache=False)
+    )
+
+
+def test_head_projections_are_the_keys_and_values_the_attention_uses() -> None:
+    model, idx = _model(), torch.randint(64, (3, 10))
+    k, v = head_projections(model, idx)["transformer.h.1.attn"]
+    assert k.shape == v.shape == (2, 30, 16)
+    attn = model.transformer.h[0].attn
+    x = model.transformer.h[0].ln_1(model.transformer.wte(idx) + model.transformer.wpe(torch.arange(10)))
+    _, _, v0 = attn.c_attn(x).split(32, dim=2)
+    torch.testing.assert_close(
+        head_projections(model, idx)["transformer.h.0.attn"][1], v0.reshape(30, 2, 16).transpose(0, 1)
+    )
+
+
+def test_make_sample_reports_the_perplexity_cost_of_the_compression(tmp_path: Path, caplog) -> None:
+    run = gpt2_run(tmp_path, f"DATA_DIR={tmp_path}", "KERNELS_KV_COMPRESS=y", "KV_COMPRESS_RANK=4")
+    with caplog.at_level(logging.INFO, logger="scripts.sample"):
+        model, _ = sample.load_model(run)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "scripts.sample"]
+    assert line.startswith("validation perplexity ") and "with kv_compress (1 layers)" in line
+    assert model.transformer.h[0].attn.kv_basis["v"].rank == 4
+    cfg = cfgmod.from_defaults(["KERNELS_KV_COMPRESS=y", "KV_COMPRESS_RANK=8", "KV_COMPRESS_KEYS=y"])
+    assert KVCompressKernel.from_config(cfg).settings == KVCompressKernel.Settings(rank=8, keys=True)
+    assert kernels.calibrating(cfg, "inference") and not kernels.selected(cfg, "train")
