@@ -19,7 +19,7 @@ GATE_ACTIVATION_NAMES = ("sigmoid", "ns_sigmoid")
 GATE_AXES = ("attn_gate", "attn_gate_pos", "attn_gate_act")
 RECIPROCAL = ("none", "exact", "lowrank")  # reciprocal attention (models/gpt2/model.py CausalSelfAttention)
 RMLP = ("none", "on")  # reciprocal MLP
-GPT2_ONLY = ("mlp_ratio", "reciprocal", "kv_keep", "rmlp")  # the axes below, None for other models
+GPT2_ONLY = ("mlp_ratio", "mla", "reciprocal", "kv_keep", "rmlp")  # the axes below, None for other models
 
 
 def _gated(cfg) -> bool:
@@ -67,6 +67,13 @@ AXES += (
         after="model",
     ),
     Axis(
+        "mla",
+        lambda c: list(c["GPT2_MLA_LATENTS"]) if c.get("MODEL_GPT2") else [None],
+        label=lambda v: f"mla{v}" if v else "",
+        empty_hint="give GPT2_MLA_LATENTS at least one size, e.g. 0",
+        after="model",
+    ),
+    Axis(
         "kv_keep",
         lambda c: list(c["ATTN_KV_KEEP"]) if c.get("MODEL_GPT2") else [None],
         label=lambda v: f"kv{v:g}" if v is not None and v < 1 else "",
@@ -88,7 +95,7 @@ RULES = (
         collapse=lambda a: {**a, **dict.fromkeys(GATE_AXES)},
     ),
     Rule(
-        "the MLP ratio, reciprocal attention, KV pruning and the reciprocal MLP are GPT-2 axes",
+        "the MLP ratio, MLA, reciprocal attention, KV pruning and the reciprocal MLP are GPT-2 axes",
         applies=lambda a, c: a["model"] != "gpt2" and any(a[k] is not None for k in GPT2_ONLY),
         collapse=lambda a: {**a, **dict.fromkeys(GPT2_ONLY)},
     ),

@@ -71,14 +71,23 @@ class GPT2Config:
     ra_per_head: bool = False  # one (w_std, w_rec) pair per head, else per layer
     kv_keep: float = 1.0  # KV pruning: each query keeps this share of its visible keys, by attention mass (1: off)
     mlp_ratio: float = 2.0  # the MLP's parameters per attention parameter (GPT-2: 8C² against 4C², 1:2)
+    mla_latent: int = 0  # multi-head latent attention: keys and values from a shared latent of this size (0: off)
     rmlp_fraction: float = 0.0  # reciprocal MLP: the share of FC1's units fed the attention output (0: off)
 
     @property
+    def attention_weights(self) -> int:
+        """The attention's weights per block: 4·C² (Q, K, V, output), or with MLA 2·C² + 3·C·L (Q, output, the
+        latent's down-projection and the keys' and values' up-projections)."""
+        c, latent = self.n_embd, self.mla_latent
+        return 4 * c * c if not latent else 2 * c * c + 3 * c * latent
+
+    @property
     def mlp_hidden(self) -> int:
-        """FC1's width F: the MLP's 2·C·F weights are ``mlp_ratio`` times attention's 4·C², so F = 2·ratio·C,
-        rounded to the nearest multiple of 64 (a tie up; at least 64). Ratio 2 keeps GPT-2's own 4C (the MLP
-        builds that width itself, whatever C)."""
-        return max(64, math.floor(2 * self.mlp_ratio * self.n_embd / 64 + 0.5) * 64)  # a tie goes up
+        """FC1's width F: the MLP's 2·C·F weights are ``mlp_ratio`` times the attention's
+        (:attr:`attention_weights`), rounded to the nearest multiple of 64 (a tie up; at least 64). Ratio 2
+        without MLA keeps GPT-2's own 4C (the MLP builds that width itself, whatever C)."""
+        exact = self.mlp_ratio * self.attention_weights / (2 * self.n_embd)
+        return max(64, math.floor(exact / 64 + 0.5) * 64)  # a tie goes up
 
     @classmethod
     def preset(cls, name: str, **overrides) -> GPT2Config:
@@ -100,6 +109,11 @@ class GPT2Config:
         head = self.n_embd // self.n_head
         if self.reciprocal == "lowrank" and not 1 <= self.ra_rank < head:
             raise ValueError(f"ra_rank={self.ra_rank}: a low-rank reciprocal term takes 1 <= r < head dim {head}")
+        if self.mla_latent < 0 or (self.mla_latent and self.attn_gate != "none" and self.attn_gate_pos == "value"):
+            raise ValueError(
+                f"mla_latent={self.mla_latent}: a latent size >= 0, and MLA recomputes past values from the latent, so "
+                "it cannot gate the values (attn_gate_pos='value'); gate the SDPA output instead"
+            )
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio={self.mlp_ratio}: the MLP's parameters per attention parameter, above 0")
         if not 0.0 < self.kv_keep <= 1.0:
@@ -113,7 +127,14 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.mla_latent = cfg.mla_latent
+        if cfg.mla_latent:  # queries alone, keys and values from a latent shared by the heads (the cache holds it)
+            self.c_q = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+            self.c_kv_down = nn.Linear(cfg.n_embd, cfg.mla_latent, bias=cfg.bias)
+            self.c_k_up = nn.Linear(cfg.mla_latent, cfg.n_embd, bias=cfg.bias)
+            self.c_v_up = nn.Linear(cfg.mla_latent, cfg.n_embd, bias=cfg.bias)
+        else:
+            self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.gate_kind = cfg.attn_gate
@@ -232,14 +253,41 @@ class CausalSelfAttention(nn.Module):
         kept = F.dropout(kept, self.dropout, self.training)
         return kept @ values, accumulated[:, :, -1, :]
 
+    def _heads(self, z: torch.Tensor) -> torch.Tensor:
+        b, t, c = z.shape
+        return z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+
+    def _attend_latent(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """MLA: queries from x, keys and values up-projected from the latent ``c_kv_down(x)`` of every position so
+        far. The cache holds the latent (L numbers per token for all heads), not keys and values; attention
+        itself (reciprocal, KV pruning) is :meth:`_attend`'s, on a cache of the past keys and values rebuilt from
+        it."""
+        q = self._heads(self.c_q(x))
+        latent = self.c_kv_down(x)  # (B, T, L)
+        if cache is None:
+            return self._attend(q, self._heads(self.c_k_up(latent)), self._heads(self.c_v_up(latent)))
+        past = cache["latent"].shape[1] if "latent" in cache else 0
+        if past:
+            latent = torch.cat([cache["latent"], latent], dim=1)
+        cache["latent"] = latent
+        k, v = self._heads(self.c_k_up(latent)), self._heads(self.c_v_up(latent))
+        inner = {name: cache[name] for name in ("q", "mass") if name in cache}
+        if past:
+            inner.update(k=k[:, :, :past], v=v[:, :, :past])
+        y = self._attend(q, k[:, :, past:], v[:, :, past:], inner)
+        cache.update({name: inner[name] for name in ("q", "mass") if name in inner})
+        return y
+
     def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         b, t, c = x.shape
-        q, k, v = self.c_attn(x).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
         gate = None if self.gate_kind == "none" else self._gate(x)
-        if gate is not None and self.gate_pos == "value":
-            v = v * gate
-        y = self._attend(q, k, v, cache)  # (B, nh, T, hs)
+        if self.mla_latent:
+            y = self._attend_latent(x, cache)
+        else:
+            q, k, v = (self._heads(z) for z in self.c_attn(x).split(c, dim=2))  # (B, nh, T, hs)
+            if gate is not None and self.gate_pos == "value":
+                v = v * gate
+            y = self._attend(q, k, v, cache)  # (B, nh, T, hs)
         if gate is not None and self.gate_pos == "sdpa":
             y = y * gate
         y = y.transpose(1, 2).contiguous().view(b, t, c)
@@ -255,7 +303,7 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: GPT2Config) -> None:
         super().__init__()
-        hidden = 4 * cfg.n_embd if cfg.mlp_ratio == 2.0 else cfg.mlp_hidden  # GPT-2's own width at its own ratio
+        hidden = 4 * cfg.n_embd if (cfg.mlp_ratio, cfg.mla_latent) == (2.0, 0) else cfg.mlp_hidden  # GPT-2's own
         self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -328,7 +376,7 @@ class GPT2(nn.Module):
         """Token ids (B, T) -> logits (B, T, vocab_size). ``cache`` (:meth:`new_cache`, for decoding): the
         per-layer keys and values of the tokens before ``idx``, which continue them; extended in place."""
         b, t = idx.shape
-        start = cache[0]["k"].shape[2] if cache and cache[0] else 0
+        start = cached_tokens(cache)
         if start + t > self.config.block_size:
             raise ValueError(f"sequence of {start + t} tokens is longer than block_size {self.config.block_size}")
         pos = torch.arange(start, start + t, device=idx.device)
@@ -392,7 +440,7 @@ class GPT2(nn.Module):
         for _ in range(new_tokens):
             if not use_cache:
                 logits = self(idx[:, -block:])
-            elif cache is None or cache[0]["k"].shape[2] >= block:  # the first step, or a full context: it slides
+            elif cache is None or cached_tokens(cache) >= block:  # the first step, or a full context: it slides
                 cache = self.new_cache()  # (positions are absolute: every token of the window is run again)
                 logits = self(idx[:, -block:], cache)
             else:
@@ -409,6 +457,13 @@ class GPT2(nn.Module):
                 nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(idx.device)
             idx = torch.cat([idx, nxt], dim=1)
         return idx
+
+
+def cached_tokens(cache: list[dict[str, torch.Tensor]] | None) -> int:
+    """The tokens a :meth:`GPT2.new_cache` cache holds: keys (B, nh, T, ·), or with MLA the latent (B, T, L)."""
+    if not cache or not cache[0]:
+        return 0
+    return cache[0]["latent"].shape[1] if "latent" in cache[0] else cache[0]["k"].shape[2]
 
 
 @torch.no_grad()

@@ -64,6 +64,11 @@ def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
             f"ATTN_RECIPROCAL_RANK={rank} is not below the head dimension {n_embd // n_head} (n_embd {n_embd} / "
             f"n_head {n_head}): pick r < {n_embd // n_head}, or select ATTN_RECIPROCAL_EXACT for the full term"
         )
+    if axes.get("mla") and axes.get("attn_gate") not in (None, "none") and axes.get("attn_gate_pos") == "value":
+        raise UserError(
+            f"GPT2_MLA_LATENTS={axes['mla']} with value gating (ATTN_GATE_POS_VALUE): MLA recomputes past values from "
+            "the latent, ungated; gate the SDPA output (ATTN_GATE_POS_SDPA) or exclude these runs (MATRIX_EXCLUDE)"
+        )
     return GPT2Config(
         n_layer=n_layer,
         n_head=n_head,
@@ -81,6 +86,7 @@ def model_config(cfg, axes: dict, vocab: int) -> GPT2Config:
         rmlp_fraction=cfg["MLP_RECIPROCAL_FRACTION"] if axes.get("rmlp") == "on" else 0.0,
         kv_keep=axes.get("kv_keep") or 1.0,
         mlp_ratio=axes.get("mlp_ratio") or 2.0,
+        mla_latent=axes.get("mla") or 0,
     )
 
 

@@ -60,6 +60,7 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "attn_gate_pos": None,
         "attn_gate_act": None,
         "mlp_ratio": None,  # GPT-2 axes too
+        "mla": None,
         "reciprocal": None,
         "kv_keep": None,
         "rmlp": None,
@@ -81,6 +82,7 @@ def test_run_axes_and_config(tmp_path: Path) -> None:
         "attn_gate_pos": None,
         "attn_gate_act": None,
         "mlp_ratio": None,  # GPT-2 axes too
+        "mla": None,
         "reciprocal": None,
         "kv_keep": None,
         "rmlp": None,

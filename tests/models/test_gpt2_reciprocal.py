@@ -233,3 +233,45 @@ def test_kv_pruning_quotas_forgive_the_share_rounding() -> None:
     q = k = torch.randn(1, 1, 5, 8, dtype=torch.float64)
     weights, _ = attn._kv_pruned(q, k, torch.eye(5, dtype=torch.float64).view(1, 1, 5, 5), 0, None, None)
     assert [(w > 0).sum().item() for w in weights[0, 0]] == [1, 1, 2, 2, 2]  # ceil(0.4), ceil(0.8), ... ceil(2.0)
+
+
+@pytest.mark.parametrize(("kind", "keep"), [("none", 1.0), ("exact", 1.0), ("lowrank", 0.5)])
+def test_mla_caches_the_latent_alone_and_decodes_as_a_full_pass(kind: str, keep: float) -> None:
+    """Latent L = 8 for 2 heads of 16: the cache holds (B, T, 8) per layer, not keys and values (B, 2, T, 16)
+    each (plus the cached queries of reciprocal attention, the mass of KV pruning); pieces through it give the
+    full pass's logits; greedy generation with and without it agrees; causal."""
+    torch.manual_seed(0)
+    model = GPT2(_cfg(block_size=16, mla_latent=8, reciprocal=kind, ra_rank=4, kv_keep=keep, attn_gate="headwise"))
+    model.eval()
+    with torch.no_grad():
+        for block in model.transformer.h:
+            if kind != "none":
+                block.attn.ra_rec.fill_(0.7)
+        prompt = torch.randint(64, (2, 9))
+        cache = model.new_cache()
+        steps = [model(prompt[:, :3], cache), model(prompt[:, 3:4], cache), model(prompt[:, 4:], cache)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), model(prompt), atol=1e-5, rtol=1e-5)
+    assert cache[0]["latent"].shape == (2, 9, 8) and "k" not in cache[0] and "v" not in cache[0]
+    assert ("q" in cache[0]) == (kind != "none") and ("mass" in cache[0]) == (keep < 1)
+    assert causal_leak(model) == 0.0
+    assert torch.equal(model.generate(prompt, 20, temperature=0), model.generate(prompt, 20, 0, use_cache=False))
+
+
+def test_mla_weights_and_the_ratio_that_counts_them() -> None:
+    """C = 128, L = 32: attention 2·128² + 3·128·32 = 45,056 weights per block (against 65,536); at 1:2 the MLP
+    width is 2 · 45,056 / 256 = 352, rounded to 384 (a multiple of 64)."""
+    cfg = GPT2Config.preset("tiny", vocab_size=320, mla_latent=32)
+    assert cfg.attention_weights == 45_056 and cfg.mlp_hidden == 384
+    attn = GPT2(cfg).transformer.h[0].attn
+    assert sum(m.weight.numel() for m in (attn.c_q, attn.c_kv_down, attn.c_k_up, attn.c_v_up, attn.c_proj)) == 45_056
+    assert GPT2(cfg).transformer.h[0].mlp.c_fc.out_features == 384
+    with pytest.raises(ValueError, match="cannot gate the values"):
+        GPT2Config(mla_latent=8, attn_gate="headwise", attn_gate_pos="value")
+    base = ["MODEL_LENET5=n", "MODEL_GPT2=y", "PRUNING_MAGNITUDE=n", "OPTIMIZER_SGD=n", "GPT2_MLA_LATENTS=0 32"]
+    runs = expand(cfgmod.from_defaults(base)).runs
+    assert [r.run_id for r in runs] == ["gpt2-adamw-none-seed0", "gpt2-mla32-adamw-none-seed0"]
+    assert model_config(runs[1].cfg, runs[1].axes, 257).mla_latent == 32
+    gated = cfgmod.from_defaults([*base, "ATTN_GATE_HEADWISE=y", "ATTN_GATE_POS_VALUE=y", "ATTN_GATE_POS_SDPA=n"])
+    spec = next(r for r in expand(gated).runs if r.axes["mla"] and r.axes["attn_gate_pos"] == "value")
+    with pytest.raises(UserError, match="GPT2_MLA_LATENTS=32 with value gating"):
+        model_config(spec.cfg, spec.axes, 257)

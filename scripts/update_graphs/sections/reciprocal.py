@@ -1,9 +1,9 @@
-"""GPT-2 variants under issue 17's fair ablation protocol (the MLP ratio, reciprocal attention, KV pruning, the
-reciprocal MLP): one row per variant of the matrix (its ``mlp_ratio``, ``reciprocal``, ``kv_keep`` and ``rmlp``
-axes; every other axis the same, or the rows would mix them), with the final validation loss as mean ± std over
-seeds, the seeds, the parameter count, training FLOPs per token and steady tokens/s, and the difference from the
-plain variant, flagged when it is smaller than the seed noise (the larger of the two standard deviations). Only
-done runs enter; a matrix without these axes (or with one variant) has no such section."""
+"""GPT-2 variants under issue 17's fair ablation protocol (the MLP ratio, MLA, reciprocal attention, KV pruning,
+the reciprocal MLP): one row per variant of the matrix (its ``mlp_ratio``, ``mla``, ``reciprocal``, ``kv_keep``
+and ``rmlp`` axes; every other axis the same, or the rows would mix them), with the final validation loss as
+mean ± std over seeds, the seeds, the parameter count, training FLOPs per token and steady tokens/s, and the
+difference from the plain variant, flagged when it is smaller than the seed noise (the larger of the two standard
+deviations). Only done runs enter; a matrix without these axes (or with one variant) has no such section."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from scripts.update_graphs.report import Report
 
 METRIC = "loss"
-PLAIN = (2.0, "none", 1.0, "none")  # (mlp_ratio, reciprocal, kv_keep, rmlp) of the plain GPT-2
+PLAIN = (2.0, 0, "none", 1.0, "none")  # (mlp_ratio, mla, reciprocal, kv_keep, rmlp) of the plain GPT-2
 INTRO = (
     "Every variant trained for the same tokens with the same schedule, each seed a separate run; each run's model"
     " passed the causal-leak check before training (`docs/reciprocal.md`). Loss: final validation loss, mean ± std"
@@ -27,18 +27,19 @@ INTRO = (
 )
 
 
-Variant = tuple[float, str, float, str]
+Variant = tuple[float, int, str, float, str]
 
 
 def variant(run: Run) -> Variant:
     a = run.axes
     ratio, keep = float(a.get("mlp_ratio") or 2.0), float(a.get("kv_keep") or 1.0)
-    return ratio, a.get("reciprocal") or "none", keep, a.get("rmlp") or "none"
+    return ratio, int(a.get("mla") or 0), a.get("reciprocal") or "none", keep, a.get("rmlp") or "none"
 
 
 def name(v: Variant) -> str:
-    ratio, ra, keep, rmlp = v
+    ratio, mla, ra, keep, rmlp = v
     parts = [] if ratio == 2.0 else [f"MLP 1:{ratio:g}"]
+    parts += [f"MLA {mla}"] if mla else []
     parts += [] if ra == "none" else [f"RA {ra}"]
     parts += [] if keep == 1.0 else [f"KV keep {keep:g}"]
     parts += [] if rmlp == "none" else ["R-MLP"]
