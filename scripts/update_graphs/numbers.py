@@ -26,6 +26,11 @@ def mean(values: Sequence[float]) -> float | None:
     return mean_std(values)[0] if values else None
 
 
+def summary_mean(runs: Sequence[Run], key: str) -> float | None:
+    """The mean of ``key`` over the runs' ``summary.json`` that record it, or None."""
+    return mean([r.summary[key] for r in runs if r.summary and r.summary.get(key) is not None])
+
+
 SPREAD_RULE = (
     "a difference exceeds the seed spread when |Δ| > √(s₁² + s₂²), s₁ and s₂ the sample standard deviations"
     " (ddof=1) of the two sides; with one seed on either side there is no spread to compare with"

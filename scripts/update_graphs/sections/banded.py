@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from lib.published import BANDED_FC1_DENSITY_PUBLISHED, BANDED_FC1_SHAPE
 from lib.results import Run
 from scripts.update_graphs.grouping import BAND_CONFIGS, BandedGroup, banded_groups
-from scripts.update_graphs.numbers import MISSING, fmt, mean
+from scripts.update_graphs.numbers import MISSING, fmt, mean, summary_mean
 from scripts.update_graphs.tables import md_table
 
 if TYPE_CHECKING:
@@ -31,10 +31,6 @@ DENSITY_NOTE = (
     " (`lib/pruning/patterns.py`), gives the values computed here (23.5% / 12.2%), so the published cells"
     " contradict the published formula; 1024 (43.8%) agrees."
 )
-
-
-def _summary_mean(runs: Sequence[Run], key: str) -> float | None:
-    return mean([r.summary[key] for r in runs if r.summary and r.summary.get(key) is not None])
 
 
 def _lower_is_better(group: BandedGroup) -> bool:
@@ -87,7 +83,7 @@ def fc1_density(runs: Sequence[Run]) -> float | None:
 
 
 def _count(runs: Sequence[Run], key: str) -> str:
-    value = _summary_mean(runs, key)
+    value = summary_mean(runs, key)
     return MISSING if value is None else f"{round(value):,}"
 
 
@@ -105,7 +101,7 @@ def final_table(group: BandedGroup) -> list[str]:
             name,
             fc1 or "dense",
             fc2 or "dense",
-            fmt(_summary_mean(runs, "sparsity"), ".2f", 100.0),
+            fmt(summary_mean(runs, "sparsity"), ".2f", 100.0),
             fmt(fc1_density(runs), ".1f", 100.0),
             _count(runs, "parameters"),
             _count(runs, "nonzero_parameters"),

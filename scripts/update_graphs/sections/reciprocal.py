@@ -2,8 +2,8 @@
 the reciprocal MLP): one row per variant of the matrix (its ``mlp_ratio``, ``mla``, ``reciprocal``, ``kv_keep``
 and ``rmlp`` axes; every other axis the same, or the rows would mix them), with the final validation loss as
 mean ± std over seeds, the seeds, the parameter count, training FLOPs per token and steady tokens/s, and the
-difference from the plain variant, flagged when it is smaller than the seed noise (the larger of the two standard
-deviations). Only done runs enter; a matrix without these axes (or with one variant) has no such section."""
+difference from the plain variant against the seed spread (:data:`~scripts.update_graphs.numbers.SPREAD_RULE`,
+the report's one rule). Only done runs enter; a matrix without these axes (or with one variant) has no such section."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from lib.results import Run
-from scripts.update_graphs.numbers import mean_std
+from scripts.update_graphs.numbers import SPREAD_RULE, difference, mean_std, summary_mean
 from scripts.update_graphs.tables import md_table
 
 if TYPE_CHECKING:
@@ -22,8 +22,7 @@ PLAIN = (2.0, 0, "none", 1.0, "none")  # (mlp_ratio, mla, reciprocal, kv_keep, r
 INTRO = (
     "Every variant trained for the same tokens with the same schedule, each seed a separate run; each run's model"
     " passed the causal-leak check before training (`docs/reciprocal.md`). Loss: final validation loss, mean ± std"
-    " over seeds. Δ: difference of the means from the plain variant; *within noise* when it is smaller than the"
-    " larger of the two standard deviations."
+    f" over seeds. Δ: difference of the means from the plain variant; {SPREAD_RULE}."
 )
 
 
@@ -46,22 +45,14 @@ def name(v: Variant) -> str:
     return " + ".join(parts) or "plain"
 
 
-def _mean(runs: list[Run], key: str) -> float | None:
-    values = [r.summary[key] for r in runs if r.summary and r.summary.get(key) is not None]
-    return sum(values) / len(values) if values else None
-
-
 def table(groups: dict[Variant, list[Run]]) -> list[str]:
-    stats = {v: mean_std([r.final(METRIC) for r in runs]) for v, runs in groups.items()}
-    plain = stats.get(PLAIN)
+    losses = {v: [r.final(METRIC) for r in runs] for v, runs in groups.items()}
+    plain = losses.get(PLAIN)
     rows = []
     for v, runs in groups.items():
-        m, sd = stats[v]
-        delta = ""
-        if plain is not None and v != PLAIN:
-            diff, noise = m - plain[0], max(sd or 0.0, plain[1] or 0.0)
-            delta = f"{diff:+.4f}" + (" *within noise*" if abs(diff) < noise or len(runs) < 2 else "")
-        params, flops, speed = (_mean(runs, k) for k in ("parameters", "flops_per_token", "throughput_steady"))
+        m, sd = mean_std(losses[v])
+        delta = "" if plain is None or v == PLAIN else difference(losses[v], plain).text(lambda x: f"{x:.4f}")
+        params, flops, speed = (summary_mean(runs, k) for k in ("parameters", "flops_per_token", "throughput_steady"))
         rows.append(
             [name(v), f"{m:.4f}" + (f" ± {sd:.4f}" if sd is not None else ""), len(runs),
              f"{params / 1e6:.3f}M" if params else "", f"{flops / 1e6:.2f}M" if flops else "",
