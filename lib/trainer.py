@@ -387,13 +387,15 @@ def flops_per_token(model: nn.Module) -> int | None:
 def mfu(model: nn.Module, task, state: TrainState, device: torch.device, speed: Speed) -> float | None:
     """Model FLOPs utilisation: training FLOPs per second over the device's dense peak, for models that know
     their FLOPs per token (GPT-2: 6N + 12·L·C·T) on a GPU listed in :data:`lib.monitor.PEAK_FLOPS`."""
-    flops = getattr(model, "flops_per_token", None)
     peak = peak_flops(device, speed.precision)
-    if flops is None or task.unit != "tokens" or not peak or not state.train_seconds:
+    if task.unit != "tokens" or not peak or not state.train_seconds:
+        return None
+    flops = flops_per_token(model)
+    if flops is None:
         return None
     if state.steady_seconds:  # after warm-up, as MFU is quoted
-        return state.steady_samples / state.steady_seconds * flops() / peak
-    return state.samples / state.train_seconds * flops() / peak
+        return state.steady_samples / state.steady_seconds * flops / peak
+    return state.samples / state.train_seconds * flops / peak
 
 
 def parameter_counts(model: nn.Module, pruner) -> dict[str, int]:
