@@ -44,7 +44,6 @@ from lib.errors import ArgumentParser, UserError, run_cli
 from lib.oneshot.models import CausalLM
 from lib.oneshot.pipeline import windows
 from scripts.prune import (
-    PRUNE_JSON,
     add_model_arguments,
     corpus_tokens,
     find_model,
@@ -125,7 +124,7 @@ def analyze_projection(x: torch.Tensor, sparsity: float, seed: int) -> dict:
 
 def mask_dirs(out: Path) -> list[Path]:
     """The ``make prune`` output directories under ``out`` (those with a prune.json), by name."""
-    return sorted(d for d in out.iterdir() if (d / PRUNE_JSON).is_file()) if out.is_dir() else []
+    return sorted(d for d in out.iterdir() if (d / results.PRUNE_JSON).is_file()) if out.is_dir() else []
 
 
 def mask_pairs(dirs: list[Path]) -> tuple[list[tuple[Path, Path]], list[tuple[str, Path, Path]]]:

@@ -39,7 +39,6 @@ from lib.trainer import Interrupted
 from scripts.sample import find_run, load_run, sampling_device
 
 logger = logging.getLogger(__name__)
-PRUNE_JSON = results.PRUNE_JSON
 FIX_METHOD = "give METHOD=<name> or select one in `make menuconfig` (One-shot pruning)"
 
 
@@ -207,7 +206,7 @@ def prune_one(
         "perplexity": {"before": before, "after": after},
         **result.to_json(),
     }
-    results.atomic_write_json(out_dir / PRUNE_JSON, summary)  # last: its presence means the whole result is there
+    results.atomic_write_json(out_dir / results.PRUNE_JSON, summary)  # last: its presence means the result is whole
     return {**summary, "dir": str(out_dir)}
 
 
@@ -222,10 +221,10 @@ def after_training(run_dir: Path, stop_requested: Callable[[], bool] = lambda: F
     if not cfg.get("ONESHOT_AFTER_TRAINING"):
         return done
     for name in ONESHOT.selected(cfg):
+        pruner = build_method(name, cfg)
         for sparsity in cfg["ONESHOT_SPARSITIES"]:
-            if (
-                run_dir / results.ONESHOT_DIR / result_name(name, build_method(name, cfg), sparsity, None) / PRUNE_JSON
-            ).is_file():
+            result = run_dir / results.ONESHOT_DIR / result_name(name, pruner, sparsity, None)
+            if (result / results.PRUNE_JSON).is_file():
                 continue
             if stop_requested():
                 raise Interrupted(f"stopped before one-shot {name} at {sparsity:g}")

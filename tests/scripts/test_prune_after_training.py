@@ -53,24 +53,24 @@ def test_a_trained_run_is_pruned_before_it_exits_and_resumes_the_missing_results
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (run / "oneshot").iterdir()) == RESULTS
     for name in RESULTS:
-        summary = results.read_json(run / "oneshot" / name / prune.PRUNE_JSON)
+        summary = results.read_json(run / "oneshot" / name / results.PRUNE_JSON)
         method, target = name.split("-")
         assert summary["method"] == method and summary["target"] == float(target)
         assert summary["sparsity"] == pytest.approx(float(target), abs=0.01)
         assert summary["calibration"] == {"corpus": "pydoc", "samples": 4, "seqlen": 32, "seed": 0}
         ppl = summary["perplexity"]
         assert 1 < ppl["before"] < ppl["after"]  # the trained model, then pruned: worse
-    befores = {results.read_json(run / "oneshot" / n / prune.PRUNE_JSON)["perplexity"]["before"] for n in RESULTS}
+    befores = {results.read_json(run / "oneshot" / n / results.PRUNE_JSON)["perplexity"]["before"] for n in RESULTS}
     assert len(befores) == 1  # every result starts from the same checkpoint and validation windows
     assert results.read_json(run / results.STATUS)["state"] == "done"
 
     # As if the run had been killed while pruning wanda-0.6: the next start redoes that one alone.
-    kept = {n: (run / "oneshot" / n / prune.PRUNE_JSON).stat().st_mtime_ns for n in RESULTS[:3]}
-    (run / "oneshot" / "wanda-0.6" / prune.PRUNE_JSON).unlink()
+    kept = {n: (run / "oneshot" / n / results.PRUNE_JSON).stat().st_mtime_ns for n in RESULTS[:3]}
+    (run / "oneshot" / "wanda-0.6" / results.PRUNE_JSON).unlink()
     proc = _train(run)
     assert proc.returncode == 0, proc.stderr
-    assert (run / "oneshot" / "wanda-0.6" / prune.PRUNE_JSON).is_file()
-    assert {n: (run / "oneshot" / n / prune.PRUNE_JSON).stat().st_mtime_ns for n in RESULTS[:3]} == kept
+    assert (run / "oneshot" / "wanda-0.6" / results.PRUNE_JSON).is_file()
+    assert {n: (run / "oneshot" / n / results.PRUNE_JSON).stat().st_mtime_ns for n in RESULTS[:3]} == kept
     assert proc.stderr.count("one-shot:") == 1
 
 
@@ -78,7 +78,7 @@ def test_a_stop_request_between_two_results_interrupts_and_keeps_the_finished_on
     run = _run_dir(tmp_path)
     for name in RESULTS[:2]:  # finished before the stop
         (run / "oneshot" / name).mkdir(parents=True)
-        results.atomic_write_json(run / "oneshot" / name / prune.PRUNE_JSON, {"method": name})
+        results.atomic_write_json(run / "oneshot" / name / results.PRUNE_JSON, {"method": name})
     with pytest.raises(Interrupted, match="before one-shot wanda at 0.3"):
         prune.after_training(run, lambda: True)
     assert sorted(p.name for p in (run / "oneshot").iterdir()) == RESULTS[:2]
