@@ -19,20 +19,61 @@ GATE_ACTIVATION_NAMES = ("sigmoid", "ns_sigmoid")
 GATE_AXES = ("attn_gate", "attn_gate_pos", "attn_gate_act")
 RECIPROCAL = ("none", "exact", "lowrank")  # reciprocal attention (models/gpt2/model.py CausalSelfAttention)
 RMLP = ("none", "on")  # reciprocal MLP
-GPT2_ONLY = ("mlp_ratio", "mla", "reciprocal", "kv_keep", "rmlp")  # the axes below, None for other models
 
 
 def _gated(cfg) -> bool:
     return any(g != "none" for g in selected(cfg, "ATTN_GATE", GATES))
 
 
+def _gpt2_axis(name: str, values, label, empty_hint: str) -> Axis:
+    """An axis of GPT-2 matrices: ``values(cfg)`` when GPT-2 is selected, a single None otherwise (the rules below
+    set it to None for the runs of other models), placed after the model."""
+    return Axis(
+        name, lambda c: values(c) if c.get("MODEL_GPT2") else [None], label=label, empty_hint=empty_hint, after="model"
+    )
+
+
+# The variants of issue 17 (docs/reciprocal.md): GPT-2 axes whose value is None for other models
+VARIANT_AXES = (
+    _gpt2_axis(
+        "reciprocal",
+        lambda c: selected(c, "ATTN_RECIPROCAL", RECIPROCAL),
+        lambda v: f"ra{v}" if v and v != "none" else "",
+        "select at least one of ATTN_RECIPROCAL_NONE, ATTN_RECIPROCAL_EXACT, ATTN_RECIPROCAL_LOWRANK",
+    ),
+    _gpt2_axis(
+        "mlp_ratio",
+        lambda c: list(c["GPT2_MLP_RATIOS"]),
+        lambda v: f"mlp{v:g}" if v is not None and v != 2 else "",
+        "give GPT2_MLP_RATIOS at least one ratio, e.g. 2",
+    ),
+    _gpt2_axis(
+        "mla",
+        lambda c: list(c["GPT2_MLA_LATENTS"]),
+        lambda v: f"mla{v}" if v else "",
+        "give GPT2_MLA_LATENTS at least one size, e.g. 0",
+    ),
+    _gpt2_axis(
+        "kv_keep",
+        lambda c: list(c["ATTN_KV_KEEP"]),
+        lambda v: f"kv{v:g}" if v is not None and v < 1 else "",
+        "give ATTN_KV_KEEP at least one share in (0, 1], e.g. 1",
+    ),
+    _gpt2_axis(
+        "rmlp",
+        lambda c: selected(c, "MLP_RECIPROCAL", RMLP),
+        lambda v: "rmlp" if v == "on" else "",
+        "select MLP_RECIPROCAL_NONE and/or MLP_RECIPROCAL_ON",
+    ),
+)
+GPT2_ONLY = tuple(axis.name for axis in VARIANT_AXES)
+
 AXES = (
-    Axis(
+    _gpt2_axis(
         "attn_gate",
-        lambda c: selected(c, "ATTN_GATE", GATES) if c.get("MODEL_GPT2") else [None],
-        label=lambda v: f"{v}gate" if v and v != "none" else "",
-        empty_hint="select at least one of " + ", ".join(f"ATTN_GATE_{g.upper()}" for g in GATES),
-        after="model",
+        lambda c: selected(c, "ATTN_GATE", GATES),
+        lambda v: f"{v}gate" if v and v != "none" else "",
+        "select at least one of " + ", ".join(f"ATTN_GATE_{g.upper()}" for g in GATES),
     ),
     Axis(
         "attn_gate_pos",
@@ -50,43 +91,7 @@ AXES = (
         empty_hint="select ATTN_GATE_ACT_SIGMOID and/or ATTN_GATE_ACT_NS_SIGMOID",
         after="model",
     ),
-)
-AXES += (
-    Axis(
-        "reciprocal",
-        lambda c: selected(c, "ATTN_RECIPROCAL", RECIPROCAL) if c.get("MODEL_GPT2") else [None],
-        label=lambda v: f"ra{v}" if v and v != "none" else "",
-        empty_hint="select at least one of ATTN_RECIPROCAL_NONE, ATTN_RECIPROCAL_EXACT, ATTN_RECIPROCAL_LOWRANK",
-        after="model",
-    ),
-    Axis(
-        "mlp_ratio",
-        lambda c: list(c["GPT2_MLP_RATIOS"]) if c.get("MODEL_GPT2") else [None],
-        label=lambda v: f"mlp{v:g}" if v is not None and v != 2 else "",
-        empty_hint="give GPT2_MLP_RATIOS at least one ratio, e.g. 2",
-        after="model",
-    ),
-    Axis(
-        "mla",
-        lambda c: list(c["GPT2_MLA_LATENTS"]) if c.get("MODEL_GPT2") else [None],
-        label=lambda v: f"mla{v}" if v else "",
-        empty_hint="give GPT2_MLA_LATENTS at least one size, e.g. 0",
-        after="model",
-    ),
-    Axis(
-        "kv_keep",
-        lambda c: list(c["ATTN_KV_KEEP"]) if c.get("MODEL_GPT2") else [None],
-        label=lambda v: f"kv{v:g}" if v is not None and v < 1 else "",
-        empty_hint="give ATTN_KV_KEEP at least one share in (0, 1], e.g. 1",
-        after="model",
-    ),
-    Axis(
-        "rmlp",
-        lambda c: selected(c, "MLP_RECIPROCAL", RMLP) if c.get("MODEL_GPT2") else [None],
-        label=lambda v: "rmlp" if v == "on" else "",
-        empty_hint="select MLP_RECIPROCAL_NONE and/or MLP_RECIPROCAL_ON",
-        after="model",
-    ),
+    *VARIANT_AXES,
 )
 RULES = (
     Rule(

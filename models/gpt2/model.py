@@ -188,8 +188,8 @@ class CausalSelfAttention(nn.Module):
         past = 0
         mass = None  # KV pruning: the attention mass each earlier key has received (B, nh, past)
         if cache is not None:
-            if cache:
-                past = cache["k"].shape[2]
+            past = layer_tokens(cache)
+            if past:
                 keys, values = torch.cat([cache["k"], keys], dim=2), torch.cat([cache["v"], values], dim=2)
                 if reciprocal:
                     queries = torch.cat([cache["q"], queries], dim=2)
@@ -266,7 +266,7 @@ class CausalSelfAttention(nn.Module):
         latent = self.c_kv_down(x)  # (B, T, L)
         if cache is None:
             return self._attend(q, self._heads(self.c_k_up(latent)), self._heads(self.c_v_up(latent)))
-        past = cache["latent"].shape[1] if "latent" in cache else 0
+        past = layer_tokens(cache)
         if past:
             latent = torch.cat([cache["latent"], latent], dim=1)
         cache["latent"] = latent
@@ -459,11 +459,16 @@ class GPT2(nn.Module):
         return idx
 
 
+def layer_tokens(layer: dict[str, torch.Tensor]) -> int:
+    """The tokens one layer's cache holds: its keys (B, nh, T, ·), or with MLA its latent (B, T, L); 0 when empty."""
+    if "latent" in layer:
+        return layer["latent"].shape[1]
+    return layer["k"].shape[2] if "k" in layer else 0
+
+
 def cached_tokens(cache: list[dict[str, torch.Tensor]] | None) -> int:
-    """The tokens a :meth:`GPT2.new_cache` cache holds: keys (B, nh, T, ·), or with MLA the latent (B, T, L)."""
-    if not cache or not cache[0]:
-        return 0
-    return cache[0]["latent"].shape[1] if "latent" in cache[0] else cache[0]["k"].shape[2]
+    """The tokens a :meth:`GPT2.new_cache` cache holds (every layer holds as many)."""
+    return layer_tokens(cache[0]) if cache else 0
 
 
 @torch.no_grad()
