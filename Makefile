@@ -52,7 +52,7 @@ YES_ARG := $(if $(filter 1,$(words $(value YES))),$(if $(filter 1 y yes,$(value 
 # EXTRAS (command line only): optional dependency groups of pyproject.toml, words from a fixed set. Any other
 # word is one `error:` line before anything is installed (CHECK_EXTRAS, at the head of a recipe line), and only
 # the known words reach pip: `make env EXTRAS="trackio wandb"` installs `.[dev,trackio,wandb]`.
-EXTRA_NAMES := trackio wandb hf notebook
+EXTRA_NAMES := trackio wandb hf notebook slurm
 EXTRAS_WORDS := $(if $(filter command line,$(origin EXTRAS)),$(value EXTRAS))
 empty :=
 comma := ,
@@ -93,10 +93,10 @@ $(STAMP): pyproject.toml
 env: $(STAMP) ## Create or update the Python environment (.venv, or the active virtualenv; EXTRAS="trackio wandb")
 	@$(CHECK_EXTRAS)$(if $(filter $(EXTRA_NAMES),$(EXTRAS_WORDS)),$(PY) -m pip install -e ".[$(EXTRAS_SPEC)]")
 
-# The tests use both trackers: `make test` installs them once, with a stamp of its own.
+# The tests use both trackers, transformers and submitit: `make test` installs them once, with a stamp of its own.
 TEST_STAMP := $(VENV)/.sparsity-lab-test-installed
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -e ".[dev,trackio,wandb,hf]"
+	$(PY) -m pip install -e ".[dev,trackio,wandb,hf,slurm]"
 	@touch $@
 
 run: $(STAMP) ## Train every run of the matrix that is not done yet (EPOCHS= JOBS= SET= override)

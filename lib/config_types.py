@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,25 @@ class Words:
             return ()
         if not words or len(set(words)) != len(words):
             raise UserError(f"{name}={text!r} is not allowed: give a space-separated list of distinct names; {FIX}")
+        return words
+
+
+@dataclass(frozen=True)
+class LongOptions:
+    """Command-line long options for another program (``--name`` or ``--name=value``), space-separated;
+    a value holding spaces is quoted as in a shell (``--comment='two words'``)."""
+
+    def parse(self, name: str, text: str) -> tuple[str, ...]:
+        try:
+            words = tuple(shlex.split(text))
+        except ValueError as e:
+            raise UserError(f"{name}={text!r} is not allowed: {e}; {FIX}") from None
+        bad = [w for w in words if not re.fullmatch(r"--[A-Za-z][A-Za-z0-9-]*(=.*)?", w)]
+        if bad:
+            raise UserError(
+                f"{name}={text!r} is not allowed: {bad[0]!r} is not --option or --option=value "
+                f'(e.g. "--mail-type=END --exclude=node17"); {FIX}'
+            )
         return words
 
 

@@ -4,7 +4,7 @@ Kconfig has no float or list type; :mod:`lib.config` reads this file (beside the
 types) and validates each value once, at load time. See :func:`lib.config_types.string_types`.
 """
 
-from lib.config_types import FRACTION, IntList, Name, Text, Words
+from lib.config_types import FRACTION, IntList, LongOptions, Name, Text, Words
 
 STRING_TYPES = {
     # lib/Kconfig.matrix
@@ -18,6 +18,11 @@ STRING_TYPES = {
     # lib/Kconfig.runtime
     "DDP_TORCHRUN_ARGS": Text(may_be_empty=True),
     "RESULTS_DIR": Text(),
+    "SLURM_PARTITION": Name(r"([A-Za-z0-9_][A-Za-z0-9._-]*(,[A-Za-z0-9_][A-Za-z0-9._-]*)*)?"),  # a,b: either
+    "SLURM_ACCOUNT": Name(r"([A-Za-z0-9_][A-Za-z0-9._-]*)?"),
+    "SLURM_QOS": Name(r"([A-Za-z0-9_][A-Za-z0-9._-]*)?"),
+    "SLURM_CONSTRAINT": Text(may_be_empty=True),
+    "SLURM_EXTRA_SBATCH": LongOptions(),
     # lib/Kconfig.tracking
     "TRACKER_PROJECT": Name(r"([A-Za-z0-9][A-Za-z0-9._-]*)?"),  # empty: derived (lib.tracking.project)
 }

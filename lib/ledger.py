@@ -1,64 +1,200 @@
 """A matrix's ledger and its lock: ``<matrix>/matrix.json`` lists every run with its full resolved config and its
-state (pending, running, done, failed, interrupted); only the process holding ``<matrix>/.lock`` (an ``flock``,
-dropped by the kernel if that process dies) writes it, atomically after every change."""
+state (pending, running, submitted, done, failed, interrupted); only the process holding ``<matrix>/matrix.lock``
+writes it, atomically after every change.
+
+The lock is safe on NFS, where matrices live on a cluster: it is taken by ``link(2)``, atomic there as on a local
+disk (the lock file either becomes ours or already is someone else's), never by ``flock``, whose semantics NFS
+does not keep. The lock file names its holder (host, pid, the pid's start time, a token). A holder that dies
+leaves it behind, so it is judged: on the same host, by whether that process still exists (the start time guards
+against a reused pid); from another host, by its heartbeat (the holder touches the file every
+:data:`HEARTBEAT_SECONDS`; one untouched for :data:`STALE_SECONDS` is stale). A stale lock is broken by renaming
+it away (atomic: of two breakers one wins) and checking that what was renamed was the stale one.
+"""
 
 from __future__ import annotations
 
-import fcntl
+import json
+import logging
 import os
+import socket
+import threading
 import time
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lib import results
 from lib.errors import UserError
 from lib.spec import RunSpec
 
+logger = logging.getLogger("runner")
+
+LOCK = "matrix.lock"
+HEARTBEAT_SECONDS = 30.0
+# A lock held from another host is stale when its heartbeat is this old: generous, against clock skew between
+# the hosts and an NFS server's attribute cache.
+STALE_SECONDS = 300.0
+
+
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22); None where unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a matrix's lock, as its lock file says."""
+
+    host: str
+    pid: int
+    start: str | None
+    token: str
+    since: float
+
+    @classmethod
+    def me(cls) -> Holder:
+        return cls(socket.gethostname(), os.getpid(), _start_time(os.getpid()), uuid.uuid4().hex, time.time())
+
+    @classmethod
+    def read(cls, path: Path) -> tuple[Holder, float] | None:
+        """The holder named in ``path`` and the file's modification time (its heartbeat); None when there is
+        no lock file. A file that cannot be parsed (a holder killed while writing cannot leave one: it is
+        written before it is linked into place) is judged by its heartbeat alone."""
+        try:
+            text, mtime = path.read_text(), path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            d = json.loads(text)
+            return cls(str(d["host"]), int(d["pid"]), d.get("start"), str(d["token"]), float(d["since"])), mtime
+        except (ValueError, KeyError, TypeError):
+            return cls("?", 0, None, "", mtime), mtime
+
+    def alive(self, heartbeat: float, now: float) -> bool:
+        if self.host == socket.gethostname():
+            if not _pid_alive(self.pid):
+                return False
+            return self.start is None or _start_time(self.pid) in (None, self.start)
+        return now - heartbeat < STALE_SECONDS
+
+    def __str__(self) -> str:
+        return f"pid {self.pid}" if self.host == socket.gethostname() else f"pid {self.pid} on {self.host}"
+
 
 class MatrixLock:
-    """An exclusive, non-blocking ``flock`` on ``<matrix>/.lock``; the kernel drops it if we die."""
+    """The exclusive lock of a matrix, taken without waiting: a second ``make`` on the matrix refuses at once."""
 
     def __init__(self, matrix_dir: Path) -> None:
-        self.path = matrix_dir / ".lock"
-        self.fd: int | None = None
+        self.path = matrix_dir / LOCK
+        self.me: Holder | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def __enter__(self) -> MatrixLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            raise UserError(
-                f"{self.path.parent} is in use by another `make` (pid {holder}); wait for it to finish "
-                "or stop it, then `make continue`"
-            ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        me = Holder.me()
+        for _ in range(3):
+            if _link_create(self.path, json.dumps(asdict(me))):
+                self.me = me
+                break
+            found = Holder.read(self.path)
+            if found is None:  # released between our attempt and our look: try again
+                continue
+            holder, heartbeat = found
+            if holder.alive(heartbeat, time.time()):
+                raise UserError(
+                    f"{self.path.parent} is in use by another `make` ({holder}); wait for it to finish "
+                    "or stop it, then `make continue`"
+                )
+            _break(self.path, holder)
+        else:
+            raise UserError(f"could not take the lock {self.path}: others keep taking it; try again")
+        self._beat = threading.Thread(target=self._heartbeat, name="matrix-lock-heartbeat", daemon=True)
+        self._beat.start()
         return self
 
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                os.utime(self.path)
+            except OSError as e:
+                logger.error("cannot refresh the lock %s (%s); another host may think it stale", self.path, e)
+
     def __exit__(self, *exc: object) -> None:
-        assert self.fd is not None
-        os.close(self.fd)
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        found = Holder.read(self.path)
+        if found is not None and self.me is not None and found[0].token == self.me.token:
+            self.path.unlink(missing_ok=True)
 
     @staticmethod
-    def holder(matrix_dir: Path) -> str | None:
-        """The pid (as the holder wrote it) of the process working on the matrix, or None when none is: a
-        shared ``flock`` tried without waiting and dropped at once, on a read-only descriptor, so it creates and
-        writes nothing (``make status`` on a matrix it may not write). A ``make`` that starts in that very
-        instant would find the matrix in use and say so."""
-        try:
-            fd = os.open(matrix_dir / ".lock", os.O_RDONLY)
-        except OSError:  # no lock file: nothing ever ran here; unreadable: nothing to tell
+    def holder(matrix_dir: Path) -> Holder | None:
+        """Who is working on the matrix, or None when no live process is: reads the lock file, creates and
+        writes nothing (``make status`` on a matrix it may not write)."""
+        found = Holder.read(matrix_dir / LOCK)
+        if found is None:
             return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
+        holder, heartbeat = found
+        return holder if holder.alive(heartbeat, time.time()) else None
+
+
+def _link_create(path: Path, content: str) -> bool:
+    """Create ``path`` holding ``content`` if it does not exist, atomically also on NFS: the content goes to a
+    file of our own (fsynced), which is then hard-linked to ``path``; ``link`` fails if ``path`` exists.
+    Where NFS loses the reply of a ``link`` that succeeded, the link count of our file says it did."""
+    own = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    with open(own, "w") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(own, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        return os.stat(own).st_nlink == 2
+    finally:
+        own.unlink(missing_ok=True)
+
+
+def _break(path: Path, stale: Holder) -> None:
+    """Remove the stale lock of ``stale``: rename it away, then make sure it was that one we renamed (a live
+    holder may have taken the lock in between); if not, put it back."""
+    aside = path.with_name(f"{path.name}.stale.{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:  # another process broke it first
+        return
+    found = Holder.read(aside)
+    if found is not None and found[0].token != stale.token:
+        if not _link_create_from(aside, path):
+            logger.error("lock %s: renamed a live holder's lock aside and could not restore it", path)
+    else:
+        logger.warning("note: broke the stale lock of %s (%s), left by a process that is gone", path.parent, stale)
+    aside.unlink(missing_ok=True)
+
+
+def _link_create_from(source: Path, path: Path) -> bool:
+    try:
+        os.link(source, path)
+        return True
+    except FileExistsError:
+        return False
 
 
 class Ledger:

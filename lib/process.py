@@ -24,7 +24,9 @@ from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 PARENT_ENV = "SPARSITY_LAB_PARENT"  # pid of the process that started this one (or, under torchrun, its parent)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # "stop at the next step boundary, resumably"
+# "Stop at the next step boundary, resumably": Ctrl-C, a kill or preemption, and the two "time is nearly up"
+# signals of batch schedulers (SIGUSR2 is what Slurm sends submitit's jobs, lib/slurm.py).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def _parent_of(pid: int) -> int | None:
@@ -104,7 +106,7 @@ def usable_cpus() -> int:
 
 
 class StopRequest:
-    """SIGINT, SIGTERM and SIGUSR1 (a batch scheduler's "time is nearly up") as a flag polled at step
+    """SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 (a batch scheduler's "time is nearly up") as a flag polled at step
     boundaries: the training loop then saves a checkpoint and exits as interrupted.
 
     Later signals change nothing: the same stop often arrives twice (Ctrl-C reaches the whole foreground

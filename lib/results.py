@@ -52,6 +52,7 @@ PRUNE_JSON = "prune.json"  # written last in each: its presence means the result
 LOG = "log.txt"
 ENV = "env.json"
 LEDGER = "matrix.json"
+SLURM_JOB = "slurm.json"  # in a run directory under LAUNCHER_SLURM: the job that ran it last, and its exit status
 GRAPHS = "graphs"
 REPORT = "report.md"
 SAMPLE = "sample.json"  # the report's text sample of a GPT-2 run, with what it was generated from

@@ -32,13 +32,14 @@ from pathlib import Path  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from lib import config as config_mod  # noqa: E402
-from lib import results, tracking  # noqa: E402
+from lib import results, slurm, tracking  # noqa: E402
 from lib import status as status_mod  # noqa: E402
 from lib.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from lib.estimate import Estimate, items, paces  # noqa: E402
 from lib.ledger import Ledger, MatrixLock  # noqa: E402
 from lib.matrix import expand, format_plan  # noqa: E402
 from lib.process import STOP_SIGNALS  # noqa: E402
+from lib.registry import Registry  # noqa: E402
 from lib.scheduler import execute  # noqa: E402
 
 logger = logging.getLogger("runner")
@@ -71,6 +72,49 @@ def _finish(matrix_dir: Path, ledger: Ledger, failed: int) -> int:
         matrix_dir / results.GRAPHS,
         matrix_dir / results.REPORT,
     )
+    return 0
+
+
+# --------------------------------------------------------------------------- launchers
+# LAUNCHER_<NAME> -> how a matrix's runs that are not done get started; each returns the command's exit status.
+
+LAUNCHERS: Registry = Registry("launcher", "LAUNCHER")
+PREFLIGHTS = {"slurm": slurm.preflight}  # checks a launcher makes before the ledger is first written
+
+
+@LAUNCHERS.register("local")
+def launch_local(matrix_dir: Path, ledger: Ledger, values: dict, jobs: int) -> int:
+    """Train the runs on this machine, ``jobs`` at a time, until the matrix is finished or stopped."""
+    logger.info("training on this machine, JOBS=%d", jobs)
+    with logging_redirect_tqdm():  # log lines print above the progress bars instead of through them
+        failed = execute(
+            matrix_dir,
+            ledger,
+            jobs,
+            values["JOBS_PER_GPU"],
+            values["DEVICE"],
+            values.get("DDP_PROCS", 1),
+            values.get("DDP_TORCHRUN_ARGS", ""),
+        )
+    return _finish(matrix_dir, ledger, failed)
+
+
+@LAUNCHERS.register("slurm")
+def launch_slurm(matrix_dir: Path, ledger: Ledger, values: dict, jobs: int) -> int:
+    """Submit the runs to Slurm and return (lib.slurm); a second call collects and resubmits."""
+    slurm.launch(matrix_dir, ledger, values)
+    states = [r["state"] for r in ledger.runs.values()]
+    logger.info(
+        "%s: %d done, %d in Slurm, %d runs; `make status` shows them",
+        matrix_dir,
+        states.count("done"),
+        states.count("submitted"),
+        len(states),
+    )
+    if states.count("done") == len(states):
+        logger.info(
+            "next: `make update-graphs` writes %s and %s", matrix_dir / results.GRAPHS, matrix_dir / results.REPORT
+        )
     return 0
 
 
@@ -132,22 +176,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         'set RESULTS_DIR to a directory you can write (`make menuconfig`, or `make SET="RESULTS_DIR=<dir>"`)',
     )
     with MatrixLock(matrix_dir):
+        if cfg["LAUNCHER"] != "local":  # what can be checked before anything is written
+            PREFLIGHTS[cfg["LAUNCHER"]](cfg.to_json())
         ledger = Ledger(matrix_dir)
         ledger.merge(plan.runs)
         ledger.save()
         results.point_latest(matrix_dir)
         logger.info("matrix %s: %d runs, JOBS=%d", matrix_dir, len(ledger.runs), cfg["JOBS"])
-        with logging_redirect_tqdm():  # log lines print above the progress bars instead of through them
-            failed = execute(
-                matrix_dir,
-                ledger,
-                cfg["JOBS"],
-                cfg["JOBS_PER_GPU"],
-                cfg["DEVICE"],
-                cfg["DDP_PROCS"],
-                cfg["DDP_TORCHRUN_ARGS"],
-            )
-        return _finish(matrix_dir, ledger, failed)
+        return LAUNCHERS[cfg["LAUNCHER"]](matrix_dir, ledger, cfg.to_json(), cfg["JOBS"])
 
 
 def _note_config_difference(path: str, cfg, matrix_dir: Path, ledger: Ledger) -> None:
@@ -196,18 +232,8 @@ def cmd_continue(args: argparse.Namespace) -> int:
         values = next(iter(ledger.runs.values()))["config"]["values"]
         tracking.preflight(config_mod.Config.from_json(values))  # the trackers the ledger's runs will use
         jobs = jobs or values["JOBS"]
-        logger.info("continuing %s from its ledger: %d runs, JOBS=%d", matrix_dir, len(ledger.runs), jobs)
-        with logging_redirect_tqdm():
-            failed = execute(
-                matrix_dir,
-                ledger,
-                jobs,
-                values["JOBS_PER_GPU"],
-                values["DEVICE"],
-                values.get("DDP_PROCS", 1),
-                values.get("DDP_TORCHRUN_ARGS", ""),
-            )
-        return _finish(matrix_dir, ledger, failed)
+        logger.info("continuing %s from its ledger: %d runs", matrix_dir, len(ledger.runs))
+        return LAUNCHERS[values.get("LAUNCHER", "local")](matrix_dir, ledger, values, jobs)
 
 
 def cmd_clean_results(args: argparse.Namespace) -> int:

@@ -73,7 +73,18 @@ class Job:
     log: object
 
 
-def _prepare_run_dir(matrix_dir: Path, entry: dict) -> Path:
+def train_command(run_dir: Path, model: str, threads: int, procs: int = 1, torchrun: list[str] | None = None) -> list:
+    """The command that trains one run: the model's entrypoint, or with ``procs`` > 1 torchrun starting it
+    ``procs`` times on this node (``torchrun``: its extra arguments, multi-node; none: ``--standalone``).
+    The local scheduler and a Slurm job (on each of its nodes) run exactly this."""
+    cmd = [sys.executable, "-m", MODELS[model], "--run-dir", str(run_dir), "--threads", str(threads)]
+    if procs > 1 or torchrun:
+        launcher = torchrun or ["--standalone"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, f"--nproc-per-node={procs}", *cmd[1:]]
+    return cmd
+
+
+def prepare_run_dir(matrix_dir: Path, entry: dict) -> Path:
     run_dir = matrix_dir / entry["run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / results.CONFIG).exists():
@@ -229,7 +240,7 @@ def _stop(matrix_dir: Path, ledger: Ledger, running: list[Job]) -> None:
 
 
 def _launch(matrix_dir: Path, ledger: Ledger, entry: dict, slot: int, where: Resources) -> Job:
-    run_dir = _prepare_run_dir(matrix_dir, entry)
+    run_dir = prepare_run_dir(matrix_dir, entry)
     entry["state"] = "running"
     entry["attempts"] += 1
     entry["reason"] = None
@@ -238,11 +249,7 @@ def _launch(matrix_dir: Path, ledger: Ledger, entry: dict, slot: int, where: Res
     env = child_env()
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    model = entry["config"]["axes"]["model"]
-    cmd = [sys.executable, "-m", MODELS[model], "--run-dir", str(run_dir), "--threads", str(threads)]
-    if procs > 1:  # torchrun starts the entrypoint `procs` times; extra arguments (multi-node) as given
-        launcher = shlex.split(where.torchrun) or ["--standalone"]
-        cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, f"--nproc-per-node={procs}", *cmd[1:]]
+    cmd = train_command(run_dir, entry["config"]["axes"]["model"], threads, procs, shlex.split(where.torchrun))
     log = open(run_dir / results.LOG, "a")
     log.write(f"$ {' '.join(cmd)}{'  # CUDA_VISIBLE_DEVICES=' + gpu if gpu else ''}\n")
     log.flush()

@@ -15,17 +15,21 @@ by the runner that saw it end). A run the ledger calls running while no process 
 left by a runner that is gone (killed, or its machine rebooted; its training processes died with it): it is
 shown interrupted, as ``make continue`` resumes it, whatever its ``status.json`` last said. A running run whose
 ``status.json`` has not changed for :data:`STALE_SECONDS` says so.
+
+Under LAUNCHER_SLURM a run given to Slurm is ``submitted`` in the ledger; beside it stands its job's state in
+``squeue`` (PENDING, RUNNING with the run's progress, ...), or, once the job has left the queue, the outcome
+its run directory shows, which the next ``make continue`` records.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lib import results
+from lib import results, slurm
 from lib.ledger import MatrixLock
 from lib.progress import describe, duration
 
-STATES = ("done", "running", "failed", "interrupted", "pending")
+STATES = ("done", "running", "submitted", "failed", "interrupted", "pending")
 # A training process writes its status.json at every log row and evaluation: this long without a write is worth
 # a look (a hung collective, a stalled file system), though a slow evaluation can take it too.
 STALE_SECONDS = 600.0
@@ -57,19 +61,41 @@ def _state(run: results.Run, reason: str | None, runner: str | None) -> tuple[st
     return state, reason
 
 
+def _submitted(run: results.Run, entry: dict, queue: dict[str, str], now: float) -> tuple[str, str]:
+    """A run given to Slurm: Slurm's state of its job beside the run's own progress; a job that has left the
+    queue shows the outcome the next ``make continue`` will record."""
+    job = entry["slurm"]["job"]
+    where = queue.get(run.run_id, "-")
+    if where == "-":
+        state, reason = slurm.ended(run.path, job)
+        return "submitted", f"slurm: ended (job {job}) -> {state}" + (f": {reason}" if reason else "")
+    progress = describe(run.status, now) if where == "RUNNING" and run.status.get("total_steps") else ""
+    return "submitted", f"slurm: {where} (job {job})" + (f"; {progress}" if progress else "")
+
+
 def report(matrix_dir: Path, now: float) -> list[str]:
     """The lines of ``make status`` for ``matrix_dir`` (which has a ledger) at time ``now``."""
     runs = results.load_matrix(matrix_dir)
-    entries = (results.read_json(matrix_dir / results.LEDGER) or {}).get("runs", [])
-    reasons = {e.get("run_id"): e.get("reason") for e in entries if isinstance(e, dict)}
+    entries = [e for e in (results.read_json(matrix_dir / results.LEDGER) or {}).get("runs", []) if isinstance(e, dict)]
+    by_id = {e.get("run_id"): e for e in entries}
     runner = MatrixLock.holder(matrix_dir)
-    lines = [f"matrix {matrix_dir}, " + (f"run by pid {runner}" if runner else "not being run")]
+    lines = [f"matrix {matrix_dir}, " + (f"run by {runner}" if runner else "not being run")]
+    given = [e for e in entries if e.get("slurm")]
+    queue = slurm.states(given) if given else {}
+    if isinstance(queue, str):  # squeue could not be read: say so once, show the ledger alone
+        lines.append(f"  (Slurm's states unknown: {queue})")
+        queue = {}
     width = max((len(r.run_id) for r in runs), default=0)
     counts = dict.fromkeys(STATES, 0)
     for run in runs:
-        state, reason = _state(run, reasons.get(run.run_id), runner)
+        entry = by_id.get(run.run_id, {})
+        if run.state == "submitted" and entry.get("slurm"):
+            state, detail = _submitted(run, entry, queue, now)
+        else:
+            state, reason = _state(run, entry.get("reason"), runner)
+            detail = _detail(run, state, reason, now)
         counts[state] += 1
-        lines.append(f"  {state:<11}  {run.run_id:<{width}}  {_detail(run, state, reason, now)}".rstrip())
+        lines.append(f"  {state:<11}  {run.run_id:<{width}}  {detail}".rstrip())
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     lines.append(f"{len(runs)} run{'' if len(runs) == 1 else 's'}" + (f": {summary}" if summary else ""))
     return lines

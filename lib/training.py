@@ -13,7 +13,7 @@ replayed. On CPU, with the same thread count (kept in the checkpoint), the resul
 that was never interrupted. Checkpoints are written and read by :mod:`lib.checkpoint` (tensors and plain values
 only, the previous one kept for when the newest is damaged).
 
-Stopping. SIGINT, SIGTERM and SIGUSR1 set a flag (:class:`lib.process.StopRequest`); at the next step boundary
+Stopping. SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 set a flag (:class:`lib.process.StopRequest`); at the next step boundary
 the loop saves a checkpoint and the process exits with status 130 and state "interrupted", so the runner and
 ``make continue`` resume it exactly. Under DDP the ranks agree on the step to stop at: the next log row (or
 period end), where the loop synchronises anyway, so no step pays for a collective of its own.
@@ -225,7 +225,7 @@ def run_training(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     die_with_parent()  # a killed runner (or torchrun) takes this process with it; exit if it is already gone
-    stop = StopRequest().install()  # SIGINT/SIGTERM/SIGUSR1: checkpoint at the next step boundary, then exit
+    stop = StopRequest().install()  # SIGINT/SIGTERM/SIGUSR1/SIGUSR2: checkpoint at the next step boundary, then exit
     args = entrypoint_args(description, argv)
     run_dir = args.run_dir.resolve()
     config = results.read_json(run_dir / results.CONFIG)

@@ -476,7 +476,7 @@ def test_make_env_rejects_extras_outside_the_fixed_set(
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
-        f'error: EXTRAS={value}: each word must be one of: trackio wandb hf notebook (e.g. EXTRAS="trackio wandb")'
+        f'error: EXTRAS={value}: each word must be one of: trackio wandb hf notebook slurm (e.g. EXTRAS="trackio wandb")'
     ]
     assert calls(log) == [] and not (venv / STAMP).exists()
 
@@ -499,7 +499,7 @@ def test_make_test_installs_the_trackers_once(recording_venv: tuple[Path, Path])
     for _ in range(2):
         assert make("-o", str(venv / STAMP), "test", env={"VIRTUAL_ENV": str(venv)}).returncode == 0
     pytest = ["-m", "pytest", "-q", "-n", "auto", "--maxprocesses", "4", "--dist", "loadfile"]
-    assert calls(log) == [["-m", "pip", "install", "-e", ".[dev,trackio,wandb,hf]"], pytest, pytest]
+    assert calls(log) == [["-m", "pip", "install", "-e", ".[dev,trackio,wandb,hf,slurm]"], pytest, pytest]
 
 
 def test_tracker_targets_call_lib_tracking(recording_venv: tuple[Path, Path]) -> None:

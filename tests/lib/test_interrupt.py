@@ -11,6 +11,7 @@ signal is on its way, so where it stops never depends on how fast this machine i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -112,7 +113,7 @@ def test_stop_signals_and_a_damaged_checkpoint_resume_bit_identical(tmp_path: Pa
     make = subprocess.Popen(make_cmd("run", f"KCONFIG_CONFIG={cfg}"), env=make_env(), stderr=subprocess.PIPE, text=True)
     child = _wait(lambda: _running(run), "the training loop to start")
     os.kill(child, signal.SIGSTOP)
-    os.kill(int((matrix / ".lock").read_text()), signal.SIGTERM)
+    os.kill(json.loads((matrix / "matrix.lock").read_text())["pid"], signal.SIGTERM)
     _stderr_until(make, "stopping 1 run(s) at their next step boundary")
     os.kill(child, signal.SIGCONT)
     stderr = make.communicate(timeout=HANG_GUARD_SECONDS)[1]

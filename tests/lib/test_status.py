@@ -140,7 +140,7 @@ def test_status_after_the_runner_died(half_finished) -> None:
         *status_lines(matrix, "not being run", f"interrupted  {SGD_S5}    {gone}"),
         "6 runs: 2 done, 1 failed, 2 interrupted, 1 pending",
     ]
-    assert not (matrix / ".lock").exists()  # status creates, locks and writes nothing
+    assert not (matrix / "matrix.lock").exists()  # status creates, locks and writes nothing
 
 
 def test_status_without_a_ledger_is_one_error(tmp_path: Path) -> None:
@@ -154,8 +154,9 @@ def test_status_without_a_ledger_is_one_error(tmp_path: Path) -> None:
 def test_lock_holder(tmp_path: Path) -> None:
     assert MatrixLock.holder(tmp_path) is None  # no lock file
     with MatrixLock(tmp_path):
-        assert MatrixLock.holder(tmp_path) == str(os.getpid())
+        assert str(MatrixLock.holder(tmp_path)) == f"pid {os.getpid()}"
     assert MatrixLock.holder(tmp_path) is None
+    assert not (tmp_path / "matrix.lock").exists() and list(tmp_path.iterdir()) == []  # released, nothing left
 
 
 # --------------------------------------------------------------------------- steps, counted by hand
