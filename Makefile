@@ -70,7 +70,7 @@ TIED := SPARSITY_LAB_PARENT=$$PPID
 
 .PHONY: all run plan continue status estimate update-graphs quickstart menuconfig guiconfig defconfig savedefconfig \
 	olddefconfig alldefconfig list-defconfigs test bench lint clean mrproper clean-results help env sample prune analyze \
-	trackio-test wandb-test trackio-view query bench-kernels
+	trackio-test wandb-test trackio-view query bench-kernels test-slurm
 
 all: run ## Run the matrix of .config (same as `make run`)
 
@@ -168,6 +168,11 @@ list-defconfigs: $(STAMP) ## List the defconfigs with their descriptions
 # two run side by side on 2 cores. A file's tests stay on one worker, so its module fixtures are built once.
 test: $(TEST_STAMP) ## Run the test suite (pytest, 2-4 workers; under 10 minutes on 2 CPU cores)
 	@exec $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+
+# A real single-node Slurm (Debian's slurm-wlm and munge, installed when missing: needs root), started for the
+# test and stopped after it; the Slurm launcher submits the quickstart matrix to it (tests/slurm). CI runs it.
+test-slurm: $(TEST_STAMP) ## Test the Slurm launcher against a real local Slurm it starts (root; installs slurm-wlm, munge)
+	@SPARSITY_LAB_SLURM=1 exec $(PY) -m pytest -q -p no:xdist tests/slurm
 
 trackio-test: $(STAMP) ## Log a short synthetic run to trackio through the trainer's fan-out; say where it is
 	@exec $(PY) -m lib.tracking test trackio

@@ -328,6 +328,7 @@ def _recover(matrix_dir: Path, ledger: Ledger) -> None:
                 job = record.get("job")
             if job is not None:
                 entry["state"], entry["reason"] = "submitted", None
+                entry["attempts"] += 1
                 entry["slurm"] = {"job": job, "submission": token, "submitted": note.get("created")}
                 found += 1
         ledger.save()

@@ -476,7 +476,8 @@ def test_make_env_rejects_extras_outside_the_fixed_set(
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
-        f'error: EXTRAS={value}: each word must be one of: trackio wandb hf notebook slurm (e.g. EXTRAS="trackio wandb")'
+        f"error: EXTRAS={value}: each word must be one of: trackio wandb hf notebook slurm "
+        '(e.g. EXTRAS="trackio wandb")'
     ]
     assert calls(log) == [] and not (venv / STAMP).exists()
 
