@@ -33,7 +33,8 @@ def install() -> None:
     if all(shutil.which(d) or Path("/usr/sbin", d).exists() for d in DAEMONS):
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise SlurmUnavailable(f"Slurm is not installed and installing it needs root and apt-get ({' '.join(PACKAGES)})")
+        needs = " ".join(PACKAGES)
+        raise SlurmUnavailable(f"Slurm is not installed and installing it ({needs}) needs root and apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -59,8 +60,10 @@ def _node() -> tuple[str, int, int]:
     """This host's name, CPUs and memory (MB) as slurmd sees them."""
     out = subprocess.run([_sbin("slurmd"), "-C"], capture_output=True, text=True, timeout=30).stdout
     fields = dict(w.split("=", 1) for w in out.split() if "=" in w)
-    return fields.get("NodeName", socket.gethostname()), int(fields.get("CPUs", os.cpu_count() or 1)), int(
-        int(fields.get("RealMemory", 2048)) * 0.9
+    return (
+        fields.get("NodeName", socket.gethostname()),
+        int(fields.get("CPUs", os.cpu_count() or 1)),
+        int(int(fields.get("RealMemory", 2048)) * 0.9),
     )
 
 
