@@ -209,11 +209,18 @@ class Ledger:
             "runs": [],
         }
         self.runs: dict[str, dict] = {r["run_id"]: r for r in self.data["runs"]}
+        self._saved = json.dumps(self.data["runs"], sort_keys=True) if self.path.exists() else None
 
     def save(self) -> None:
-        self.data["runs"] = list(self.runs.values())
+        """Write the ledger if a run was added or changed since it was read or last written."""
+        runs = list(self.runs.values())
+        text = json.dumps(runs, sort_keys=True)
+        if text == self._saved:
+            return
+        self.data["runs"] = runs
         self.data["updated"] = time.time()
         results.atomic_write_json(self.path, self.data)
+        self._saved = text
 
     def merge(self, specs: list[RunSpec]) -> None:
         """Add new runs; a known run id whose config changed is an error (its results would be mixed)."""

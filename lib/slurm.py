@@ -173,6 +173,7 @@ def preflight(values: dict) -> None:
             "submitted"
         ) from None
     _tool("sbatch")
+    _tool("srun")  # submitit starts each job's tasks with it
     known = set(_slurm(["sinfo", "--noheader", "--format=%R"], "cannot list the cluster's partitions").split())
     for partition in filter(None, values["SLURM_PARTITION"].split(",")):
         if partition not in known:

@@ -20,6 +20,7 @@ from lib.optimizers.schedules import LR_SCHEDULES
 from lib.pruning import PRUNERS
 from lib.pruning.schedule import SPARSITY_SHAPES
 from lib.pruning.structured import NM_PATTERNS
+from lib.runner import LAUNCHERS
 from lib.tracking import TRACKERS
 from lib.training import PRECISIONS
 from models.gpt2.train import SIZES
@@ -43,6 +44,7 @@ CHOICES = {
     "MUON_LR_SCALE": {f for f in ADJUST_LR_FNS if f},
     "MUON_LR_AXIS": {"muon", "adamw"},  # the "optimizer" tags of MuonWithAdamW's groups (set_peak_lr)
     "BANDED_KERNEL_GPU": set(BANDED_GPU_PATHS),
+    "LAUNCHER": set(LAUNCHERS.names()),
 }
 # Multi-select axes: bool symbols <PREFIX>_<NAME> <-> registry entries.
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}
@@ -50,7 +52,7 @@ AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}
 # (each selected one mirrors the metrics).
 BOOL_FAMILIES = {**AXES, "KERNELS": KERNELS, "TRACKER": TRACKERS, "ONESHOT": ONESHOT}
 # Registries that are exactly one named choice: the choice <PREFIX> has one member per entry, and no other.
-CHOICE_REGISTRIES = [DATASETS, CORPORA, TOKENIZERS, LR_SCHEDULES, SPARSITY_SHAPES]
+CHOICE_REGISTRIES = [DATASETS, CORPORA, TOKENIZERS, LR_SCHEDULES, SPARSITY_SHAPES, LAUNCHERS]
 
 
 @pytest.fixture(scope="module")
