@@ -23,7 +23,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lib import results
+from lib import process, results
 from lib.errors import UserError
 from lib.spec import RunSpec
 
@@ -38,11 +38,8 @@ STALE_SECONDS = 300.0
 
 def _start_time(pid: int) -> str | None:
     """When ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22); None where unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = process.proc_stat(pid)
+    return None if fields is None else fields[19]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -162,10 +159,7 @@ def _link_create(path: Path, content: str) -> bool:
         f.flush()
         os.fsync(f.fileno())
     try:
-        os.link(own, path)
-        return True
-    except FileExistsError:
-        return False
+        return _link(own, path)
     except OSError:
         return os.stat(own).st_nlink == 2
     finally:
@@ -182,14 +176,15 @@ def _break(path: Path, stale: Holder) -> None:
         return
     found = Holder.read(aside)
     if found is not None and found[0].token != stale.token:
-        if not _link_create_from(aside, path):
+        if not _link(aside, path):
             logger.error("lock %s: renamed a live holder's lock aside and could not restore it", path)
     else:
         logger.warning("note: broke the stale lock of %s (%s), left by a process that is gone", path.parent, stale)
     aside.unlink(missing_ok=True)
 
 
-def _link_create_from(source: Path, path: Path) -> bool:
+def _link(source: Path, path: Path) -> bool:
+    """Hard-link ``source`` to ``path``; False where ``path`` exists (other errors raise)."""
     try:
         os.link(source, path)
         return True

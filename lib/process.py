@@ -29,14 +29,21 @@ PARENT_ENV = "SPARSITY_LAB_PARENT"  # pid of the process that started this one (
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def _parent_of(pid: int) -> int | None:
-    """The parent pid of ``pid`` from ``/proc`` (None where it cannot be read)."""
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, i.e. from field 3 (state) on: index 1 is the
+    parent pid, index 19 the start time in clock ticks since boot. None where it cannot be read."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` (None where it cannot be read)."""
+    fields = proc_stat(pid)
+    return None if fields is None else int(fields[1])
 
 
 def die_with_parent(expected_parent: int | None = None) -> None:

@@ -38,6 +38,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ class Shape:
         return max(1, self.cpus // self.procs_per_node)
 
 
-def sbatch_parameters(values: dict, matrix_dir: Path, token: str) -> dict[str, Any]:
+def sbatch_parameters(values: dict, token: str) -> dict[str, Any]:
     """submitit's ``SlurmExecutor`` parameters (its names for sbatch's options) for the runs of ``values``."""
     shape = Shape.of(values)
     extra: dict[str, Any] = {"requeue": True, "chdir": str(config_mod.ROOT)}
@@ -301,8 +302,9 @@ def queue(names: list[str]) -> dict[str, str]:
     return jobs
 
 
-def _job_names(ledger: Ledger) -> list[str]:
-    return [JOB_NAME.format(token=e["slurm"]["submission"]) for e in ledger.runs.values() if e.get("slurm")]
+def _job_names(entries: Iterable[dict]) -> list[str]:
+    """The job names of the submissions the ledger entries ``entries`` were sent in."""
+    return [JOB_NAME.format(token=e["slurm"]["submission"]) for e in entries if e.get("slurm")]
 
 
 # --------------------------------------------------------------------------- the submitting side
@@ -371,7 +373,7 @@ def launch(matrix_dir: Path, ledger: Ledger, values: dict) -> list[str]:
     ids. Called with the matrix's lock held; returns at once (jobs run on the cluster)."""
     preflight(values)
     _recover(matrix_dir, ledger)
-    live = queue(_job_names(ledger))
+    live = queue(_job_names(ledger.runs.values()))
     collect(matrix_dir, ledger, live)
     todo = [e for e in ledger.runs.values() if e["state"] != "done" and e["state"] != "submitted"]
     waiting = sum(e["state"] == "submitted" for e in ledger.runs.values())
@@ -402,7 +404,7 @@ def submit(matrix_dir: Path, ledger: Ledger, entries: list[dict], values: dict) 
     )
     shape = Shape.of(values)
     executor = submitit.SlurmExecutor(folder=matrix_dir / LOGS / "%j", max_num_timeout=1000)
-    executor.update_parameters(**sbatch_parameters(values, matrix_dir, token))
+    executor.update_parameters(**sbatch_parameters(values, token))
     where, warning = str(matrix_dir), values["SLURM_SIGNAL_SECONDS"]
     calls = [TrainJob(where, e["run_id"], e["config"]["axes"]["model"], token, shape, warning) for e in entries]
     for e in entries:
@@ -435,9 +437,8 @@ def submit(matrix_dir: Path, ledger: Ledger, entries: list[dict], values: dict) 
 def states(ledger_runs: list[dict]) -> dict[str, str] | str:
     """For ``make status``: Slurm's state of each submitted run's job by run id (``-`` when the job has left
     the queue), or why the queue could not be read."""
-    names = [JOB_NAME.format(token=e["slurm"]["submission"]) for e in ledger_runs if e.get("slurm")]
     try:
-        live = queue(names)
+        live = queue(_job_names(ledger_runs))
     except UserError as e:
         return str(e).split(":")[0]
     return {e["run_id"]: live.get(e["slurm"]["job"], "-") for e in ledger_runs if e.get("slurm")}

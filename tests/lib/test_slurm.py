@@ -36,7 +36,7 @@ def fake_tools(folder: Path, **scripts: str) -> Path:
     return folder
 
 
-def test_settings_become_sbatch_options(tmp_path: Path) -> None:
+def test_settings_become_sbatch_options() -> None:
     v = values(
         "SLURM_PARTITION=gpu",
         "SLURM_ACCOUNT=lab7",
@@ -51,7 +51,7 @@ def test_settings_become_sbatch_options(tmp_path: Path) -> None:
         "SLURM_EXTRA_SBATCH=--mail-type=END --exclusive",
         "SLURM_ARRAY_PARALLELISM=5",
     )
-    assert slurm.sbatch_parameters(v, tmp_path, "t0") == {
+    assert slurm.sbatch_parameters(v, "t0") == {
         "job_name": "sparsity-lab-t0",
         "time": 90,
         "nodes": 1,
@@ -75,8 +75,8 @@ def test_settings_become_sbatch_options(tmp_path: Path) -> None:
     }
 
 
-def test_defaults_leave_the_cluster_its_defaults(tmp_path: Path) -> None:
-    params = slurm.sbatch_parameters(values(), tmp_path, "t1")
+def test_defaults_leave_the_cluster_its_defaults() -> None:
+    params = slurm.sbatch_parameters(values(), "t1")
     assert not {"partition", "account", "qos", "constraint", "mem", "gpus_per_node"} & set(params)
     assert (params["time"], params["cpus_per_task"], params["signal_delay_s"]) == (240, 4, 120)
 
