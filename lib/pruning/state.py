@@ -6,8 +6,10 @@ moment ``m`` (exp_avg) and the second moment ``v`` (exp_avg_sq), as the AdamWPru
 (``sign(W) == sign(m)``: the update ``-lr*m/sqrt(v)`` shrinks ``|W|``) scores low and is pruned first. Before the
 optimizer has state (no step yet) every variant falls back to ``|W|``. Structure-aware variants (bitter8/9)
 multiply a layer's scores by the structural weight of its role (attention, MLP, coupling), which the model
-declares with ``module_roles()``. Scores are computed one layer at a time and the global threshold is exact
-without materialising all scores at once (:func:`lib.pruning.base.global_keep`).
+declares with ``module_roles()``: a role per module, or per run of output rows where one Linear plays two roles
+(GPT-2's reciprocal MLP: the FC1 rows that also read the attention output are "coupling"). Scores are
+computed one layer at a time and the global threshold is exact without materialising all scores at once
+(:func:`lib.pruning.base.global_keep`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Variant:
 VARIANTS: Registry[Variant] = Registry("AdamWPrune variant (ADAMWPRUNE_VARIANTS)", "ADAMWPRUNE_VARIANT")
 LAYER_ADAPTIVE_CAP = 0.95  # no layer of bitter4 is pruned beyond this, whatever the target
 ROLES = ("attention", "mlp", "coupling")  # what a model's module_roles() may call a module
+# What module_roles() gives a module: one role, or (role, rows) runs that cover its output rows in order.
+Role = str | tuple[tuple[str, int], ...]
 
 
 def _bitter0(w, m, v, eps):
@@ -99,10 +103,13 @@ class StateSettings(PruningSettings):
     mlp_weight: float = 1.0
     coupling_weight: float = 3.0
 
-    def structural_weight(self, role: str | None) -> float:
-        """The factor on the scores of a module with ``role`` (one of :data:`ROLES`); 1.0 without a role."""
+    def structural_weight(self, role: Role | None) -> float | torch.Tensor:
+        """The factor on the scores of a module with ``role`` (one of :data:`ROLES`); 1.0 without a role. For
+        runs of rows, ``((role, rows), ...)``, a column (sum of rows, 1) of the runs' factors."""
         if role is None:
             return 1.0
+        if not isinstance(role, str):
+            return torch.cat([torch.full((rows, 1), float(self.structural_weight(r))) for r, rows in role])
         if role not in ROLES:
             raise ValueError(f"module role {role!r} is not one of {', '.join(ROLES)}")
         return {"attention": self.attention_weight, "mlp": self.mlp_weight, "coupling": self.coupling_weight}[role]
@@ -167,14 +174,23 @@ class StatePruner(Pruner):
     Settings = StateSettings
     settings: StateSettings
 
-    def structural_weights(self) -> list[float]:
+    def structural_weights(self) -> list[float | torch.Tensor]:
         """Per pruned layer, in order, the structural weight of the role the model gives its module
-        (``model.module_roles()``: module name -> "attention", "mlp" or "coupling"); 1.0 for a module the model
-        does not name, and everywhere for a model that declares no roles."""
+        (``model.module_roles()``: module name -> "attention", "mlp" or "coupling", or runs of rows with
+        those roles: then a column of per-row weights); 1.0 for a module the model does not name, and
+        everywhere for a model that declares no roles."""
         roles = self.model.module_roles() if hasattr(self.model, "module_roles") else {}
-        return [self.settings.structural_weight(roles.get(name)) for name, _ in self.modules]
+        weights = []
+        for name, module in self.modules:
+            weight = self.settings.structural_weight(roles.get(name))
+            if isinstance(weight, torch.Tensor):
+                if len(weight) != module.weight.shape[0]:
+                    raise ValueError(f"the roles of {name} cover {len(weight)} rows, it has {module.weight.shape[0]}")
+                weight = weight.to(module.weight.device)
+            weights.append(weight)
+        return weights
 
-    def _score_fn(self, w: torch.Tensor, variant: Variant, weight: float) -> Callable[[], torch.Tensor]:
+    def _score_fn(self, w: torch.Tensor, variant: Variant, weight: float | torch.Tensor) -> Callable[[], torch.Tensor]:
         state = self.param_state(w)
         eps = self.settings.eps
 
@@ -183,7 +199,7 @@ class StatePruner(Pruner):
                 return w.detach().abs().float()
             return variant.score(w.detach().float(), state["exp_avg"].float(), state["exp_avg_sq"].float(), eps)
 
-        if weight == 1.0:
+        if isinstance(weight, float) and weight == 1.0:
             return score
         return lambda: weight * score()
 

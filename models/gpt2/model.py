@@ -394,18 +394,25 @@ class GPT2(nn.Module):
         """(FC1, FC2) of every block, for banded pruning (the QKV projection is C -> 3C but no MLP)."""
         return [(block.mlp.c_fc, block.mlp.c_proj) for block in self.transformer.h]
 
-    def module_roles(self) -> dict[str, str]:
+    def module_roles(self) -> dict[str, str | tuple[tuple[str, int], ...]]:
         """The role of each Linear of the blocks, by module name, for structure-aware pruning (AdamWPrune
-        bitter8/9): "attention" for the QKV and output projections and the gate, "mlp" for FC1 and FC2. No
-        module here couples attention and MLP ("coupling"); the head, tied to the embedding, has no role."""
+        bitter8/9): "attention" for the QKV and output projections and the gate, "mlp" for FC1 and FC2. With
+        the reciprocal MLP, FC1's last ``s`` rows also read the attention output (``W_s (α·g ⊙ a)``): they
+        are the weights that couple attention and MLP, so FC1 is "mlp" for its first rows and "coupling" for
+        those ``s``. The head, tied to the embedding, has no role."""
         kinds = {CausalSelfAttention: "attention", MLP: "mlp"}
-        return {
+        roles: dict[str, str | tuple[tuple[str, int], ...]] = {
             f"{name}.{child}": kinds[type(module)]
             for name, module in self.named_modules()
             if type(module) in kinds
             for child, linear in module.named_children()
             if isinstance(linear, nn.Linear)
         }
+        for name, module in self.named_modules():
+            if isinstance(module, MLP) and module.rmlp_units:
+                rows = module.c_fc.out_features
+                roles[f"{name}.c_fc"] = (("mlp", rows - module.rmlp_units), ("coupling", module.rmlp_units))
+        return roles
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token, forward + backward: 6N for the weights plus 6·L·C·T for the attention

@@ -224,6 +224,60 @@ def test_gpt2_declares_its_attention_and_mlp_modules():
     assert pruner.structural_weights() == [2.5, 2.5, 2.5, 1.0, 1.0, 1.0]  # the tied head has no role
 
 
+class _TwoRoleRows(nn.Module):
+    """One Linear (2 x 4) whose first row is "mlp" and second "coupling", as GPT-2's reciprocal FC1 declares."""
+
+    def __init__(self, rows: tuple[int, int] = (1, 1)) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2, bias=False)
+        self.rows = rows
+
+    def module_roles(self):
+        return {"fc": (("mlp", self.rows[0]), ("coupling", self.rows[1]))}
+
+
+def _row_role_mask(variant: str) -> list[list[bool]]:
+    model = _TwoRoleRows()
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, 1.5, 2.5, 3.5]]))
+    pruner = _pruner("state", model, CFG, 0.5, 100, variant=variant)
+    pruner.prepare()
+    opt = torch.optim.Adam(model.parameters())
+    ones = torch.ones(2, 4)
+    opt.state[model.fc.weight] = {"step": torch.tensor(3.0), "exp_avg": ones, "exp_avg_sq": ones.clone()}
+    pruner.attach(opt)
+    pruner.update_mask(0.5)
+    return model.fc.weight_mask.tolist()
+
+
+@pytest.mark.parametrize("variant", ["bitter8", "bitter9"])
+def test_coupling_rows_of_one_linear_get_the_coupling_weight(variant):
+    # scores |w|: the mlp row x 1.0 = 1, 2, 3, 4; the coupling row x 3.0 = 1.5, 4.5, 7.5, 10.5. The four lowest
+    # are 1, 1.5, 2 and 3: the mlp row keeps one weight, the coupling row three.
+    assert _row_role_mask(variant) == [[False, False, False, True], [False, True, True, True]]
+    # bitter3 (bitter8 without weights): the lowest are 0.5, 1, 1.5 and 2: two each
+    assert _row_role_mask("bitter3") == [[False, False, True, True], [False, False, True, True]]
+
+
+def test_row_roles_must_cover_the_rows():
+    pruner = _pruner("state", _TwoRoleRows((1, 2)), CFG, 0.5, 100, variant="bitter8")
+    pruner.prepare()
+    with pytest.raises(ValueError, match="the roles of fc cover 3 rows, it has 2"):
+        pruner.structural_weights()
+
+
+def test_gpt2_reciprocal_mlp_declares_its_coupling_rows():
+    from models.gpt2.model import GPT2, GPT2Config
+
+    model = GPT2(GPT2Config(n_layer=1, n_head=2, n_embd=8, block_size=4, vocab_size=64, rmlp_fraction=0.25))
+    assert model.module_roles()["transformer.h.0.mlp.c_fc"] == (("mlp", 24), ("coupling", 8))  # FC1 is 32 wide
+    pruner = _pruner("state", model, CFG, 0.5, 100, variant="bitter8")
+    pruner.prepare()
+    names = [name for name, _ in pruner.modules]
+    fc1 = pruner.structural_weights()[names.index("transformer.h.0.mlp.c_fc")]
+    assert fc1.shape == (32, 1) and fc1[:24].eq(1.0).all() and fc1[24:].eq(3.0).all()
+
+
 @pytest.mark.parametrize(
     ("symbol", "value", "allowed"),
     [
