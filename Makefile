@@ -167,7 +167,7 @@ list-defconfigs: $(STAMP) ## List the defconfigs with their descriptions
 # Two pytest workers (at most four on bigger machines): many tests wait on subprocesses they start and kill, so
 # two run side by side on 2 cores. A file's tests stay on one worker, so its module fixtures are built once.
 test: $(TEST_STAMP) ## Run the test suite (pytest, 2-4 workers; under 10 minutes on 2 CPU cores)
-	@exec $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	@exec $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # A real single-node Slurm (Debian's slurm-wlm and munge, installed when missing: needs root), started for the
 # test and stopped after it; the Slurm launcher submits the quickstart matrix to it (tests/slurm). CI runs it.

@@ -33,3 +33,27 @@ def pytest_collection_finish(session) -> None:
             os.environ.pop("TRITON_INTERPRET", None)
         else:
             os.environ["TRITON_INTERPRET"] = _PREVIOUS
+
+
+# The test files that take longest on 2 cores (measured with `pytest --durations=0`), longest first. `make test`
+# hands whole files to its workers (--dist loadfile) in collection order (--no-loadscope-reorder; xdist's own
+# order, most tests first, leaves a long file for last and one worker idle while it runs): these go out first,
+# so the many short files fill in at the end. Every entry must exist (tests/test_layout.py).
+LONGEST_FIRST = (
+    "tests/lib/test_runner.py",
+    "tests/models/test_gpt2_training.py",
+    "tests/models/test_resnet.py",
+    "tests/lib/test_resume.py",
+    "tests/lib/test_interrupt.py",
+    "tests/models/test_gpt2_ddp.py",
+    "tests/scripts/test_figures.py",
+    "tests/lib/test_user_failures.py",
+    "tests/scripts/test_update_graphs.py",
+    "tests/models/test_gpt2_reciprocal_ablation.py",
+    "tests/scripts/test_bench_resnet.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order

@@ -50,3 +50,9 @@ def test_lib_imports_nothing_from_models_or_scripts() -> None:
                 names = [node.module]
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("models", "scripts")]
     assert offenders == []
+
+
+def test_the_scheduling_hint_names_existing_test_files() -> None:
+    from tests.conftest import LONGEST_FIRST
+
+    assert [p for p in LONGEST_FIRST if not (ROOT / p).is_file()] == []

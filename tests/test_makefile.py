@@ -499,7 +499,7 @@ def test_make_test_installs_the_trackers_once(recording_venv: tuple[Path, Path])
     venv, log = recording_venv
     for _ in range(2):
         assert make("-o", str(venv / STAMP), "test", env={"VIRTUAL_ENV": str(venv)}).returncode == 0
-    pytest = ["-m", "pytest", "-q", "-n", "auto", "--maxprocesses", "4", "--dist", "loadfile"]
+    pytest = ["-m", "pytest", "-q", "-n", "auto", "--maxprocesses", "4", "--dist", "loadfile", "--no-loadscope-reorder"]
     assert calls(log) == [["-m", "pip", "install", "-e", ".[dev,trackio,wandb,hf,slurm]"], pytest, pytest]
 
 

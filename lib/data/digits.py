@@ -10,12 +10,15 @@ so every run of every matrix evaluates on the same images.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lib.data.registry import DATASETS, IMAGE_SIZE, TRAIN_SIZES, ImageDataset
+from lib.errors import UserError
 
 NUM_CLASSES = 10
 SOURCE_SIZE = 28  # the upsampled size, MNIST's, before padding
@@ -52,15 +55,32 @@ def _to_32x32(images: torch.Tensor) -> torch.Tensor:
 TRAIN_SIZES["digits"] = 1438
 
 
+def bundled_csv() -> Path:
+    """scikit-learn's copy of the digits, ``sklearn/datasets/data/digits.csv.gz``, found without importing
+    scikit-learn (which takes over a second, once per training process)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise UserError("the digits dataset ships with scikit-learn, which is not installed: run `make env`")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():
+        raise UserError(f"scikit-learn's digits file {path} is missing: reinstall scikit-learn (`make env`)")
+    return path
+
+
+def read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (N, 8, 8) float images (values 0..16) and (N,) labels of a digits CSV: one image per row, its 64
+    pixels row by row, then its label (scikit-learn's ``load_digits`` reads the same file)."""
+    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    if rows.shape[1] != 65:
+        raise UserError(f"{path}: {rows.shape[1]} columns per row, expected 64 pixels and a label")
+    return torch.from_numpy(rows[:, :64].reshape(-1, 8, 8)), torch.from_numpy(rows[:, 64]).to(torch.int64)
+
+
 @DATASETS.register("digits")
 def load_digits(data_dir: Path) -> ImageDataset:
     """The digits dataset; ``data_dir`` is unused (the data ships with scikit-learn)."""
-    # Imported here: scikit-learn takes about a second to import and only this dataset needs it.
-    from sklearn.datasets import load_digits as sklearn_load_digits
-
-    bunch = sklearn_load_digits()
-    x = _to_32x32(torch.from_numpy(bunch.images))
-    y = torch.from_numpy(bunch.target).to(torch.int64)
+    images, y = read_csv(bundled_csv())
+    x = _to_32x32(images)
     train_idx, test_idx = stratified_split(y, TEST_FRACTION, SPLIT_SEED)
     return ImageDataset.from_splits(
         "digits",

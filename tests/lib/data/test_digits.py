@@ -65,3 +65,26 @@ def test_split_partitions_indices_and_is_seeded() -> None:
     assert train.tolist() == sorted(train.tolist())
     again_train, again_test = stratified_split(labels, 0.2, seed=0)
     assert torch.equal(train, again_train) and torch.equal(test, again_test)
+
+
+def test_the_bundled_file_read_directly_equals_scikit_learns_load_digits() -> None:
+    """The dataset reads scikit-learn's digits CSV without importing scikit-learn; here it is checked against
+    scikit-learn's own reader, image by image and label by label."""
+    from sklearn.datasets import load_digits as sklearn_load_digits
+
+    from lib.data.digits import bundled_csv, read_csv
+
+    images, labels = read_csv(bundled_csv())
+    bunch = sklearn_load_digits()
+    assert torch.equal(images, torch.from_numpy(bunch.images)) and images.dtype == torch.float64
+    assert torch.equal(labels, torch.from_numpy(bunch.target).to(torch.int64))
+
+
+def test_a_digits_file_of_the_wrong_shape_is_one_error(tmp_path: Path) -> None:
+    from lib.data.digits import read_csv
+    from lib.errors import UserError
+
+    bad = tmp_path / "digits.csv"
+    bad.write_text("0,1,2\n3,4,5\n")
+    with pytest.raises(UserError, match="3 columns per row, expected 64 pixels and a label"):
+        read_csv(bad)
