@@ -1,11 +1,11 @@
 """KV compression's cost and saving on a trained GPT-2 run (``python -m scripts.bench_kv_compress RUN``).
 
-For each (rank, keys too?) setting: the run's best checkpoint, :class:`kernels.kv_compress.KVCompressKernel`
-fitted on ``make sample``'s calibration windows of the validation text and applied, then the validation
-perplexity on ``make sample``'s perplexity windows before and after, the worst round-trip error of any layer and
-projection on the calibration windows, and the KV cache's bytes after a prefill of one full context, measured on
-the cache's tensors (:func:`kernels.kv_compress.cache_bytes`). Rows go to ``docs/benchmarks/kv_compress.csv``
-and a table to ``kv_compress.md``.
+For each (method, rank, keys too?) setting, PCA and the monotone spline + PCA alike: the run's best checkpoint,
+:class:`kernels.kv_compress.KVCompressKernel` fitted on ``make sample``'s calibration windows of the validation
+text and applied, then the validation perplexity on ``make sample``'s perplexity windows before and after, the
+worst round-trip error of any layer and projection on the calibration windows, and the KV cache's bytes after a
+prefill of one full context, measured on the cache's tensors (:func:`kernels.kv_compress.cache_bytes`). Rows go to
+``docs/benchmarks/kv_compress.csv`` and a table to ``kv_compress.md``.
 """
 
 from __future__ import annotations
@@ -22,21 +22,23 @@ from scripts.bench_common import machine, write_csv, write_table
 from scripts.sample import load_run, validation_task
 
 SETTINGS = ((32, False), (16, False), (8, False), (4, False), (16, True), (8, True), (4, True))
+METHODS = ("pca", "spline_pca")
 
 
-def measure(run: Path, rank: int, keys: bool) -> dict:
+def measure(run: Path, rank: int, keys: bool, method: str) -> dict:
     model, _, spec = load_run(run)
     head = model.config.n_embd // model.config.n_head
     task = validation_task(spec, model.config.block_size, torch.device("cpu"))
     calibration, _ = next(task.batches(spec.axes["seed"], 0, steps=1))
     context = calibration[:1, : model.config.block_size]
     before, bytes_before = task.evaluate(model)["perplexity"], cache_bytes(model, context)
-    kernel = KVCompressKernel(KVCompressKernel.Settings(rank=min(rank, head), keys=keys))
+    kernel = KVCompressKernel(KVCompressKernel.Settings(rank=min(rank, head), keys=keys, method=method))
     kernel.calibrate(model, calibration)
     kernel.apply(model, "inference", torch.device("cpu"))
     after, bytes_after = task.evaluate(model)["perplexity"], cache_bytes(model, context)
     return {
         "run": run.name,
+        "method": method,
         "rank": min(rank, head),
         "head_dim": head,
         "keys": keys,
@@ -55,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="a GPT-2 run directory")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "kv_compress.md")
     args = parser.parse_args(argv)
-    rows = [measure(args.run, rank, keys) for rank, keys in SETTINGS]
+    rows = [measure(args.run, rank, keys, method) for rank, keys in SETTINGS for method in METHODS]
     device, sha = machine()
     write_csv(args.out.with_suffix(".csv"), rows, device, sha)
-    columns = ["rank", "head_dim", "keys", "perplexity_before", "perplexity_after", "change_pct",
+    columns = ["method", "rank", "head_dim", "keys", "perplexity_before", "perplexity_after", "change_pct",
                "round_trip_error", "cache_bytes_before", "cache_bytes_after", "cache_ratio"]  # fmt: skip
     lines = [
         "# KV compression: perplexity cost and cache bytes",

@@ -8,6 +8,7 @@ import pytest
 
 from kernels import KERNELS
 from kernels.banded import GPU_PATHS as BANDED_GPU_PATHS
+from kernels.kv_compress.reference import METHODS as KV_COMPRESS_METHODS
 from lib import config as cfgmod
 from lib.data import DATASETS
 from lib.data.corpora import CORPORA
@@ -45,6 +46,7 @@ CHOICES = {
     "MUON_LR_AXIS": {"muon", "adamw"},  # the "optimizer" tags of MuonWithAdamW's groups (set_peak_lr)
     "BANDED_KERNEL_GPU": set(BANDED_GPU_PATHS),
     "LAUNCHER": set(LAUNCHERS.names()),
+    "KV_COMPRESS_METHOD": set(KV_COMPRESS_METHODS.names()),
 }
 # Multi-select axes: bool symbols <PREFIX>_<NAME> <-> registry entries.
 AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}
@@ -52,7 +54,7 @@ AXES = {"MODEL": MODELS, "OPTIMIZER": OPTIMIZERS, "PRUNING": PRUNERS}
 # (each selected one mirrors the metrics).
 BOOL_FAMILIES = {**AXES, "KERNELS": KERNELS, "TRACKER": TRACKERS, "ONESHOT": ONESHOT}
 # Registries that are exactly one named choice: the choice <PREFIX> has one member per entry, and no other.
-CHOICE_REGISTRIES = [DATASETS, CORPORA, TOKENIZERS, LR_SCHEDULES, SPARSITY_SHAPES, LAUNCHERS]
+CHOICE_REGISTRIES = [DATASETS, CORPORA, TOKENIZERS, LR_SCHEDULES, SPARSITY_SHAPES, LAUNCHERS, KV_COMPRESS_METHODS]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """KV compression for sampling (``KERNELS_KV_COMPRESS``): the values (and with ``KV_COMPRESS_KEYS`` the keys) of
-every attention layer are stored in the KV cache as ``KV_COMPRESS_RANK`` PCA coordinates per head
-(:mod:`kernels.kv_compress.reference`), fitted on a few windows of the run's validation text when the model is
+every attention layer are stored in the KV cache as ``KV_COMPRESS_RANK`` PCA coordinates per head, of the
+vectors themselves or of their monotone-spline warp (``KV_COMPRESS_METHOD``; :mod:`kernels.kv_compress.reference`),
+fitted on a few windows of the run's validation text when the model is
 loaded, and read back as their reconstruction wherever attention uses them: in the cache of ``GPT2.generate``,
 and in a full forward pass (prefill, the perplexity ``make sample`` reports with and without). It approximates
 the model; the cache's bytes shrink by rank / head dimension for each compressed projection
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from kernels import KERNELS, Kernel
-from kernels.kv_compress.reference import Basis, fit, relative_error
+from kernels.kv_compress.reference import METHODS, Basis, SplineBasis, relative_error
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +73,13 @@ class KVCompressKernel(Kernel):
     class Settings:
         rank: int = 16  # KV_COMPRESS_RANK: PCA coordinates kept per head
         keys: bool = False  # KV_COMPRESS_KEYS: compress the keys too
+        method: str = "pca"  # KV_COMPRESS_METHOD: a key of reference.METHODS
+        knots: int = 16  # KV_COMPRESS_SPLINE_KNOTS: segments of each dimension's spline (spline_pca)
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or self.Settings()
-        self.bases: dict[str, dict[str, Basis]] | None = None
+        self.fitter = METHODS[self.settings.method]  # an unknown method: one error line, before calibrating
+        self.bases: dict[str, dict[str, Basis | SplineBasis]] | None = None
         self.errors: dict[str, dict[str, float]] = {}
 
     @property
@@ -84,17 +88,25 @@ class KVCompressKernel(Kernel):
 
     @classmethod
     def from_config(cls, cfg) -> KVCompressKernel:
-        return cls(cls.Settings(rank=cfg["KV_COMPRESS_RANK"], keys=bool(cfg["KV_COMPRESS_KEYS"])))
+        # .get: runs recorded before the method existed were fitted by PCA
+        method = cfg.get("KV_COMPRESS_METHOD") or "pca"
+        knots = cfg.get("KV_COMPRESS_SPLINE_KNOTS") or cls.Settings.knots
+        return cls(cls.Settings(cfg["KV_COMPRESS_RANK"], bool(cfg["KV_COMPRESS_KEYS"]), method, knots))
 
     def calibrate(self, model: nn.Module, inputs) -> None:
         self.bases, self.errors = {}, {}
         for name, (k, v) in head_projections(model, inputs).items():
             rank = min(self.settings.rank, v.shape[-1])
             which = {"v": v, **({"k": k} if self.settings.keys else {})}
-            self.bases[name] = {kind: fit(x, rank) for kind, x in which.items()}
+            self.bases[name] = {kind: self.fitter(x, rank, self.settings.knots) for kind, x in which.items()}
             self.errors[name] = {kind: relative_error(x[None], self.bases[name][kind]) for kind, x in which.items()}
         worst = max((e for layer in self.errors.values() for e in layer.values()), default=0.0)
-        logger.info("kv_compress: rank %d, round-trip error on the calibration windows up to %.3g", self.rank, worst)
+        logger.info(
+            "kv_compress: %s, rank %d, round-trip error on the calibration windows up to %.3g",
+            self.settings.method,
+            self.rank,
+            worst,
+        )
 
     def apply(self, model: nn.Module, purpose: str, device: torch.device) -> list[str]:
         if self.bases is None:

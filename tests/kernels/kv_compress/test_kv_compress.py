@@ -1,5 +1,6 @@
-"""KV compression (kernels/kv_compress): the PCA round trip on data of known rank, the model with compressed values
-against the exact one, the cache's measured bytes, decoding through the compressed cache, and make sample's line."""
+"""KV compression (kernels/kv_compress): the PCA round trip on data of known rank, the monotone spline on
+hand-computed knots and the spline + PCA variant on curved data, the model with compressed values against the
+exact one, the cache's measured bytes, decoding through the compressed cache, and make sample's line."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 import kernels
 from kernels.kv_compress import KVCompressKernel, cache_bytes, head_projections
-from kernels.kv_compress.reference import fit, relative_error
+from kernels.kv_compress.reference import MonotoneSpline, fit, fit_spline, relative_error
 from lib import config as cfgmod
 from models.gpt2.model import GPT2, GPT2Config
 from scripts import sample
@@ -101,4 +102,71 @@ def test_make_sample_reports_the_perplexity_cost_of_the_compression(tmp_path: Pa
     assert model.transformer.h[0].attn.kv_basis["v"].rank == 4
     cfg = cfgmod.from_defaults(["KERNELS_KV_COMPRESS=y", "KV_COMPRESS_RANK=8", "KV_COMPRESS_KEYS=y"])
     assert KVCompressKernel.from_config(cfg).settings == KVCompressKernel.Settings(rank=8, keys=True)
+    spline = cfgmod.from_defaults(
+        ["KERNELS_KV_COMPRESS=y", "KV_COMPRESS_METHOD=spline_pca", "KV_COMPRESS_SPLINE_KNOTS=8"]
+    )
+    assert KVCompressKernel.from_config(spline).settings == KVCompressKernel.Settings(method="spline_pca", knots=8)
+    recorded = {k: v for k, v in cfg.values.items() if not k.startswith("KV_COMPRESS_METHOD")}
+    assert KVCompressKernel.from_config(cfgmod.Config(recorded)).settings.method == "pca"  # a run from before
     assert kernels.calibrating(cfg, "inference") and not kernels.selected(cfg, "train")
+
+
+def test_the_monotone_spline_interpolates_its_knots_and_inverts_exactly() -> None:
+    """Knots (0, 0), (1, 2), (3, 3): slope 2 then 1/2, and the end segments' lines beyond the ends."""
+    spline = MonotoneSpline(torch.tensor([[[0.0, 1.0, 3.0]]]), torch.tensor([[[0.0, 2.0, 3.0]]]))  # 1 head, d = 1
+    x = torch.tensor([-1.0, 0.5, 1.0, 2.0, 4.0]).view(1, 1, 5, 1)  # (B, nh, T, d)
+    assert spline(x).flatten().tolist() == [-2.0, 1.0, 2.0, 2.5, 3.5]
+    assert spline.inverse(spline(x)).flatten().tolist() == x.flatten().tolist()
+
+
+def _curved(n: int = 4000) -> torch.Tensor:
+    """Two heads of (t, t³, 2t + 1) with t Gaussian: one degree of freedom on a curve, not a line."""
+    t = torch.randn(2, n, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return torch.cat([t, t**3, 2 * t + 1], dim=-1)
+
+
+def test_spline_pca_straightens_a_curve_that_pca_cannot_flatten() -> None:
+    """Gaussianising t³ gives back a multiple of t: after the warp the data is a line, which rank 1 holds up
+    to the spline's own error, which shrinks as its segments do (measured: 0.12, 0.042, 0.017 at 4, 16 and 64
+    segments, against PCA's 0.28)."""
+    x = _curved()
+    pca = relative_error(x[None], fit(x, 1))
+    spline = [relative_error(x[None], fit_spline(x, 1, knots)) for knots in (4, 16, 64)]
+    assert pca > 0.25 and spline[0] > spline[1] > spline[2] and spline[1] < pca / 5
+    assert fit_spline(x, 1).blend.tolist() == [1.0, 1.0]  # the full Gaussianising warp in both heads
+    assert fit_spline(x, 1).rank == 1 and fit_spline(x, 1).encode(x[None]).shape == (1, 2, 4000, 1)
+
+
+def test_spline_pca_is_never_worse_than_pca_on_its_calibration_data() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 600, 8, generator=gen) @ torch.randn(8, 8, generator=gen)  # Gaussian: PCA's own case
+    x[1] = x[1].exp()  # a skewed head
+    x[2, :, 5] = 4.0  # a constant dimension
+    x[2, :, 6] = torch.randint(0, 3, (600,), generator=gen).float()  # a dimension of three values
+    for rank in (1, 3, 8):
+        basis = fit_spline(x, rank)
+        back = basis.decode(basis.encode(x[None]))
+        assert torch.isfinite(back).all()
+        assert relative_error(x[None], basis) <= relative_error(x[None], fit(x, rank)) + 1e-5
+    assert relative_error(x[None], fit_spline(x, 8)) < 1e-5  # full rank: the warp and a rotation, both invertible
+    with pytest.raises(ValueError, match="knots 1: at least 2"):
+        fit_spline(x, 2, knots=1)
+
+
+def test_spline_pca_in_the_model_caches_the_same_bytes_as_pca() -> None:
+    model, idx = _model(), torch.randint(64, (2, 20))
+    with torch.no_grad():
+        exact = model(idx)
+        kernel = KVCompressKernel(KVCompressKernel.Settings(rank=16, keys=True, method="spline_pca"))
+        kernel.calibrate(model, torch.randint(64, (4, 32), generator=torch.Generator().manual_seed(1)))
+        kernel.apply(model, "inference", torch.device("cpu"))
+        torch.testing.assert_close(model(idx), exact, atol=1e-4, rtol=1e-4)  # full rank: invertible
+    low = _model()
+    kernel = KVCompressKernel(KVCompressKernel.Settings(rank=4, method="spline_pca"))
+    kernel.calibrate(low, torch.randint(64, (4, 32), generator=torch.Generator().manual_seed(1)))
+    kernel.apply(low, "inference", torch.device("cpu"))
+    assert cache_bytes(low, idx) == 12_800  # as PCA at rank 4 (above)
+    with torch.no_grad():
+        cache = low.new_cache()
+        steps = torch.cat([low(idx[:, :7], cache), low(idx[:, 7:], cache)], dim=1)
+        torch.testing.assert_close(steps, low(idx), atol=1e-5, rtol=1e-5)
