@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+import kconfiglib
 import torch
 from torch import nn
 
@@ -62,6 +63,23 @@ def selected(cfg, purpose: str) -> list[str]:
     return [n for n in KERNELS.names() if cfg.get(KERNELS.symbol(n)) and purpose in KERNELS[n].PURPOSES]
 
 
+def inference_symbols(kconf) -> set[str]:
+    """The Kconfig names that change only how a trained model is sampled: the bool of every kernel that serves
+    inference alone, and every symbol and named choice that depends on one of them (their knobs)."""
+    names = {KERNELS.symbol(n) for n in KERNELS.names() if tuple(KERNELS[n].PURPOSES) == ("inference",)}
+    items = [item for item in (*kconf.unique_defined_syms, *kconf.unique_choices) if item.name]
+    grew = True
+    while grew:
+        grew = False
+        for item in items:
+            if item.name not in names and any(
+                getattr(dep, "name", None) in names for dep in kconfiglib.expr_items(item.direct_dep)
+            ):
+                names.add(item.name)
+                grew = True
+    return names
+
+
 def calibrating(cfg, purpose: str) -> bool:
     """Some kernel ``cfg`` selects for ``purpose`` calibrates: :func:`prepare` needs ``calibration`` inputs,
     and the model it prepares approximates the one it was given."""
@@ -88,4 +106,4 @@ def prepare(model: nn.Module, cfg, purpose: str, device: torch.device, calibrati
 # Last: each kernel's package imports the base class and the registry from here.
 import_members(__name__, __path__)
 
-__all__ = ["KERNELS", "Kernel", "calibrating", "prepare", "selected"]
+__all__ = ["KERNELS", "Kernel", "calibrating", "inference_symbols", "prepare", "selected"]

@@ -445,6 +445,23 @@ def from_defaults(overrides: Iterable[str] = ()) -> Config:
     return _finish(load_kconfig(), overrides)
 
 
+def recorded_kconfig(values: Mapping[str, Any]) -> kconfiglib.Kconfig:
+    """The Kconfig tree with a recorded run's bool (so also its choices) and int values set, the kinds of
+    symbol that ``depends on`` tests, and every other symbol at its default: for checking assignments made
+    on top of a run (``make sample SET=``), whose caller takes from it only the symbols they may set."""
+    kconf = load_kconfig()
+    for sym in kconf.unique_defined_syms:
+        value = values.get(sym.name)
+        if value is None or not any(n.prompt for n in sym.nodes):
+            continue
+        if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE) and isinstance(value, bool):
+            sym.set_value(2 if value else 0)
+        elif sym.orig_type in (kconfiglib.INT, kconfiglib.HEX) and isinstance(value, int):
+            sym.set_value(str(value))
+    kconf.warnings = []
+    return kconf
+
+
 def _finish(kconf: kconfiglib.Kconfig, overrides: Iterable[str]) -> Config:
     apply_overrides(kconf, overrides)
     cfg = to_config(kconf)

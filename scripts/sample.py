@@ -9,7 +9,10 @@ The model is rebuilt from the run's own ``config.json`` (size, gate axes, tokeni
 document does). ``--temperature 0`` is greedy; ``--top-k`` keeps the k likeliest tokens; ``--seed`` makes the
 samples reproducible. Sampling runs on CUDA when there is a GPU, else on the CPU.
 
-The model is handed to the kernels the run selects (:func:`kernels.prepare`, purpose ``"inference"``). When one
+The model is handed to the kernels the run selects (:func:`kernels.prepare`, purpose ``"inference"``), or those
+``SET=`` selects: assignments of the inference kernels' symbols (:func:`kernels.inference_symbols`, e.g.
+``SET="KERNELS_KV_COMPRESS=y KV_COMPRESS_RANK=8"``) replace the run's recorded ones, checked by Kconfig against
+the run's own settings (2:4 Linears need a run pruned 2:4); the rest of ``SET=`` only finds the run. When one
 of them calibrates (``KERNELS_SPARSE_GEMV``: activation thresholds), it observes the model on a few windows of
 the run's validation text, and one line on stderr gives the validation perplexity of the model with and without
 the kernels' approximation, measured on other validation windows just before it.
@@ -116,18 +119,46 @@ def load_run(run_dir: Path, which: str = "best") -> tuple[GPT2, object, RunSpec]
     return model.eval(), tokenizer, spec
 
 
-def load_model(run_dir: Path, which: str = "best") -> tuple[GPT2, object]:
-    """The run's GPT-2 (:func:`load_run`) on the sampling device, handed to the run's inference kernels."""
+def split_kernel_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``SET=``'s assignments to the inference kernels' symbols, and the rest (which find the run)."""
+    names = kernels.inference_symbols(config_mod.load_kconfig())
+    mine = [o for o in overrides if o.partition("=")[0].strip().removeprefix("CONFIG_") in names]
+    return mine, [o for o in overrides if o not in mine]
+
+
+def inference_config(cfg: config_mod.Config, overrides: list[str]) -> config_mod.Config:
+    """The run's recorded ``cfg`` with its inference kernels' symbols as ``overrides`` set them, checked by
+    Kconfig on top of the run's own settings; every other value stays the run's."""
+    if not overrides:
+        return cfg
+    kconf = config_mod.recorded_kconfig(cfg.values)
+    config_mod.apply_overrides(kconf, overrides)
+    ours = config_mod.to_config(kconf)
+    values = dict(cfg.values)
+    for name in kernels.inference_symbols(kconf):
+        if name in ours:
+            values[name] = ours[name]
+        else:
+            values.pop(name, None)  # a choice whose kernel is now off has no selection
+    chosen = kernels.selected(config_mod.Config(values), "inference")
+    logger.info("inference kernels from SET=: %s (%s)", ", ".join(chosen) or "none", " ".join(overrides))
+    return config_mod.Config(values)
+
+
+def load_model(run_dir: Path, which: str = "best", overrides: list[str] | None = None) -> tuple[GPT2, object]:
+    """The run's GPT-2 (:func:`load_run`) on the sampling device, handed to its inference kernels: the run's,
+    or those ``overrides`` (``SET=``'s inference-kernel assignments, :func:`split_kernel_overrides`) select."""
     model, tokenizer, spec = load_run(run_dir, which)
+    cfg = inference_config(spec.cfg, overrides or [])
     device = sampling_device()
     model.to(device).eval()
-    if not kernels.calibrating(spec.cfg, "inference"):
-        kernels.prepare(model, spec.cfg, "inference", device)
+    if not kernels.calibrating(cfg, "inference"):
+        kernels.prepare(model, cfg, "inference", device)
         return model, tokenizer
     task = validation_task(spec, model.config.block_size, device)
     calibration, _ = next(task.batches(spec.axes["seed"], 0, steps=1))
     before = task.evaluate(model)["perplexity"]
-    taken = kernels.prepare(model, spec.cfg, "inference", device, calibration)
+    taken = kernels.prepare(model, cfg, "inference", device, calibration)
     after = task.evaluate(model)["perplexity"]
     logger.info(
         "validation perplexity %.4g with %s, %.4g without (%+.2f%%; %d windows of %d tokens of %s)",
@@ -151,8 +182,9 @@ def sample(
     seed: int = DEFAULTS["seed"],
     num: int = 1,
     which: str = "best",
+    overrides: list[str] | None = None,
 ) -> list[str]:
-    model, tokenizer = load_model(run_dir, which)
+    model, tokenizer = load_model(run_dir, which, overrides)
     start = [tokenizer.eot, *tokenizer.encode(prompt)]
     generator = torch.Generator().manual_seed(seed)  # on the CPU: generate draws there, on any device
     device = next(model.parameters()).device
@@ -199,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run", help="a GPT-2 run directory (results/<matrix>/<run-id>), or a run id of the matrix")
     parser.add_argument("--config", default=str(config_mod.DOTCONFIG), help="the .config that names RESULTS_DIR")
-    parser.add_argument("--set", default="", help="overrides: 'SYM=VALUE ...', e.g. 'RESULTS_DIR=<dir>'")
+    parser.add_argument(
+        "--set",
+        default="",
+        help="overrides: 'SYM=VALUE ...': RESULTS_DIR=<dir> finds the run, inference kernels' symbols "
+        "(KERNELS_KV_COMPRESS=y KV_COMPRESS_RANK=8 ...) replace the run's",
+    )
     parser.add_argument("--matrix", metavar="DIR", help="where a run id is looked up (default: RESULTS_DIR/latest)")
     parser.add_argument("--prompt", default="")
     parser.add_argument("--tokens", type=_number(int, 1, "TOKENS"), default=DEFAULTS["tokens"])
@@ -210,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", choices=sorted(CHECKPOINTS), default="best")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # the kernels' lines
+    kernel_overrides, where = split_kernel_overrides(config_mod.split_overrides(args.set))
     texts = sample(
-        find_run(args.run, args.config, config_mod.split_overrides(args.set), args.matrix),
+        find_run(args.run, args.config, where, args.matrix),
         args.prompt,
         tokens=args.tokens,
         temperature=args.temperature,
@@ -219,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         num=args.num,
         which=args.checkpoint,
+        overrides=kernel_overrides,
     )
     for i, text in enumerate(texts):
         print(f"--- sample {i} (seed {args.seed}, temperature {args.temperature}, top-k {args.top_k or 'all'})")

@@ -5,6 +5,8 @@ exact one, the cache's measured bytes, decoding through the compressed cache, an
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,11 @@ import torch
 
 import kernels
 from kernels.kv_compress import KVCompressKernel, cache_bytes, head_projections
-from kernels.kv_compress.reference import MonotoneSpline, fit, fit_spline, relative_error
+from kernels.kv_compress.reference import MonotoneSpline, SplineBasis, fit, fit_spline, relative_error
 from lib import config as cfgmod
 from models.gpt2.model import GPT2, GPT2Config
 from scripts import sample
-from tests.helpers import gpt2_run
+from tests.helpers import HANG_GUARD_SECONDS, ROOT, gpt2_run
 
 
 def test_pca_reconstructs_data_of_its_rank_and_orders_the_axes() -> None:
@@ -170,3 +172,29 @@ def test_spline_pca_in_the_model_caches_the_same_bytes_as_pca() -> None:
         cache = low.new_cache()
         steps = torch.cat([low(idx[:, :7], cache), low(idx[:, 7:], cache)], dim=1)
         torch.testing.assert_close(steps, low(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_make_sample_set_selects_inference_kernels_for_a_run_trained_without_them(tmp_path: Path, caplog) -> None:
+    run = gpt2_run(tmp_path, f"DATA_DIR={tmp_path}")
+    given = ["RESULTS_DIR=/elsewhere", "KERNELS_KV_COMPRESS=y", "KV_COMPRESS_RANK=4", "KV_COMPRESS_METHOD=spline_pca"]
+    overrides, where = sample.split_kernel_overrides(given)
+    assert where == ["RESULTS_DIR=/elsewhere"] and overrides == given[1:]
+    with caplog.at_level(logging.INFO, logger="scripts.sample"):
+        model, _ = sample.load_model(run, overrides=overrides)
+    lines = [r.getMessage() for r in caplog.records if r.name == "scripts.sample"]
+    assert lines[0].startswith("inference kernels from SET=: kv_compress (KERNELS_KV_COMPRESS=y")
+    assert "with kv_compress (1 layers)" in lines[1]
+    basis = model.transformer.h[0].attn.kv_basis["v"]
+    assert isinstance(basis, SplineBasis) and basis.rank == 4
+    plain, _ = sample.load_model(run)  # the run itself recorded no kernel
+    assert getattr(plain.transformer.h[0].attn, "kv_basis", None) is None
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.sample", str(run), "--set", "KERNELS_SEMI_STRUCTURED=y", "--tokens", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_SECONDS,
+    )
+    assert proc.returncode != 0 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert "KERNELS_SEMI_STRUCTURED" in line and "PRUNING_NM_PATTERN_2_4" in line, line
