@@ -36,6 +36,16 @@ def test_every_variant_gets_the_same_tokens_schedule_and_three_seeds() -> None:
     assert abs(last - cfg["ADAMW_LR"] * cfg["LR_MIN_RATIO"]) < 1e-9  # annealed to the end of the run
 
 
+def test_the_variant_axes_matrix_moves_one_axis_at_a_time_on_the_same_tokens() -> None:
+    runs = expand(cfgmod.load(cfgmod.DEFCONFIGS / "gpt2-variant-axes")).runs
+    cells = {(r.axes["mlp_ratio"], r.axes["mla"], r.axes["kv_keep"]) for r in runs}
+    assert cells == {(2.0, 0, 1.0), (2.5, 0, 1.0), (2.0, 64, 1.0), (2.0, 0, 0.5)}
+    for cell in cells:
+        seeds = [r.axes["seed"] for r in runs if (r.axes["mlp_ratio"], r.axes["mla"], r.axes["kv_keep"]) == cell]
+        assert sorted(seeds) == [0, 1, 2]
+    assert len({budget(r.cfg) for r in runs}) == 1
+
+
 def test_the_ablation_runs_end_to_end_to_its_table(tmp_path: Path) -> None:
     small = ["GPT2_SIZE=custom", "GPT2_N_LAYER=1", "GPT2_N_EMBD=32", "GPT2_N_HEAD=2", "GPT2_BLOCK_SIZE=32"]
     small += ["GPT2_MAX_ITERS=6", "GPT2_EVAL_INTERVAL=3", "GPT2_EVAL_BATCHES=2", "BATCH_SIZE=4", "LR_WARMUP_STEPS=2"]
