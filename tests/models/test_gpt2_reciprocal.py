@@ -227,6 +227,35 @@ def test_the_mlp_ratio_sets_fc1_to_hold_that_many_attention_parameters() -> None
     assert model_config(runs[1].cfg, runs[1].axes, 257).mlp_ratio == 2.5
 
 
+def test_the_published_ratio_ablation_steps_0_and_2_at_their_settings() -> None:
+    """The published RATIO ablation (mcgrof/knlp defconfigs/old/gpt2-ratio-ablation): GPT-2 124M, FC1 3072 at
+    1:2 and 3840 at 1:2.5, 10,400 iterations of 8 x 8 sequences of 1024 tokens on 4 GPUs, AdamWSpam."""
+    from models.gpt2.model import MLP
+
+    cfg = cfgmod.load(cfgmod.DEFCONFIGS / "gpt2-ratio-ablation-124m")
+    runs = expand(cfg).runs
+    widths = [MLP(model_config(r.cfg, r.axes, 50304)).c_fc.out_features for r in runs]
+    assert [(r.axes["mlp_ratio"], w) for r, w in zip(runs, widths, strict=True)] == [(2.0, 3072), (2.5, 3840)]
+    published = {
+        "GPT2_SIZE": "124m",
+        "GPT2_DATASET": "fineweb_edu",
+        "GPT2_MAX_ITERS": 10_400,
+        "BATCH_SIZE": 8,
+        "GPT2_GRAD_ACCUM": 8,
+        "DDP_PROCS": 4,
+        "ADAMWSPAM_LR": 6e-4,
+        "LR_WARMUP_STEPS": 2000,
+        "LR_MIN_RATIO": 0.1,  # to 6e-5
+        "GPT2_DROPOUT": 0.1,
+        "SPAM_THRESHOLD": 50.0,
+        "SPAM_RESET_INTERVAL": 1000,
+        "SPAM_WARMUP_STEPS": 1000,
+        "PRECISION": "bf16",
+    }
+    assert {k: cfg[k] for k in published} == published
+    assert {r.axes["optimizer"] for r in runs} == {"adamwspam"} and [r.axes["seed"] for r in runs] == [0, 0]
+
+
 def test_kv_pruning_quotas_forgive_the_share_rounding() -> None:
     """0.4 · 5 = 2.0000000000000004 in float64: the query at position 4 keeps 2 keys, not 3."""
     attn = CausalSelfAttention(_cfg(n_head=1, n_embd=8, kv_keep=0.4))
