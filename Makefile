@@ -189,7 +189,8 @@ bench: $(STAMP) ## Run the benchmarks; tables go to docs/benchmarks/ (not part o
 	@$(PY) -m scripts.bench_resnet
 	@$(PY) -m scripts.bench_lenet5
 	@$(PY) -m scripts.bench_memory
-	@exec $(PY) -m scripts.bench_gpt2
+	@$(PY) -m scripts.bench_gpt2
+	@exec $(PY) -m scripts.bench_variants
 
 lint: $(STAMP) ## ruff check and format check
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .
