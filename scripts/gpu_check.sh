@@ -46,3 +46,9 @@ grep -v "^|" "$out/kernels.md" 2>/dev/null | grep "target reached\|failed"
 tick=$SECONDS
 timeout "${BENCH_TIMEOUT:-120}" $py -m scripts.bench_oneshot --out "$out/oneshot-gpu.md" >>"$out/bench.txt" 2>&1
 echo "scripts.bench_oneshot: rc=$? in $((SECONDS - tick)) s"
+
+# GPT-2 124M: each reciprocal variant's training speed against plain (issue 17's "RA 2.17% faster"); its own file
+tick=$SECONDS
+timeout "${BENCH_TIMEOUT:-120}" $py -m scripts.bench_variants --set "GPT2_SIZE=124m BATCH_SIZE=8 PRECISION=bf16" \
+    --steps 10 --pairs 4 --out "$out/gpt2_variants-gpu.md" >>"$out/bench.txt" 2>&1
+echo "scripts.bench_variants: rc=$? in $((SECONDS - tick)) s"
