@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import shlex
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +38,12 @@ def machine() -> tuple[str, str]:
     ).stdout
     # "-dirty": the measured code is that commit plus uncommitted changes to tracked files
     return f"{cpu_model()}, {torch.get_num_threads()} threads", sha.strip() + ("-dirty" if changed.strip() else "")
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces a benchmark's table: ``python -m <module>`` with its arguments (``argv``, or
+    the process's own when it is None, as when run from the shell), quoted for a shell."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def write_csv(path: Path, rows: list[dict], device: str, sha: str) -> None:
@@ -156,7 +164,7 @@ class LoopBench:
 
     def header(self, argv: list[str] | None, desc: str, sha: str, setup: str) -> str:
         """The report's first paragraph: the command, the machine, torch, git, and the setup in words."""
-        command = f"Command: `python -m {self.module} {' '.join(argv or [])}`".rstrip()
+        command = f"Command: `{command_line(self.module, argv)}`"
         return f"{command} (run by `make bench`). Machine: {desc}; torch {torch.__version__}; git {sha}. Setup: {setup}"
 
     def write(self, args: argparse.Namespace, rows: list[dict], desc: str, sha: str, lines: list[str]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from lib.config import ROOT
 from lib.errors import run_cli
 from lib.oneshot import ONESHOT, LayerStats
 from lib.progress import Meter
-from scripts.bench_common import device_description, sync, write_csv, write_table
+from scripts.bench_common import command_line, device_description, sync, write_csv, write_table
 
 METHODS = ("magnitude", "wanda", "sparsegpt")  # baseline first
 PATTERNS = {"50%": None, "2:4": (2, 4)}
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     desc, sha = device_description(device)
     write_csv(args.out.with_suffix(".csv"), rows, desc, sha)
-    command = " ".join(["python -m scripts.bench_oneshot", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("scripts.bench_oneshot", argv)
     lines = [
         "# One-shot pruning: time per layer",
         "",

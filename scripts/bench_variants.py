@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from lib.training import PRECISIONS
 from models.gpt2 import VARIANT_AXES
 from models.gpt2.model import GPT2
 from models.gpt2.train import model_config
-from scripts.bench_common import abba, device_description, sync, write_csv, write_table
+from scripts.bench_common import abba, command_line, device_description, sync, write_csv, write_table
 
 BYTE_VOCAB = 257  # the byte tokenizer's; the vocabulary only sizes the embedding and the head
 
@@ -129,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(cfg, args.steps, args.pairs, device)
     desc, sha = device_description(device)
     write_csv(args.out.with_suffix(".csv"), rows, desc, sha)
-    command = shlex.join(["python", "-m", "scripts.bench_variants", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("scripts.bench_variants", argv)
     lines = [
         "# GPT-2 variants: training speed against plain GPT-2",
         "",
-        f"Command: `{command.strip()}`. Machine: {desc}; torch {torch.__version__}; git {sha}. Defconfig "
+        f"Command: `{command}`. Machine: {desc}; torch {torch.__version__}; git {sha}. Defconfig "
         f"{args.defconfig}{' with ' + args.set if args.set else ''}: {args.steps} training steps of "
         f"{cfg['BATCH_SIZE']} sequences per measurement, {args.pairs} ABBA pairs per variant; the ratio is the "
         "median of the per-pair ratios (variant tokens/s over plain tokens/s), with the range over pairs.",
