@@ -344,6 +344,11 @@ def load_file(kconf: kconfiglib.Kconfig, path: str | os.PathLike, replace: bool 
     _check_assignments(kconf, str(path))
 
 
+def override_name(kconf: kconfiglib.Kconfig, item: str) -> str:
+    """The symbol (or named choice) a ``SYM=VALUE`` override assigns, without the ``CONFIG_`` prefix."""
+    return item.partition("=")[0].strip().removeprefix(kconf.config_prefix)
+
+
 def apply_overrides(kconf: kconfiglib.Kconfig, overrides: Iterable[str]) -> None:
     """Apply ``SYM=VALUE`` assignments (a named choice may be given as ``CHOICE=member``).
 
@@ -351,8 +356,8 @@ def apply_overrides(kconf: kconfiglib.Kconfig, overrides: Iterable[str]) -> None
     """
     assigned: dict[kconfiglib.Symbol, str] = {}
     for item in overrides:
-        name, sep, value = item.partition("=")
-        name = name.strip().removeprefix(kconf.config_prefix)
+        _, sep, value = item.partition("=")
+        name = override_name(kconf, item)
         if not sep or not name:
             raise UserError(f"override {item!r} is not SYM=VALUE; write e.g. SET=\"EPOCHS=3 SEEDS='0 1'\"")
         choice = next((c for c in kconf.unique_choices if c.name == name), None)

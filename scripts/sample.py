@@ -121,8 +121,11 @@ def load_run(run_dir: Path, which: str = "best") -> tuple[GPT2, object, RunSpec]
 
 def split_kernel_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     """``SET=``'s assignments to the inference kernels' symbols, and the rest (which find the run)."""
-    names = kernels.inference_symbols(config_mod.load_kconfig())
-    mine = [o for o in overrides if o.partition("=")[0].strip().removeprefix("CONFIG_") in names]
+    if not overrides:
+        return [], []
+    kconf = config_mod.load_kconfig()
+    names = kernels.inference_symbols(kconf)
+    mine = [o for o in overrides if config_mod.override_name(kconf, o) in names]
     return mine, [o for o in overrides if o not in mine]
 
 
