@@ -170,9 +170,10 @@ def fit_spline(x: torch.Tensor, rank: int, knots: int = 16) -> SplineBasis:
     candidates, errors = [], []
     for blend in BLENDS:
         spline = MonotoneSpline(xs, (1 - blend) * xs + blend * gauss)
-        z = spline(xd[None])[0]
-        basis = SplineBasis(spline, fit(z, rank), torch.full((nh,), blend, dtype=torch.float64))
-        back = basis.decode(basis.encode(xd[None]))[0]
+        z = spline(xd[None])  # the warped data, once: encode would warp it again
+        pca = fit(z[0], rank)
+        back = spline.inverse(pca.decode(pca.encode(z)))[0]
+        basis = SplineBasis(spline, pca, torch.full((nh,), blend, dtype=torch.float64))
         candidates.append(basis)
         errors.append(((xd - back) ** 2).sum(dim=(1, 2)))  # (nh,)
     best = torch.stack(errors).argmin(dim=0)  # (nh,)
