@@ -12,6 +12,7 @@ import logging
 import os
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -22,6 +23,12 @@ logger = logging.getLogger(__name__)
 def triton_installed() -> bool:
     """Triton can be imported (looked up once: :func:`use_triton` runs on every banded layer's forward)."""
     return importlib.util.find_spec("triton") is not None
+
+
+def cache_root() -> Path:
+    """Where kernels built on first use are kept, outside the repository: ``$XDG_CACHE_HOME/sparsity-lab``
+    (default ``~/.cache/sparsity-lab``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sparsity-lab"
 
 
 def interpreting() -> bool:

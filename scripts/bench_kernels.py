@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from kernels.banded import BandedKernel, BandedLinear, auto_block
+from kernels.banded import cpu as cpu_kernel
 from lib.config import ROOT
 from lib.errors import UserError, run_cli
 from lib.pruning.patterns import band_width_for, banded_mask
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 SHAPES = {"gpt2-tiny": 128, "gpt2-small": 512}  # n_embd C; MLP ratio r = 4
 DENSITIES = (0.44, 0.24, 0.12)
 STEP_DENSITY = 0.12
+CPU_OPS = {"c": "banded_linear_fwd_bwd", "torch": "banded_linear_fwd_bwd_torch"}  # BANDED_KERNEL_CPU -> op
 # modules with gpu_rows(quick) -> rows (op, shape, density, speedup, target, ...), run when CUDA is present
 GPU_BENCHES = (
     "kernels.banded.bench",
@@ -76,12 +78,16 @@ def abba(a: Callable[[], float], b: Callable[[], float], pairs: int, warmup: int
     return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
 
 
-def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block: int) -> dict:
+def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block: int, path: str) -> dict:
+    """One banded MLP Linear's forward + backward on the CPU ``path`` (BANDED_KERNEL_CPU) against masked dense."""
     out_features, in_features = (4 * c, c) if fc == "fc1" else (c, 4 * c)
     width, achieved = band_width_for(out_features, in_features, density)
     gen = torch.Generator().manual_seed(0)
     dense = _masked_linear(out_features, in_features, width)
-    banded = BandedLinear(dense, block or auto_block(width))
+    banded = BandedLinear(dense, block or auto_block(width), cpu=path)
+    if path == "c" and (why := cpu_kernel.unavailable()):
+        raise UserError(f"the banded C kernel cannot run here: {why}")
+    tiles = banded.cpu_plan() if path == "c" else banded.plan()
     x = torch.randn(tokens, in_features, generator=gen)
     dy = torch.randn(tokens, out_features, generator=gen)
     # Each side gets the layouts it meets in GPT-2's MLP with both Linears banded: a banded layer returns y
@@ -106,14 +112,14 @@ def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block:
 
     dense_s, banded_s, ratio = abba(lambda: step(dense, True), lambda: step(banded, False), pairs, warmup=3)
     return {
-        "op": "banded_linear_fwd_bwd",
+        "op": CPU_OPS[path],
         "shape": f"{fc} {tokens}x{in_features}->{out_features}",
         "model": next(k for k, v in SHAPES.items() if v == c),
         "dtype": "fp32",
         "bandwidth": width,
         "density": round(achieved, 4),
-        "block": banded.block,
-        "tile_density": round(banded.plan().density, 4),
+        "block": cpu_kernel.ROWS if path == "c" else banded.block,
+        "tile_density": round(tiles.density, 4),
         "dense_ms": round(1e3 * dense_s, 3),
         "kernel_ms": round(1e3 * banded_s, 3),
         "speedup": round(ratio, 3),
@@ -233,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--block", type=int, default=0, help="tile extent on the wide side (BANDED_KERNEL_BLOCK; 0: per layer)"
     )
+    parser.add_argument(
+        "--cpu-path", action="append", choices=CPU_OPS, help="only this CPU path's layer rows (repeatable)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions on the GPU")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (on a GPU machine)")
@@ -251,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if not (args.gpu_only or args.report_only):
         rows = [
-            bench_layer(c, fc, d, args.tokens, args.pairs, args.block)
+            bench_layer(c, fc, d, args.tokens, args.pairs, args.block, path)
+            for path in args.cpu_path or CPU_OPS
             for c in SHAPES.values()
             for fc in ("fc1", "fc2")
             for d in DENSITIES

@@ -19,7 +19,12 @@ import os
 
 import torch
 
-_PREVIOUS = os.environ.get("TRITON_INTERPRET")
+# What the variable was before pytest started. xdist's workers start after the controller has switched the
+# interpreter on, and inherit its environment, so the value is handed down under a name of its own.
+_BEFORE = "SPARSITY_LAB_TRITON_INTERPRET_BEFORE_TESTS"
+_UNSET = "<unset>"
+os.environ.setdefault(_BEFORE, os.environ.get("TRITON_INTERPRET", _UNSET))
+_PREVIOUS = None if os.environ[_BEFORE] == _UNSET else os.environ[_BEFORE]
 _INTERPRET = not torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 if _INTERPRET:

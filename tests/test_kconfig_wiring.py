@@ -7,6 +7,7 @@ import kconfiglib
 import pytest
 
 from kernels import KERNELS
+from kernels.banded import CPU_PATHS as BANDED_CPU_PATHS
 from kernels.banded import GPU_PATHS as BANDED_GPU_PATHS
 from kernels.kv_compress.reference import METHODS as KV_COMPRESS_METHODS
 from lib import config as cfgmod
@@ -45,6 +46,7 @@ CHOICES = {
     "MUON_LR_SCALE": {f for f in ADJUST_LR_FNS if f},
     "MUON_LR_AXIS": {"muon", "adamw"},  # the "optimizer" tags of MuonWithAdamW's groups (set_peak_lr)
     "BANDED_KERNEL_GPU": set(BANDED_GPU_PATHS),
+    "BANDED_KERNEL_CPU": set(BANDED_CPU_PATHS),
     "LAUNCHER": set(LAUNCHERS.names()),
     "KV_COMPRESS_METHOD": set(KV_COMPRESS_METHODS.names()),
 }

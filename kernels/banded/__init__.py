@@ -4,14 +4,17 @@ A layer is taken over when its ``weight_mask`` is exactly ``banded_mask(out, in,
 ``w > 0`` (derived from the mask: the largest kept offset ``|j - i·r|`` on the wide side); other masks are
 logged and left dense. Where it runs:
 
-- on the CPU, :mod:`kernels.banded.reference` (pure PyTorch, batched GEMMs over the tiles that meet the band,
-  ``BANDED_KERNEL_BLOCK`` wide-side channels per tile), forward and backward;
+- on the CPU, ``BANDED_KERNEL_CPU``: :mod:`kernels.banded.cpu` (C, compiled on first use, register-blocked
+  loops over 8-row tiles; float32 and float64), or :mod:`kernels.banded.reference` (pure PyTorch, batched GEMMs
+  over tiles of ``BANDED_KERNEL_BLOCK`` wide-side channels), forward and backward; the reference also takes
+  what the C kernel cannot (other dtypes, or a machine where it cannot be built: logged once);
 - on a GPU, ``BANDED_KERNEL_GPU``: :mod:`kernels.banded.kernel` (Triton, forward and backward), or
   :mod:`kernels.banded.cuda` (the CUDA forward, built on first use; its backward is the reference's).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from kernels import KERNELS, Kernel
+from kernels.banded import cpu as cpu_kernel
 from kernels.banded.reference import BandPlan, banded_linear, plan
 from kernels.runtime import use_triton
 from lib.pruning.patterns import banded_mask
@@ -43,7 +47,15 @@ def band_width_of(mask: torch.Tensor) -> int | None:
     return None
 
 
+@functools.cache
+def _warn_once(why: str | None) -> None:
+    """One log line per reason a CPU tensor took the reference instead of the C kernel."""
+    if why is not None:
+        logger.warning("banded kernel: the compiled CPU kernel cannot run (%s); using the PyTorch path", why)
+
+
 GPU_PATHS = ("triton", "cuda")  # BANDED_KERNEL_GPU
+CPU_PATHS = ("c", "torch")  # BANDED_KERNEL_CPU
 
 
 def auto_block(width: int) -> int:
@@ -59,11 +71,14 @@ class BandedLinear(nn.Module):
     no difference. What each path needs from the mask (the reference's tile plan, the GPU kernels' row ranges)
     is rebuilt when the mask changes in place or moves to another device."""
 
-    def __init__(self, linear: nn.Linear, block: int, gpu: str = "triton") -> None:
+    def __init__(self, linear: nn.Linear, block: int, gpu: str = "triton", cpu: str = "c") -> None:
         super().__init__()
         if gpu not in GPU_PATHS:
             raise ValueError(f"banded GPU path {gpu!r}: one of {', '.join(GPU_PATHS)}")
-        self.in_features, self.out_features, self.block, self.gpu = linear.in_features, linear.out_features, block, gpu
+        if cpu not in CPU_PATHS:
+            raise ValueError(f"banded CPU path {cpu!r}: one of {', '.join(CPU_PATHS)}")
+        self.in_features, self.out_features, self.block = linear.in_features, linear.out_features, block
+        self.gpu, self.cpu = gpu, cpu
         self.weight, self.bias = linear.weight, linear.bias
         for name, buffer in linear.named_buffers(recurse=False):  # the pruner's weight_mask
             self.register_buffer(name, buffer)
@@ -79,6 +94,9 @@ class BandedLinear(nn.Module):
     def plan(self) -> BandPlan:
         return self._cached("plan", lambda mask: plan(mask, self.block).to(mask.device))
 
+    def cpu_plan(self) -> cpu_kernel.CpuPlan:
+        return self._cached("cpu_plan", cpu_kernel.plan)
+
     def ranges(self):
         from kernels.banded.kernel import band_ranges  # Triton is imported on first use only
 
@@ -93,10 +111,15 @@ class BandedLinear(nn.Module):
             from kernels.banded.kernel import triton_banded_linear
 
             return triton_banded_linear(x, self.weight, self.bias, self.ranges())
+        if self.cpu == "c" and x.device.type == "cpu":
+            if cpu_kernel.runs_on(x, self.weight, self.bias):
+                return cpu_kernel.cpu_banded_linear(x, self.weight, self.bias, self.cpu_plan())
+            _warn_once(cpu_kernel.unavailable())
         return banded_linear(x, self.weight, self.bias, self.plan())
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, block={self.block}, gpu={self.gpu}"
+        sizes = f"in_features={self.in_features}, out_features={self.out_features}"
+        return f"{sizes}, block={self.block}, gpu={self.gpu}, cpu={self.cpu}"
 
 
 @KERNELS.register("banded")
@@ -109,13 +132,16 @@ class BandedKernel(Kernel):
     class Settings:
         block: int = 0  # BANDED_KERNEL_BLOCK: tile extent on the wide side, in channels; 0: auto_block per layer
         gpu: str = "triton"  # BANDED_KERNEL_GPU: the path on CUDA tensors
+        cpu: str = "c"  # BANDED_KERNEL_CPU: the path on CPU tensors
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or self.Settings()
 
     @classmethod
     def from_config(cls, cfg) -> BandedKernel:
-        return cls(cls.Settings(block=cfg["BANDED_KERNEL_BLOCK"], gpu=cfg["BANDED_KERNEL_GPU"]))
+        return cls(
+            cls.Settings(block=cfg["BANDED_KERNEL_BLOCK"], gpu=cfg["BANDED_KERNEL_GPU"], cpu=cfg["BANDED_KERNEL_CPU"])
+        )
 
     def apply(self, model: nn.Module, purpose: str, device: torch.device) -> list[str]:
         mlp = {id(m) for pair in getattr(model, "mlp_layers", lambda: [])() for m in pair}
@@ -129,7 +155,8 @@ class BandedKernel(Kernel):
                 logger.info("banded kernel: %s has no banded mask; left dense", name)
                 continue
             parent, _, child = name.rpartition(".")
-            banded = BandedLinear(module, self.settings.block or auto_block(width), self.settings.gpu)
+            block = self.settings.block or auto_block(width)
+            banded = BandedLinear(module, block, self.settings.gpu, self.settings.cpu)
             setattr(model.get_submodule(parent) if parent else model, child, banded)
             taken.append(name)
             logger.info("banded kernel: %s (%dx%d, band width %d)", name, *mask.shape, width)

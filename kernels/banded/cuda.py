@@ -33,6 +33,8 @@ from types import ModuleType
 
 import torch
 
+from kernels.runtime import cache_root
+
 NAME = "sparsity_lab_banded"
 HERE = Path(__file__).resolve().parent
 KERNEL_SOURCE = HERE / "banded.cu"
@@ -43,8 +45,7 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def cache_dir() -> Path:
     """Where :func:`load` builds: one directory per torch and CUDA version, outside the repository."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "sparsity-lab" / "torch_extensions" / f"{NAME}-torch{torch.__version__}-cuda{torch.version.cuda}"
+    return cache_root() / "torch_extensions" / f"{NAME}-torch{torch.__version__}-cuda{torch.version.cuda}"
 
 
 def cuda_home() -> Path | None:

@@ -1,4 +1,5 @@
-"""The block-banded linear against autograd of masked dense, ``x (W ⊙ M)ᵀ + b``, and the kernel's take-over."""
+"""The block-banded linear against autograd of masked dense, ``x (W ⊙ M)ᵀ + b``, on both CPU paths (the C
+kernel and the PyTorch reference), and the kernel's take-over."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kernels.banded import BandedKernel, BandedLinear, band_width_of
+from kernels.banded import CPU_PATHS, BandedKernel, BandedLinear, band_width_of
 from lib.pruning.patterns import banded_mask
 
 # dtype -> (atol, rtol) of the banded result and gradients against masked dense computed in the same dtype
@@ -35,12 +36,13 @@ def _masked_linear(out_features: int, in_features: int, width: int, dtype: torch
     return linear
 
 
+@pytest.mark.parametrize("cpu", CPU_PATHS)
 @pytest.mark.parametrize("dtype", list(TOLERANCES))
 @pytest.mark.parametrize("shape", SHAPES)
-def test_forward_and_gradients_match_masked_dense(shape: tuple[int, int, int], dtype: torch.dtype) -> None:
+def test_forward_and_gradients_match_masked_dense(shape: tuple[int, int, int], dtype: torch.dtype, cpu: str) -> None:
     out_features, in_features, width = shape
     linear = _masked_linear(out_features, in_features, width, dtype)
-    banded = BandedLinear(linear, block=16)
+    banded = BandedLinear(linear, block=16, cpu=cpu)
     x = torch.randn(3, 5, 2 * in_features, dtype=dtype)[..., ::2].requires_grad_()  # non-contiguous
     dy = torch.randn(3, 5, out_features, dtype=dtype)
     y = banded(x)
@@ -54,6 +56,7 @@ def test_forward_and_gradients_match_masked_dense(shape: tuple[int, int, int], d
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
     assert not got[2][~linear.weight_mask].any()  # dW is exactly zero outside the band
+    assert ("cpu_plan" if cpu == "c" else "plan") in banded._cache  # the path asked for ran
 
 
 def test_banded_linear_keeps_the_parameters_and_state_dict_keys() -> None:
@@ -87,7 +90,8 @@ def test_the_kernel_takes_over_banded_mlp_layers_only() -> None:
     assert type(model.mlp_layers()[0][1]) is nn.Linear
 
 
-def test_any_mask_is_exact_through_the_plan() -> None:
+@pytest.mark.parametrize("cpu", CPU_PATHS)
+def test_any_mask_is_exact_through_the_plan(cpu: str) -> None:
     """The plan is built from the mask: a random mask (rows with nothing kept included) is computed exactly,
     only slowly."""
     torch.manual_seed(1)
@@ -97,7 +101,7 @@ def test_any_mask_is_exact_through_the_plan() -> None:
     linear.register_buffer("weight_mask", mask)
     x = torch.randn(2, 7, 40, dtype=torch.float64, requires_grad=True)
     dy = torch.randn(2, 7, 72, dtype=torch.float64)
-    y = BandedLinear(linear, block=8)(x)
+    y = BandedLinear(linear, block=8, cpu=cpu)(x)
     y.backward(dy)
     got = (y.detach(), x.grad, linear.weight.grad, linear.bias.grad)
     x.grad = linear.weight.grad = linear.bias.grad = None

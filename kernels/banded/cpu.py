@@ -1,0 +1,350 @@
+"""The banded linear's CPU kernel (``cpu.c``): built on first use with the system's C compiler, called through
+ctypes, forward and backward.
+
+What it computes is the reference's (:mod:`kernels.banded.reference`): ``y = x (W ⊙ M)ᵀ + b``, its dX, and dW
+inside the mask (exactly zero outside), with tokens last in memory (``xᵀ``, ``dyᵀ`` and the results are
+(channels, tokens) matrices; a result is returned as a transposed view, the layout the next banded layer
+reads for free). What differs is the tiling: :func:`tiling` cuts each product's written side into tiles of
+``ROWS`` (8) rows, each reading the hull of its rows' kept columns, so the FLOPs computed are the band's plus
+an overhang of ``ROWS / r`` channels on a band tens of channels wide (a few per cent), where the reference's
+batched GEMMs need tiles of 16-128 rows and overhang a quarter of the band or more. ``cpu.c``'s register-blocked
+loops then run those small tiles near the speed of a dense GEMM (docs/kernels.md has the figures).
+
+Exact for any mask (the hulls come from the mask, and the weights are packed as ``W ⊙ M``), in float32 and
+float64; other dtypes (an autocast bf16 input, say) take the reference. OpenMP threads: ``torch.get_num_threads()``.
+
+How it is built. ``cc`` (``$CC`` if set) compiles ``cpu.c`` with ``-O3 -march=native -fopenmp`` into
+``$XDG_CACHE_HOME/sparsity-lab/banded_cpu/`` (default ``~/.cache``), one library per source, flags, compiler
+and CPU (a home directory shared by different machines gets one per machine): about a second, once per
+machine; it is written under a temporary name and renamed, so processes building at once do not collide.
+Where it cannot be built (no compiler, say), :func:`unavailable` says why, and :class:`~kernels.banded.BandedLinear`
+logs that once and runs the reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kernels.runtime import cache_root
+
+ROWS = 8  # rows per tile: cpu.c's ROWS
+SOURCE = Path(__file__).resolve().parent / "cpu.c"
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
+DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+
+_I32, _I64, _P = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
+_TILING = [_I32, _P, _P, _P, _P]  # tiles, row0, nrows, col0, width
+SIGNATURES = {  # cpu.c's functions, per dtype suffix
+    "pack": [*_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
+    "product": [_I64, *_TILING, _P, _P, _P, _P, _P, _I32],
+    "dw": [_I64, *_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
+    "transpose": [_I64, _I64, _P, _I64, _P, _I32],
+}
+
+
+def compiler() -> str | None:
+    """The C compiler: ``$CC`` when set (its path, or None when it is not found), else ``cc`` or ``gcc``."""
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"])
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def _cpu_identity() -> str:
+    """The machine and its CPU's feature flags (what ``-march=native`` compiles for)."""
+    lines = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.split(":")[0].strip() in ("flags", "Features", "model name")][:2]
+    except OSError:
+        pass
+    return platform.machine() + "".join(lines)
+
+
+def library_path(cc: str) -> Path:
+    """Where the library built by ``cc`` for this source, these flags and this CPU lives."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    key = "\n".join([SOURCE.read_text(), " ".join(FLAGS), cc, version, _cpu_identity()])
+    return cache_root() / "banded_cpu" / f"banded-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+
+
+def build(cc: str, path: Path) -> None:
+    """Compile ``cpu.c`` into ``path`` (atomically); raises RuntimeError with the compiler's output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    cmd = [cc, *FLAGS, str(SOURCE), "-o", tmp]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip())
+            raise RuntimeError(f"{' '.join(cmd)} failed: {first}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    cc = compiler()
+    if cc is None:
+        wanted = f"CC={os.environ['CC']} is not" if os.environ.get("CC") else "no C compiler (cc or gcc) is"
+        return None, f"{wanted} on PATH; install gcc (or set CC) for the compiled CPU kernel"
+    path = library_path(cc)
+    try:
+        if not path.exists():
+            build(cc, path)
+        lib = ctypes.CDLL(str(path))
+    except (RuntimeError, OSError) as err:
+        return None, str(err)
+    for suffix in DTYPES.values():
+        for name, argtypes in SIGNATURES.items():
+            fn = getattr(lib, f"banded_{name}_{suffix}")
+            fn.argtypes, fn.restype = argtypes, None
+    return lib, None
+
+
+def unavailable() -> str | None:
+    """Why the kernel cannot run on this machine (built on the first call of the process), or None."""
+    return _load()[1]
+
+
+def runs_on(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """The kernel takes these operands: CPU tensors of one dtype it has (float32, float64), and it is built."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in DTYPES
+        and weight.dtype == x.dtype
+        and (bias is None or bias.dtype == x.dtype)
+        and unavailable() is None
+    )
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """One product's tiles: tile ``t`` writes rows ``[row0, row0 + nrows)`` of a (rows_total, cols_total)
+    mask's written side and reads columns ``[col0, col0 + width)``, the hull of its rows' kept entries
+    (width 0: none kept); its packed weights start at ``offset`` (``width · ROWS`` values)."""
+
+    rows_total: int
+    cols_total: int
+    row0: torch.Tensor  # int32 (tiles,)
+    nrows: torch.Tensor
+    col0: torch.Tensor
+    width: torch.Tensor
+    offset: torch.Tensor  # int64 (tiles,)
+    panel: int  # values in the packed weights
+
+    @property
+    def tiles(self) -> int:
+        return len(self.row0)
+
+    @property
+    def density(self) -> float:
+        """Fraction of the dense product's FLOPs the tiles compute."""
+        return int((self.nrows.long() * self.width.long()).sum()) / max(1, self.rows_total * self.cols_total)
+
+    def args(self) -> list:
+        return [self.tiles, *(_P(t.data_ptr()) for t in (self.row0, self.nrows, self.col0, self.width))]
+
+
+@torch.no_grad()
+def tiling(mask: torch.Tensor) -> Tiling:
+    """The tiles of bool ``mask`` (rows_total, cols_total; rows: the side the product writes)."""
+    rows_total, cols_total = mask.shape
+    tiles = -(-rows_total // ROWS)
+    padded = torch.zeros(tiles * ROWS, cols_total, dtype=torch.bool)
+    padded[:rows_total] = mask.cpu()
+    kept = padded.view(tiles, ROWS, cols_total).any(1).to(torch.int8)  # (tiles, cols): columns a tile reads
+    some = kept.any(1)
+    first = kept.argmax(1)  # the first maximum: the first kept column
+    last = cols_total - 1 - kept.flip(1).argmax(1)
+    width = torch.where(some, last - first + 1, 0)
+    row0 = torch.arange(tiles) * ROWS
+    offset = torch.cumsum(width * ROWS, 0) - width * ROWS
+    i32 = lambda t: t.to(torch.int32).contiguous()  # noqa: E731
+    return Tiling(
+        rows_total,
+        cols_total,
+        i32(row0),
+        i32((rows_total - row0).clamp(max=ROWS)),
+        i32(torch.where(some, first, 0)),
+        i32(width),
+        offset.to(torch.int64).contiguous(),
+        int(width.sum()) * ROWS,
+    )
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """The tilings of one (out, in) ``mask``: ``fwd`` over output rows (forward and dW), ``bwd`` over input
+    rows (dX, the transposed mask)."""
+
+    fwd: Tiling
+    bwd: Tiling
+    mask: torch.Tensor  # bool (out, in), contiguous, on the CPU
+
+    @property
+    def out_features(self) -> int:
+        return self.fwd.rows_total
+
+    @property
+    def in_features(self) -> int:
+        return self.fwd.cols_total
+
+    @property
+    def density(self) -> float:
+        """Fraction of the dense step's FLOPs the three products compute."""
+        return (2 * self.fwd.density + self.bwd.density) / 3
+
+
+@torch.no_grad()
+def plan(mask: torch.Tensor) -> CpuPlan:
+    mask = mask.detach().to(device="cpu", dtype=torch.bool).contiguous()
+    return CpuPlan(tiling(mask), tiling(mask.t()), mask)
+
+
+def _fn(name: str, dtype: torch.dtype):
+    lib, why = _load()
+    if lib is None:
+        raise RuntimeError(f"banded CPU kernel: {why}")
+    return getattr(lib, f"banded_{name}_{DTYPES[dtype]}")
+
+
+def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
+    return _P(None if t is None else t.data_ptr())
+
+
+def pack(a: torch.Tensor, mask: torch.Tensor, t: Tiling) -> torch.Tensor:
+    """``a ⊙ mask`` ((rows_total, cols_total) each, any strides) packed tile by tile, (width, ROWS) per tile."""
+    panel = a.new_empty(t.panel)
+    _fn("pack", a.dtype)(
+        *t.args(), _ptr(t.offset), _ptr(a), *a.stride(), _ptr(mask), *mask.stride(), _ptr(panel),
+        torch.get_num_threads(),
+    )  # fmt: skip
+    return panel
+
+
+def product(t: Tiling, panel: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(rows_total, M): the packed ``A`` (:func:`pack`) times ``b`` (cols_total, M), contiguous, plus ``bias``."""
+    out = b.new_empty(t.rows_total, b.shape[1])
+    bias = None if bias is None else bias.contiguous()
+    _fn("product", b.dtype)(
+        b.shape[1], *t.args(), _ptr(t.offset), _ptr(panel), _ptr(b), _ptr(bias), _ptr(out), torch.get_num_threads()
+    )
+    return out
+
+
+def outer_band(
+    t: Tiling, bt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, sums: torch.Tensor | None
+) -> None:
+    """``g[i, k] = Σ_j bt[i, j] · v[j, k]`` on the entries of ``mask`` (n_b, n_v) inside ``t``'s tiles (over
+    ``bt``'s rows), the others of ``g`` (n_b, n_v, any strides) untouched; ``bt`` (n_b, M) contiguous, ``v``
+    (M, n_v) row-major; ``sums`` (n_b,), if given: ``bt``'s row sums."""
+    _fn("dw", v.dtype)(
+        bt.shape[1], *t.args(), _ptr(bt), _ptr(v), v.shape[1], v.stride(0), _ptr(mask), *mask.stride(), _ptr(g),
+        *g.stride(), _ptr(sums), torch.get_num_threads(),
+    )  # fmt: skip
+
+
+def weight_grad(
+    p: CpuPlan, x2: torch.Tensor, dy2: torch.Tensor, dyt: torch.Tensor, bias: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dW, db): dW (out, in) is ``dyᵀ x`` on the mask's entries and zero elsewhere, db (out,) the sum of ``dy``
+    over the tokens when ``bias``. ``x2`` (M, in) and ``dy2`` (M, out) in any layout, ``dyt`` = ``dy2ᵀ``
+    contiguous. The kernel reads one operand tokens last (broadcast, one token at a time) and the other row-major
+    (vectors of channels): FC1 has ``x`` row-major and ``dy`` tokens last, FC2 the other way round; a layer
+    given both tokens last transposes the narrower one."""
+    dw = dyt.new_zeros(p.out_features, p.in_features)
+    if is_tokens_last(x2) and is_tokens_last(dy2) and p.in_features <= p.out_features:
+        x2 = transposed(x2.t())
+    if not is_tokens_last(x2):  # dW[o, i] = Σ_j dyᵀ[o, j] x[j, i]: tiles over output rows
+        db = dyt.new_zeros(p.out_features) if bias else None
+        outer_band(p.fwd, dyt, x2.contiguous(), p.mask, dw, db)
+        return dw, db
+    dy_rows = dy2 if not is_tokens_last(dy2) else transposed(dyt)  # dWᵀ[i, o] = Σ_j xᵀ[i, j] dy[j, o]
+    outer_band(p.bwd, x2.t(), dy_rows.contiguous(), p.mask.t(), dw.t(), None)
+    return dw, (dy_rows.sum(0) if bias else None)
+
+
+def is_tokens_last(a: torch.Tensor) -> bool:
+    """``a`` (M, n) is the transposed view of a contiguous (n, M) matrix."""
+    return a.t().is_contiguous()
+
+
+def transposed(a: torch.Tensor) -> torch.Tensor:
+    """``aᵀ`` of a 2-D ``a`` as a contiguous matrix, copied by ``cpu.c``'s blocked transpose (several times
+    faster than ``a.t().contiguous()`` here)."""
+    a = a if a.stride(1) == 1 else a.contiguous()
+    rows, cols = a.shape
+    out = a.new_empty(cols, rows)
+    _fn("transpose", a.dtype)(rows, cols, _ptr(a), a.stride(0), _ptr(out), torch.get_num_threads())
+    return out
+
+
+def tokens_last(a: torch.Tensor) -> torch.Tensor:
+    """``aᵀ`` (a: (M, n)) as a contiguous (n, M) matrix: free when ``a`` is tokens last already."""
+    return a.t() if is_tokens_last(a) else transposed(a)
+
+
+def in_layout(at: torch.Tensor, tokens_last: bool) -> torch.Tensor:
+    """The (M, n) matrix whose transpose is ``at`` (n, M), contiguous: tokens last (the view) or row-major."""
+    return at.t() if tokens_last else transposed(at)
+
+
+class CpuBandedLinearFunction(torch.autograd.Function):
+    """``x (W ⊙ M)ᵀ + b`` through ``cpu.c``; ``x`` of any shape (..., in), one dtype of :data:`DTYPES` shared
+    with ``weight`` and ``bias``.
+
+    Layouts. The kernels read and write tokens last. ``y`` comes back in the layout ``x`` did not have and
+    ``dx`` in the one it had, which in GPT-2's MLP puts every transpose on the narrow (C-wide) side: FC1 reads
+    LayerNorm's row-major output (transposed here, C wide) and hands FC2 a tokens-last ``y`` (4C wide, free);
+    FC2 reads it for free and gives the residual stream a row-major ``y`` (C wide). Backward mirrors it: FC2's
+    row-major ``dy`` is transposed (C wide), its ``dx`` goes back tokens last through GELU to FC1 (free), and
+    FC1's ``dx`` is row-major for LayerNorm (C wide). Each transpose is ``cpu.c``'s."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, p.in_features)
+        ctx.x_tokens_last = is_tokens_last(x2)
+        yt = product(p.fwd, pack(weight, p.mask, p.fwd), tokens_last(x2), bias)  # (out, M)
+        ctx.save_for_backward(x2, weight)
+        ctx.plan, ctx.lead, ctx.has_bias = p, lead, bias is not None
+        return in_layout(yt, not ctx.x_tokens_last).reshape(*lead, p.out_features)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x2, weight = ctx.saved_tensors
+        p = ctx.plan
+        dy2 = dy.reshape(-1, p.out_features)
+        dyt = tokens_last(dy2)  # (out, M)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dxt = product(p.bwd, pack(weight.t(), p.mask.t(), p.bwd), dyt, None)  # (in, M)
+            dx = in_layout(dxt, ctx.x_tokens_last).reshape(*ctx.lead, p.in_features)
+        want_db = ctx.has_bias and ctx.needs_input_grad[2]
+        if ctx.needs_input_grad[1]:
+            dw, db = weight_grad(p, x2, dy2, dyt, want_db)
+        elif want_db:
+            db = dyt.sum(1)
+        return dx, dw, db, None
+
+
+def cpu_banded_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan) -> torch.Tensor:
+    """``x (W ⊙ M)ᵀ + b`` through the CPU kernel, differentiable; see :func:`runs_on` for what it takes."""
+    if not runs_on(x, weight, bias):
+        why = unavailable() or f"x {x.dtype} on {x.device}, weight {weight.dtype}: CPU float32 or float64, one dtype"
+        raise ValueError(f"banded CPU kernel cannot run: {why}")
+    return CpuBandedLinearFunction.apply(x, weight, bias, p)

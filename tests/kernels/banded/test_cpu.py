@@ -1,0 +1,197 @@
+"""The compiled CPU kernel (kernels/banded/cpu.c): its tiling by hand, its transpose, every layout of its operands
+against masked dense, gradcheck, the build cache, and the fallback where it cannot be built."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kernels.banded import BandedLinear, cpu
+from lib.pruning.patterns import banded_mask
+
+pytestmark = pytest.mark.skipif(cpu.unavailable() is not None, reason=f"no C kernel here: {cpu.unavailable()}")
+
+
+def test_tiling_by_hand() -> None:
+    """Tiles of 8 rows; each reads the hull of its rows' kept columns; an empty tile reads nothing."""
+    mask = torch.zeros(20, 9, dtype=torch.bool)
+    mask[0, 2] = mask[3, 5] = mask[7, 3] = True  # tile 0: columns 2..5
+    mask[17, 8] = mask[19, 0] = True  # tile 2 (rows 16-19): columns 0..8; tile 1 keeps nothing
+    t = cpu.tiling(mask)
+    assert t.row0.tolist() == [0, 8, 16]
+    assert t.nrows.tolist() == [8, 8, 4]
+    assert t.col0.tolist() == [2, 0, 0]
+    assert t.width.tolist() == [4, 0, 9]
+    assert t.offset.tolist() == [0, 32, 32] and t.panel == (4 + 9) * cpu.ROWS
+    assert t.density == (8 * 4 + 4 * 9) / (20 * 9)
+
+
+def test_pack_is_the_masked_tile_column_by_column() -> None:
+    mask = banded_mask(12, 3, 4)
+    w = torch.arange(36.0).view(12, 3)
+    t = cpu.tiling(mask)
+    panel = cpu.pack(w, mask, t)
+    for k in range(len(t.row0)):
+        r0, n, c0, width, off = (int(a[k]) for a in (t.row0, t.nrows, t.col0, t.width, t.offset))
+        block = panel[off : off + width * cpu.ROWS].view(width, cpu.ROWS)  # (width, ROWS): column k's rows adjacent
+        expected = torch.zeros(width, cpu.ROWS)
+        expected[:, :n] = (w * mask)[r0 : r0 + n, c0 : c0 + width].t()
+        assert torch.equal(block, expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 64), (100, 37), (4096, 130)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transposed_equals_torch(shape: tuple[int, int], dtype: torch.dtype) -> None:
+    a = torch.randn(shape[0], shape[1] + 5, dtype=dtype)[:, 2 : 2 + shape[1]]  # rows further apart than cols
+    assert torch.equal(cpu.transposed(a), a.t())
+    assert torch.equal(cpu.transposed(a.t()), a)  # a column-major input is copied to row-major first
+
+
+def _case(out_features: int, in_features: int, width: int, tokens: int, dtype: torch.dtype):
+    torch.manual_seed(0)
+    mask = banded_mask(out_features, in_features, width)
+    weight = torch.randn(out_features, in_features, dtype=dtype)
+    bias = torch.randn(out_features, dtype=dtype)
+    x = torch.randn(tokens, in_features, dtype=dtype)
+    dy = torch.randn(tokens, out_features, dtype=dtype)
+    return mask, weight, bias, x, dy
+
+
+def _tokens_last(a: torch.Tensor) -> torch.Tensor:
+    return a.t().contiguous().t()
+
+
+# (out, in, band width, tokens): FC1 and FC2, tokens no multiple of a vector, bands wider than one dW block
+# (32 columns), a matrix narrower than a dW block's half vector (element-by-element path)
+CASES = [(96, 24, 7, 37), (24, 96, 7, 101), (512, 128, 60, 64), (128, 512, 60, 50), (20, 5, 3, 9), (5, 20, 3, 33)]
+
+
+@pytest.mark.parametrize("dy_tokens_last", [False, True])
+@pytest.mark.parametrize("x_tokens_last", [False, True])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_layout_matches_masked_dense(case, dtype, x_tokens_last: bool, dy_tokens_last: bool) -> None:
+    """y comes back in the layout x did not have, dx in the one it had; values, dW (zero off the mask) and db
+    equal masked dense's."""
+    mask, weight, bias, x, dy = _case(*case, dtype)
+    x = (_tokens_last(x) if x_tokens_last else x).requires_grad_()
+    w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    y = cpu.cpu_banded_linear(x, w, b, cpu.plan(mask))
+    assert cpu.is_tokens_last(y) != x_tokens_last and y.is_contiguous() == x_tokens_last
+    y.backward(_tokens_last(dy) if dy_tokens_last else dy)
+    assert cpu.is_tokens_last(x.grad) == x_tokens_last
+    got = (y.detach(), x.grad, w.grad, b.grad)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    ref = F.linear(leaves[0], leaves[1] * mask, leaves[2])
+    ref.backward(dy)
+    expected = (ref.detach(), leaves[0].grad, leaves[1].grad * mask, leaves[2].grad)
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-11, "rtol": 1e-10}
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, e, **tol)
+    assert not w.grad[~mask].any()
+
+
+def test_gradcheck_in_float64() -> None:
+    mask, weight, bias, x, _ = _case(40, 10, 5, 11, torch.float64)
+    p = cpu.plan(mask)
+    inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
+    assert torch.autograd.gradcheck(lambda x, w, b: cpu.cpu_banded_linear(x, w, b, p), inputs)
+
+
+def test_a_banded_mlp_hands_each_layer_the_layout_it_reads() -> None:
+    """FC1 -> GELU -> FC2 as in GPT-2: FC1's y is tokens last (what FC2 reads without a copy), FC2's y row-major
+    (the residual stream's), FC1's dx row-major; the whole MLP equals masked dense, gradients included."""
+    torch.manual_seed(0)
+    c = 32
+    layers = []
+    for out_features, in_features in ((4 * c, c), (c, 4 * c)):
+        linear = nn.Linear(in_features, out_features)
+        linear.register_buffer("weight_mask", banded_mask(out_features, in_features, 12))
+        layers.append(linear)
+    x = torch.randn(3, 17, c, requires_grad=True)
+    fc1, fc2 = (BandedLinear(linear, block=16) for linear in layers)
+    h = F.gelu(fc1(x))
+    assert cpu.is_tokens_last(h.reshape(-1, 4 * c))
+    y = fc2(h)
+    assert y.is_contiguous()
+    y.square().sum().backward()
+    assert x.grad.is_contiguous()
+    got = [x.grad, *(p.grad for linear in layers for p in (linear.weight, linear.bias))]
+    x2 = x.detach().clone().requires_grad_()
+    for linear in layers:
+        linear.weight.grad = linear.bias.grad = None
+    h = F.gelu(F.linear(x2, layers[0].weight * layers[0].weight_mask, layers[0].bias))
+    ref = F.linear(h, layers[1].weight * layers[1].weight_mask, layers[1].bias)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    ref.square().sum().backward()
+    expected = [x2.grad]
+    for linear in layers:
+        expected += [linear.weight.grad * linear.weight_mask, linear.bias.grad]
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-4, rtol=1e-4)
+
+
+def test_other_dtypes_take_the_reference() -> None:
+    linear = nn.Linear(16, 64).to(torch.bfloat16)
+    linear.register_buffer("weight_mask", banded_mask(64, 16, 8))
+    banded = BandedLinear(linear, block=16)
+    banded(torch.randn(5, 16, dtype=torch.bfloat16))
+    assert "plan" in banded._cache and "cpu_plan" not in banded._cache
+
+
+def test_the_library_is_built_once_per_machine_and_reused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cpu._load.cache_clear()
+    try:
+        assert cpu.unavailable() is None
+        (built,) = (tmp_path / "sparsity-lab" / "banded_cpu").glob("banded-*.so")
+        assert built == cpu.library_path(cpu.compiler())
+        stamp = built.stat().st_mtime_ns
+        cpu._load.cache_clear()
+        assert cpu.unavailable() is None and built.stat().st_mtime_ns == stamp  # loaded, not rebuilt
+        assert [p.name for p in built.parent.iterdir()] == [built.name]  # no temporary file left behind
+    finally:
+        cpu._load.cache_clear()
+
+
+def test_without_a_compiler_the_reference_runs_and_says_why_once(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kernels import banded as package
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-compiler")
+    cpu._load.cache_clear()
+    package._warn_once.cache_clear()
+    try:
+        why = "CC=no-such-compiler is not on PATH; install gcc (or set CC) for the compiled CPU kernel"
+        assert cpu.unavailable() == why
+        linear = nn.Linear(16, 64)
+        linear.register_buffer("weight_mask", banded_mask(64, 16, 8))
+        banded = BandedLinear(linear, block=16)
+        x = torch.randn(5, 16)
+        with caplog.at_level(logging.WARNING, logger="kernels.banded"):
+            y = banded(x)
+            banded(x)
+        torch.testing.assert_close(y, F.linear(x, linear.weight * linear.weight_mask, linear.bias))
+        assert "plan" in banded._cache and "cpu_plan" not in banded._cache
+        warnings = [r.getMessage() for r in caplog.records if "compiled CPU kernel cannot run" in r.getMessage()]
+        assert len(warnings) == 1 and "no-such-compiler" in warnings[0]
+        with pytest.raises(ValueError, match="banded CPU kernel cannot run: CC=no-such-compiler"):
+            cpu.cpu_banded_linear(x, linear.weight, linear.bias, cpu.plan(linear.weight_mask))
+    finally:
+        cpu._load.cache_clear()
+        package._warn_once.cache_clear()
+
+
+def test_a_failing_build_names_the_compiler_error(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "broken.c"
+    source.write_text("this is not C;\n")
+    monkeypatch.setattr(cpu, "SOURCE", source)
+    with pytest.raises(RuntimeError, match="broken.c.* failed: .*error"):
+        cpu.build(cpu.compiler(), tmp_path / "out" / "lib.so")
+    assert not (tmp_path / "out" / "lib.so").exists() and not list((tmp_path / "out").iterdir())
