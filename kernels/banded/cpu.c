@@ -1,25 +1,31 @@
 /* SPDX-License-Identifier: MIT
  *
  * Block-banded linear on the CPU: the three products of a banded Linear's training step, each computed over
- * the micro tiles that meet the band only. Built by kernels/banded/cpu.py on first use (cc -O3 -march=native
- * -fopenmp), called through ctypes with raw pointers: no torch or Python header, so it compiles in about a
- * second on any machine with a C compiler.
+ * tiles that meet the band only. Built by kernels/banded/cpu.py on first use (cc -O3 -march=native -fopenmp)
+ * and called through ctypes with raw pointers: no torch or Python header, so it compiles in about a second
+ * on any machine with a C compiler. OpenMP is the process's: torch's libgomp, loaded first, serves it too.
  *
- * Layout. Token-indexed operands are "tokens last": a (channels, m) row-major matrix, so one channel of every
- * token is one contiguous row and a vector of consecutive tokens is one load. A tiling cuts the side a
- * product writes into tiles of ROWS rows; tile t covers rows [row0, row0 + nrows) and reads the columns
- * [col0, col0 + width) of the other side: the hull of the kept entries of its rows (width 0: none kept).
+ * Layouts. "Tokens last" is a (channels, m) row-major matrix: one channel of every token is one contiguous
+ * row, and consecutive tokens are one vector load. "Row-major" is the usual (m, channels).
  *
- *   product  out[r, :] = bias[r] + sum_k A[r, k] * b[k, :]       (forward: A = W ⊙ M, b = xᵀ, out = yᵀ;
- *                                                                 dX: A = (W ⊙ M)ᵀ, b = dyᵀ, out = dxᵀ)
- *   dw       dw[r, c]  = mask[r, c] ? sum_m dy[r, m] * x[c, m] : untouched (zero-initialized by the caller)
+ * Tiles. A tiling cuts the side a product writes into tiles of `rows` (4 or 8) rows; tile t covers rows
+ * [row0, row0 + nrows) and reads columns [col0, col0 + width) of the other side, the hull of its rows' kept
+ * entries (width 0: none kept). cpu.py builds it from the mask, so every kernel is exact for any mask.
  *
- * product's tile of A is packed first (pack: (width, ROWS), column k's ROWS entries adjacent, rows past
- * nrows and entries outside the mask zero), so its inner loop broadcasts ROWS consecutive weights against
- * two vectors of tokens: ROWS x 2 vector accumulators (16 registers) per strip of 2 * LANES tokens, the
- * register-blocked outer product of a GEMM micro kernel. dw is ROWS/2 x 4 dot products over the tokens at a
- * time, 16 vector accumulators summed across lanes at the end. Work is split over (tile, token chunk) for
- * product and (tile, half tile) for dw, statically across `threads` OpenMP threads.
+ *   pack       panel[t] = (width, rows) of A ⊙ M for tile t: column k's rows adjacent, rows past nrows and
+ *              entries outside the mask zero (A: W for the forward, Wᵀ for dX; any strides)
+ *   product    out[r, :] = bias[r] + Σ_k A[r, k] b[k, :]         b, out tokens last
+ *              (forward: b = xᵀ, out = yᵀ; dX: b = dyᵀ, out = dxᵀ). Per strip of tokens the tile's packed
+ *              weights are broadcast against vectors of b's rows: rows x V = 16 vector accumulators (8 x 2, or
+ *              4 x 4 for the 4-row tiles of a product writing the narrow side), a GEMM micro kernel's
+ *              register-blocked outer product. Work: (token chunk, tile) pairs, chunk by chunk.
+ *   dw         g[i, k] += Σ_j bt[i, j] v[j, k] on the mask's entries, the others untouched (zeroed by the
+ *              caller): bt tokens last, one token broadcast at a time, v row-major, vectors of channels (for
+ *              FC1 bt = dyᵀ, v = x and g = dW; for FC2 bt = xᵀ, v = dy and g = dWᵀ). Blocks of 8 rows x up to
+ *              4 half vectors of columns, accumulated over DW_CHUNK tokens in registers; each thread keeps its
+ *              own range of tiles and walks the tokens chunk by chunk, so the columns it reads stay in cache.
+ *              `sums`, if given, gets bt's row sums (db for FC1).
+ *   transpose  dst (cols, rows) = src (rows, cols)ᵀ, in 64 x 64 blocks of 8 x 8 register transposes.
  *
  * Vectors are GCC/Clang vector extensions of VEC_BYTES bytes: the compiler lowers them to the widest
  * registers -march=native offers (one zmm with AVX-512, two ymm with AVX2, four q registers with NEON).
@@ -31,12 +37,11 @@
 
 #include <omp.h>
 
-#define ROWS 8          /* rows per tile: kernels/banded/cpu.py ROWS */
+#define ROWS 8          /* dw's rows per tile (at most): kernels/banded/cpu.py ROWS */
 #define VEC_BYTES 64
-#define CHUNK 256       /* tokens per unit of product's work */
-#ifndef DW_CHUNK
-#define DW_CHUNK 512    /* dw's tokens per pass over a thread's tiles: their columns stay in L2 meanwhile */
-#endif
+#define CHUNK 1024      /* product's tokens per unit of work (units go chunk by chunk: the chunk's columns
+                           stay in cache from one tile to the next) */
+#define DW_CHUNK 512    /* dw's tokens per pass over a thread's tiles: the columns they read stay in cache */
 #define TRANSPOSE_BLOCK 64
 
 /* dw's block of NV half vectors of columns from c1 on, for ROWS broadcast rows: acc[r][u] += b[r][j] * v[j, u]
@@ -59,61 +64,68 @@
       }                                                                                                         \
   }
 
+/* product's strips of V vectors of tokens from j on, for a tile of R rows (R x V = 16 accumulators): for every
+ * column k of the tile, R packed weights broadcast against V vectors of b's row k. */
+#define PRODUCT_STRIPS(T, SUF, R, V)                                                                               \
+  for (; j + V * LANES_##SUF <= end; j += V * LANES_##SUF) {                                                    \
+    vec_##SUF acc[R][V];                                                                                        \
+    for (int32_t r = 0; r < R; r++)                                                                             \
+      for (int32_t u = 0; u < V; u++) acc[r][u] = (vec_##SUF){0} + init[r];                                     \
+    for (int32_t k = 0; k < w; k++) {                                                                           \
+      vec_##SUF xv[V];                                                                                          \
+      for (int32_t u = 0; u < V; u++) xv[u] = *(const vec_##SUF *)(bt + k * m + j + u * LANES_##SUF);           \
+      const T *pk = p + (int64_t)k * R;                                                                         \
+      for (int32_t r = 0; r < R; r++)                                                                           \
+        for (int32_t u = 0; u < V; u++) acc[r][u] += pk[r] * xv[u];                                             \
+    }                                                                                                           \
+    for (int32_t r = 0; r < nr; r++)                                                                            \
+      for (int32_t u = 0; u < V; u++) *(vec_##SUF *)(o + r * m + j + u * LANES_##SUF) = acc[r][u];              \
+  }
+
 #define DEFINE_KERNELS(T, SUF)                                                                                   \
   typedef T vec_##SUF __attribute__((vector_size(VEC_BYTES), aligned(sizeof(T))));                             \
   typedef T half_##SUF __attribute__((vector_size(VEC_BYTES / 2), aligned(sizeof(T))));                         \
   enum { LANES_##SUF = VEC_BYTES / sizeof(T), HALF_##SUF = VEC_BYTES / 2 / sizeof(T) };                         \
                                                                                                                 \
   void banded_pack_##SUF(int32_t tiles, const int32_t *row0, const int32_t *nrows, const int32_t *col0,        \
-                         const int32_t *width, const int64_t *offset, const T *a, int64_t a_rs, int64_t a_cs,  \
-                         const uint8_t *mask, int64_t m_rs, int64_t m_cs, T *panel, int32_t threads) {         \
+                         const int32_t *width, const int64_t *offset, int32_t rows, const T *a, int64_t a_rs,  \
+                         int64_t a_cs, const uint8_t *mask, int64_t m_rs, int64_t m_cs, T *panel,               \
+                         int32_t threads) {                                                                     \
     _Pragma("omp parallel for schedule(static) num_threads(threads)")                                          \
     for (int32_t t = 0; t < tiles; t++) {                                                                      \
       T *p = panel + offset[t];                                                                                 \
       for (int32_t k = 0; k < width[t]; k++)                                                                    \
-        for (int32_t r = 0; r < ROWS; r++) {                                                                    \
+        for (int32_t r = 0; r < rows; r++) {                                                                    \
           int64_t row = row0[t] + r, col = col0[t] + k;                                                         \
-          p[(int64_t)k * ROWS + r] =                                                                            \
+          p[(int64_t)k * rows + r] =                                                                            \
               r < nrows[t] && mask[row * m_rs + col * m_cs] ? a[row * a_rs + col * a_cs] : (T)0;                \
         }                                                                                                       \
     }                                                                                                           \
   }                                                                                                             \
                                                                                                                 \
   void banded_product_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,               \
-                            const int32_t *col0, const int32_t *width, const int64_t *offset, const T *panel,  \
-                            const T *b, const T *bias, T *out, int32_t threads) {                              \
-    const int64_t chunks = (m + CHUNK - 1) / CHUNK, step = 2 * LANES_##SUF;                                    \
-    _Pragma("omp parallel for collapse(2) schedule(static) num_threads(threads)")                              \
-    for (int64_t c = 0; c < chunks; c++)                                                                        \
-      for (int32_t t = 0; t < tiles; t++) {                                                                    \
+                            const int32_t *col0, const int32_t *width, const int64_t *offset, int32_t rows,    \
+                            const T *panel, const T *b, const T *bias, T *out, int32_t threads) {              \
+    const int64_t chunks = (m + CHUNK - 1) / CHUNK;                                                             \
+    _Pragma("omp parallel for schedule(static) num_threads(threads)")                                          \
+    for (int64_t tc = 0; tc < (int64_t)tiles * chunks; tc++) {                                                 \
+        const int32_t t = (int32_t)(tc % tiles);                                                                \
+        const int64_t c = tc / tiles;                                                                           \
         const T *p = panel + offset[t], *bt = b + (int64_t)col0[t] * m;                                        \
         const int32_t w = width[t], nr = nrows[t];                                                              \
         T *o = out + (int64_t)row0[t] * m;                                                                      \
-        T init[ROWS];                                                                                           \
-        for (int32_t r = 0; r < ROWS; r++) init[r] = bias && r < nr ? bias[row0[t] + r] : (T)0;                \
+        T init[8];                                                                                              \
+        for (int32_t r = 0; r < rows; r++) init[r] = bias && r < nr ? bias[row0[t] + r] : (T)0;                \
         const int64_t end = (c + 1) * CHUNK < m ? (c + 1) * CHUNK : m;                                         \
         int64_t j = c * CHUNK;                                                                                  \
-        for (; j + step <= end; j += step) {                                                                    \
-          vec_##SUF acc[ROWS][2];                                                                               \
-          for (int32_t r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = (vec_##SUF){0} + init[r];                 \
-          for (int32_t k = 0; k < w; k++) {                                                                     \
-            const vec_##SUF x0 = *(const vec_##SUF *)(bt + k * m + j);                                         \
-            const vec_##SUF x1 = *(const vec_##SUF *)(bt + k * m + j + LANES_##SUF);                           \
-            const T *pk = p + (int64_t)k * ROWS;                                                                \
-            for (int32_t r = 0; r < ROWS; r++) {                                                                \
-              acc[r][0] += pk[r] * x0;                                                                          \
-              acc[r][1] += pk[r] * x1;                                                                          \
-            }                                                                                                   \
-          }                                                                                                     \
-          for (int32_t r = 0; r < nr; r++) {                                                                    \
-            *(vec_##SUF *)(o + r * m + j) = acc[r][0];                                                          \
-            *(vec_##SUF *)(o + r * m + j + LANES_##SUF) = acc[r][1];                                            \
-          }                                                                                                     \
-        }                                                                                                       \
+        if (rows == 4)                                                                                          \
+          PRODUCT_STRIPS(T, SUF, 4, 4)                                                                             \
+        else                                                                                                    \
+          PRODUCT_STRIPS(T, SUF, 8, 2)                                                                             \
         for (; j < end; j++) /* the last tokens, fewer than one strip */                                        \
           for (int32_t r = 0; r < nr; r++) {                                                                    \
             T s = init[r];                                                                                      \
-            for (int32_t k = 0; k < w; k++) s += p[(int64_t)k * ROWS + r] * bt[k * m + j];                      \
+            for (int32_t k = 0; k < w; k++) s += p[(int64_t)k * rows + r] * bt[k * m + j];                      \
             o[r * m + j] = s;                                                                                   \
           }                                                                                                     \
       }                                                                                                         \

@@ -2,16 +2,16 @@
 ctypes, forward and backward.
 
 What it computes is the reference's (:mod:`kernels.banded.reference`): ``y = x (W ⊙ M)ᵀ + b``, its dX, and dW
-inside the mask (exactly zero outside), with tokens last in memory (``xᵀ``, ``dyᵀ`` and the results are
-(channels, tokens) matrices; a result is returned as a transposed view, the layout the next banded layer
-reads for free). What differs is the tiling: :func:`tiling` cuts each product's written side into tiles of
-``ROWS`` (8) rows, each reading the hull of its rows' kept columns, so the FLOPs computed are the band's plus
-an overhang of ``ROWS / r`` channels on a band tens of channels wide (a few per cent), where the reference's
-batched GEMMs need tiles of 16-128 rows and overhang a quarter of the band or more. ``cpu.c``'s register-blocked
-loops then run those small tiles near the speed of a dense GEMM (docs/kernels.md has the figures).
+inside the mask (exactly zero outside). What differs is the tiling: :func:`tiling` cuts each product's written
+side into tiles of 8 rows (4 where it writes the narrow side), each reading the hull of its rows' kept
+columns, so the FLOPs computed are the band's plus an overhang of a few channels on a band tens of channels
+wide, where the reference's batched GEMMs need tiles of 16-128 rows and overhang a quarter of the band or more.
+``cpu.c``'s register-blocked loops run those small tiles near the speed of a dense GEMM. Layouts are chosen so
+that an MLP of two banded layers transposes only its narrow (C-wide) tensors (:class:`CpuBandedLinearFunction`),
+with ``cpu.c``'s blocked transpose. docs/kernels.md has the measurements.
 
-Exact for any mask (the hulls come from the mask, and the weights are packed as ``W ⊙ M``), in float32 and
-float64; other dtypes (an autocast bf16 input, say) take the reference. OpenMP threads: ``torch.get_num_threads()``.
+Exact for any mask (the hulls come from the mask, the weights are packed as ``W ⊙ M``), in float32 and float64;
+other dtypes (an autocast bf16 input, say) take the reference. OpenMP threads: ``torch.get_num_threads()``.
 
 How it is built. ``cc`` (``$CC`` if set) compiles ``cpu.c`` with ``-O3 -march=native -fopenmp`` into
 ``$XDG_CACHE_HOME/sparsity-lab/banded_cpu/`` (default ``~/.cache``), one library per source, flags, compiler
@@ -38,7 +38,7 @@ import torch
 
 from kernels.runtime import cache_root
 
-ROWS = 8  # rows per tile: cpu.c's ROWS
+ROWS = (4, 8)  # rows per tile cpu.c's product takes; dW's tiles are at most 8 rows (cpu.c's ROWS)
 SOURCE = Path(__file__).resolve().parent / "cpu.c"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
 DTYPES = {torch.float32: "f32", torch.float64: "f64"}
@@ -46,8 +46,8 @@ DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 _I32, _I64, _P = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
 _TILING = [_I32, _P, _P, _P, _P]  # tiles, row0, nrows, col0, width
 SIGNATURES = {  # cpu.c's functions, per dtype suffix
-    "pack": [*_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
-    "product": [_I64, *_TILING, _P, _P, _P, _P, _P, _I32],
+    "pack": [*_TILING, _P, _I32, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
+    "product": [_I64, *_TILING, _P, _I32, _P, _P, _P, _P, _I32],
     "dw": [_I64, *_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
     "transpose": [_I64, _I64, _P, _I64, _P, _I32],
 }
@@ -135,10 +135,11 @@ def runs_on(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 class Tiling:
     """One product's tiles: tile ``t`` writes rows ``[row0, row0 + nrows)`` of a (rows_total, cols_total)
     mask's written side and reads columns ``[col0, col0 + width)``, the hull of its rows' kept entries
-    (width 0: none kept); its packed weights start at ``offset`` (``width · ROWS`` values)."""
+    (width 0: none kept); its packed weights start at ``offset`` (``width · rows`` values)."""
 
     rows_total: int
     cols_total: int
+    rows: int  # per tile, one of ROWS
     row0: torch.Tensor  # int32 (tiles,)
     nrows: torch.Tensor
     col0: torch.Tensor
@@ -159,30 +160,43 @@ class Tiling:
         return [self.tiles, *(_P(t.data_ptr()) for t in (self.row0, self.nrows, self.col0, self.width))]
 
 
+def tile_rows(rows_total: int, cols_total: int) -> int:
+    """Rows per tile for a product writing ``rows_total`` rows and reading ``cols_total``: a tile reads its
+    band plus ``rows · cols_total / rows_total`` columns, so a product writing the narrow side (FC1's dX,
+    FC2's forward, where that is ``4 · rows``) takes 4-row tiles, one writing the wide side 8-row tiles (which
+    reuse each loaded vector of tokens for more rows)."""
+    return ROWS[0] if rows_total < cols_total else ROWS[1]
+
+
 @torch.no_grad()
-def tiling(mask: torch.Tensor) -> Tiling:
-    """The tiles of bool ``mask`` (rows_total, cols_total; rows: the side the product writes)."""
+def tiling(mask: torch.Tensor, rows: int | None = None) -> Tiling:
+    """The tiles of bool ``mask`` (rows_total, cols_total; rows: the side the product writes), ``rows`` rows
+    each (default :func:`tile_rows`)."""
     rows_total, cols_total = mask.shape
-    tiles = -(-rows_total // ROWS)
-    padded = torch.zeros(tiles * ROWS, cols_total, dtype=torch.bool)
+    rows = rows or tile_rows(rows_total, cols_total)
+    if rows not in ROWS:
+        raise ValueError(f"banded CPU kernel: {rows} rows per tile; one of {ROWS}")
+    tiles = -(-rows_total // rows)
+    padded = torch.zeros(tiles * rows, cols_total, dtype=torch.bool)
     padded[:rows_total] = mask.cpu()
-    kept = padded.view(tiles, ROWS, cols_total).any(1).to(torch.int8)  # (tiles, cols): columns a tile reads
+    kept = padded.view(tiles, rows, cols_total).any(1).to(torch.int8)  # (tiles, cols): columns a tile reads
     some = kept.any(1)
     first = kept.argmax(1)  # the first maximum: the first kept column
     last = cols_total - 1 - kept.flip(1).argmax(1)
     width = torch.where(some, last - first + 1, 0)
-    row0 = torch.arange(tiles) * ROWS
-    offset = torch.cumsum(width * ROWS, 0) - width * ROWS
+    row0 = torch.arange(tiles) * rows
+    offset = torch.cumsum(width * rows, 0) - width * rows
     i32 = lambda t: t.to(torch.int32).contiguous()  # noqa: E731
     return Tiling(
         rows_total,
         cols_total,
+        rows,
         i32(row0),
-        i32((rows_total - row0).clamp(max=ROWS)),
+        i32((rows_total - row0).clamp(max=rows)),
         i32(torch.where(some, first, 0)),
         i32(width),
         offset.to(torch.int64).contiguous(),
-        int(width.sum()) * ROWS,
+        int(width.sum()) * rows,
     )
 
 
@@ -227,10 +241,10 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
 
 
 def pack(a: torch.Tensor, mask: torch.Tensor, t: Tiling) -> torch.Tensor:
-    """``a ⊙ mask`` ((rows_total, cols_total) each, any strides) packed tile by tile, (width, ROWS) per tile."""
+    """``a ⊙ mask`` ((rows_total, cols_total) each, any strides) packed tile by tile, (width, rows) per tile."""
     panel = a.new_empty(t.panel)
     _fn("pack", a.dtype)(
-        *t.args(), _ptr(t.offset), _ptr(a), *a.stride(), _ptr(mask), *mask.stride(), _ptr(panel),
+        *t.args(), _ptr(t.offset), t.rows, _ptr(a), *a.stride(), _ptr(mask), *mask.stride(), _ptr(panel),
         torch.get_num_threads(),
     )  # fmt: skip
     return panel
@@ -241,8 +255,9 @@ def product(t: Tiling, panel: torch.Tensor, b: torch.Tensor, bias: torch.Tensor 
     out = b.new_empty(t.rows_total, b.shape[1])
     bias = None if bias is None else bias.contiguous()
     _fn("product", b.dtype)(
-        b.shape[1], *t.args(), _ptr(t.offset), _ptr(panel), _ptr(b), _ptr(bias), _ptr(out), torch.get_num_threads()
-    )
+        b.shape[1], *t.args(), _ptr(t.offset), t.rows, _ptr(panel), _ptr(b), _ptr(bias), _ptr(out),
+        torch.get_num_threads(),
+    )  # fmt: skip
     return out
 
 
