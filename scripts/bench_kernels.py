@@ -2,14 +2,15 @@
 
 On the CPU (always):
 
-- ``banded_linear_fwd_bwd``: one banded MLP layer's forward + backward (dX, dW, db), the block-banded
-  reference (``kernels/banded/reference.py``) against masked dense (the same ``nn.Linear`` computing
+- ``banded_linear_fwd_bwd``: one banded MLP layer's forward + backward (dX, dW, db) on the C kernel
+  (``kernels/banded/cpu.c``, the default CPU path), and ``banded_linear_fwd_bwd_torch`` on the PyTorch path
+  (``kernels/banded/reference.py``), each against masked dense (the same ``nn.Linear`` computing
   ``x (W ⊙ M)ᵀ + b`` with autograd), for the GPT-2 tiny (C = 128) and small (C = 512, the published banded
   work's "GPT-2 small") MLP shapes with r = 4, FC1 (C -> 4C) and FC2 (4C -> C), at band densities near 0.44,
   0.24 and 0.12. Target (issue 15): ``0.5 / density``.
 - ``gpt2_small_banded_step``: one training step (forward, backward, AdamW step) of GPT-2 small with every MLP
-  Linear banded at density near 0.12, with ``KERNELS_BANDED`` against the same model computing its masked
-  Linears densely (as training runs without the kernel). Reported, no target.
+  Linear banded at density near 0.12, with ``KERNELS_BANDED`` (the default CPU path) against the same model
+  computing its masked Linears densely (as training runs without the kernel). Reported, no target.
 
 On a GPU (when CUDA is present): every kernel package's ``gpu_rows`` (``GPU_BENCHES``): the Triton and CUDA
 banded matmuls against cuBLAS (target ``0.7 / density``), the activation-sparse GEMV against dense ``torch``
@@ -49,6 +50,7 @@ SHAPES = {"gpt2-tiny": 128, "gpt2-small": 512}  # n_embd C; MLP ratio r = 4
 DENSITIES = (0.44, 0.24, 0.12)
 STEP_DENSITY = 0.12
 CPU_OPS = {"c": "banded_linear_fwd_bwd", "torch": "banded_linear_fwd_bwd_torch"}  # BANDED_KERNEL_CPU -> op
+STEP_OPS = {"c": "gpt2_small_banded_step", "torch": "gpt2_small_banded_step_torch"}
 # modules with gpu_rows(quick) -> rows (op, shape, density, speedup, target, ...), run when CUDA is present
 GPU_BENCHES = (
     "kernels.banded.bench",
@@ -127,12 +129,26 @@ def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block:
     }
 
 
-def bench_gpt2_step(batch: int, pairs: int, block: int) -> dict:
+def interleaved(steps: dict[str, Callable[[], float]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Each step's times over ``rounds`` rounds, every round running all of them, in reverse order every other
+    round (ABC CBA ...), so drifts of a shared machine fall on every side alike."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for k in range(rounds):
+        for name in list(steps)[:: -1 if k % 2 else 1]:
+            times[name].append(steps[name]())
+    return times
+
+
+def bench_gpt2_step(batch: int, rounds: int, block: int, paths: tuple[str, ...]) -> list[dict]:
     """GPT-2 small (the ``small`` preset: 8 layers, C = 512, T = 512) with every MLP Linear banded near
-    ``STEP_DENSITY``: one AdamW training step with ``KERNELS_BANDED`` against masked dense."""
+    ``STEP_DENSITY``: one AdamW training step with ``KERNELS_BANDED`` on each CPU path of ``paths`` and with
+    masked dense, interleaved (:func:`interleaved`); a row per path, its speedup the median per-round ratio."""
     cfg = GPT2Config.preset("small", vocab_size=padded_vocab(50257), dropout=0.0)
-    models = []
-    for _ in range(2):
+    models = {}
+    for side in ("dense", *paths):
         torch.manual_seed(0)
         model = GPT2(cfg)
         for fc1, fc2 in model.mlp_layers():
@@ -141,10 +157,11 @@ def bench_gpt2_step(batch: int, pairs: int, block: int) -> dict:
                 linear.register_buffer("weight_mask", banded_mask(linear.out_features, linear.in_features, width))
                 with torch.no_grad():
                     linear.weight.mul_(linear.weight_mask)
-        models.append(model)
-    dense, banded = models
-    taken = BandedKernel(BandedKernel.Settings(block=block)).apply(banded, "train", torch.device("cpu"))
-    assert len(taken) == 2 * cfg.n_layer, taken
+        if side != "dense":
+            settings = BandedKernel.Settings(block=block, cpu=side)
+            taken = BandedKernel(settings).apply(model, "train", torch.device("cpu"))
+            assert len(taken) == 2 * cfg.n_layer, taken
+        models[side] = model
     gen = torch.Generator().manual_seed(0)
     idx = torch.randint(cfg.vocab_size, (batch, cfg.block_size + 1), generator=gen)
 
@@ -167,18 +184,21 @@ def bench_gpt2_step(batch: int, pairs: int, block: int) -> dict:
 
         return step
 
-    dense_s, banded_s, ratio = abba(stepper(dense, True), stepper(banded, False), pairs, warmup=1)
-    return {
-        "op": "gpt2_small_banded_step",
-        "shape": f"{batch}x{cfg.block_size} tokens, {cfg.n_layer} layers, C={cfg.n_embd}",
-        "model": "gpt2-small",
-        "dtype": "fp32",
-        "density": round(achieved, 4),
-        "dense_ms": round(1e3 * dense_s, 1),
-        "kernel_ms": round(1e3 * banded_s, 1),
-        "speedup": round(ratio, 3),
-        "target": "",
-    }
+    times = interleaved({side: stepper(model, side == "dense") for side, model in models.items()}, rounds)
+    return [
+        {
+            "op": STEP_OPS[path],
+            "shape": f"{batch}x{cfg.block_size} tokens, {cfg.n_layer} layers, C={cfg.n_embd}",
+            "model": "gpt2-small",
+            "dtype": "fp32",
+            "density": round(achieved, 4),
+            "dense_ms": round(1e3 * statistics.median(times["dense"]), 1),
+            "kernel_ms": round(1e3 * statistics.median(times[path]), 1),
+            "speedup": round(statistics.median(d / k for d, k in zip(times["dense"], times[path], strict=True)), 3),
+            "target": "",
+        }
+        for path in paths
+    ]
 
 
 def gpu_rows(quick: bool, names: tuple[str, ...] = GPU_BENCHES) -> tuple[list[dict], list[str]]:
@@ -234,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=16 * 256, help="rows of the input (batch x sequence)")
     parser.add_argument("--pairs", type=int, default=20, help="ABBA-alternated (dense, banded) layer measurements")
-    parser.add_argument("--step-pairs", type=int, default=3, help="ABBA pairs of GPT-2 small steps (0: skip)")
+    parser.add_argument(
+        "--step-rounds", type=int, default=8, help="rounds of GPT-2 small steps, one per side each (0: skip)"
+    )
     parser.add_argument("--step-batch", type=int, default=4, help="sequences of 512 tokens per GPT-2 small step")
     parser.add_argument(
         "--block", type=int, default=0, help="tile extent on the wide side (BANDED_KERNEL_BLOCK; 0: per layer)"
     )
-    parser.add_argument(
-        "--cpu-path", action="append", choices=CPU_OPS, help="only this CPU path's layer rows (repeatable)"
-    )
+    parser.add_argument("--cpu-path", action="append", choices=CPU_OPS, help="only this CPU path's rows (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions on the GPU")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (on a GPU machine)")
@@ -266,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             for fc in ("fc1", "fc2")
             for d in DENSITIES
         ]
-        if args.step_pairs:
-            rows.append(bench_gpt2_step(args.step_batch, args.step_pairs, args.block))
+        if args.step_rounds:
+            rows += bench_gpt2_step(args.step_batch, args.step_rounds, args.block, tuple(args.cpu_path or CPU_OPS))
     stamp = {"torch": torch.__version__, "git_sha": sha}
     gpu, failures = [], []
     if args.report_only:
@@ -287,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         " Each row names its device; kernels.csv adds the torch version and git SHA that measured it. CPU rows:"
         " fp32, tokens and tile extent in the shape and block columns; masked dense is the same nn.Linear"
         " computing x (W ⊙ M)ᵀ + b with autograd; the speedup is the median of the per-pair ratios of ABBA pairs"
-        " (--pairs, 20 by default; GPT-2 small step: --step-pairs, 3). GPU rows: CUDA events, the L2 flushed"
+        " (--pairs, 20 by default); GPT-2 small steps: dense and each CPU path interleaved, the median per-round"
+        " ratio (--step-rounds, 8). GPU rows: CUDA events, the L2 flushed"
         " before every call, medians, each side"
         " replayed from a CUDA graph (`timing` cuda-graph; `eager` where capture failed: both sides eager then);"
         " kernels.csv also holds the eager medians. Targets (issue 15): banded layer on the CPU >= 0.5 / density;"
