@@ -25,8 +25,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from lib import checkpoint, results
 from lib import config as config_mod
+from lib import results
 from lib.data.corpora import CORPORA, TextCorpus
 from lib.data.shards import read_shard
 from lib.errors import ArgumentParser, UserError, run_cli
@@ -193,7 +193,7 @@ def prune_one(
     out_dir = out / result_name(name, pruner, sparsity, pattern)
     result = prune_model(lm, pruner, sparsity, pattern, calib, out_dir)
     after = perplexity(lm, valid)
-    checkpoint.save({"model": lm.model.state_dict()}, out_dir / "model.pt")
+    lm.save(out_dir)
     summary = {
         "model": lm.name,
         "method": name,

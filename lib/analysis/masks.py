@@ -11,12 +11,13 @@ their masks), over the ``n`` entries of the layer or of one feature (an output r
     density      = |A| / n                           (the fraction kept: 1 − sparsity)
 
 Saved masks. The one-shot pipeline (``make prune``) writes one file per pruned Linear into its output directory,
-named ``layer{N}-{component}-{indices}-{sparsity}.pt`` (``N`` the block, ``component`` the Linear's name in it,
-e.g. ``fc1``, which has no ``-``; ``indices`` what of the weight the file covers; ``sparsity`` the last field,
-without ``-``, e.g. ``0.5``). :func:`load_mask_dir` assumes each file holds a dict with ``"mask"`` (bool, out ×
-in) and ``"weight"`` (the pruned weight, same shape); other keys are ignored. Two directories are matched by
-``(layer, component, indices)``, so a 2:4 run and an unstructured 50 % run of the same model compare
-file for file whatever their sparsity fields say.
+in the published analysis's naming ``layer{N}-{component}-{indices}-{sparsity}.pt``, e.g.
+``layer0-mlp.down_proj-0-0-0.5.pt``: ``N`` the block, ``component`` the Linear's module path in it (dots, no
+``-``), ``indices`` the (row, column) block of the weight the file holds, two integers (``0-0``: ours hold the
+whole weight), ``sparsity`` the last field (no ``-``). :func:`load_mask_dir` assumes each file holds a dict with
+``"mask"`` (bool, out × in) and ``"weight"`` (the pruned weight, same shape); other keys are ignored. Two
+directories are matched by ``(layer, component, indices)``, so a 2:4 run and an unstructured 50 % run of the
+same model compare file for file whatever their sparsity fields say.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ import torch
 
 from lib.errors import UserError
 
-# make prune's files (lib/oneshot/pipeline.py): indices is the weight's shape (out x in), sparsity the target
-# (``0.5``, or ``0.5-2of4`` with an N:M pattern)
-FILE = re.compile(r"^layer(?P<layer>\d+)-(?P<component>[^-]+)-(?P<indices>[^-]+)-(?P<sparsity>.+)\.pt$")
+# make prune's files (lib/oneshot/pipeline.py), and the published ones
+FILE = re.compile(r"^layer(?P<layer>\d+)-(?P<component>[^-]+)-(?P<indices>\d+-\d+)-(?P<sparsity>[^-]+)\.pt$")
 NAME = re.compile(r"^layer(?P<layer>\d+)-(?P<component>[^-]+)(?:-(?P<indices>.+))?$")  # a key of load_mask_dir
 COLUMNS = ("layer", "component", "indices", "jaccard", "hamming", "hamming_frac", "cosine", "density_a", "density_b")
 FEATURE_COLUMNS = ("feature", "jaccard", "hamming", "hamming_frac", "cosine", "density_a", "density_b")
@@ -59,8 +59,9 @@ class SavedMask:
 
 def load_mask_dir(directory: str | Path) -> dict[str, SavedMask]:
     """Every ``layer{N}-{component}-{indices}-{sparsity}.pt`` of ``directory`` by :attr:`SavedMask.key`, in
-    (layer, component, indices) order. Other files (``prune.json``) are skipped. A directory without such files,
-    or a file that is not a dict with a bool ``"mask"``: one :class:`UserError`."""
+    (layer, component, indices) order. Files not named ``layer*.pt`` (``prune.json``, ``model/``) are skipped. A
+    directory without such files, a ``layer*.pt`` named otherwise, or a file that is not a dict with a bool
+    ``"mask"``: one :class:`UserError`."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"mask directory {directory} does not exist: name the output directory of `make prune`")
@@ -68,7 +69,11 @@ def load_mask_dir(directory: str | Path) -> dict[str, SavedMask]:
     for path in sorted(directory.glob("layer*.pt")):
         match = FILE.match(path.name)
         if match is None:
-            continue
+            raise UserError(
+                f"{path.name} in {directory} is not named layer{{N}}-{{component}}-{{row}}-{{col}}-{{sparsity}}.pt "
+                "(e.g. layer0-mlp.down_proj-0-0-0.5.pt; an older `make prune` named its files otherwise): re-run "
+                "`make prune` for it, or move the file out"
+            )
         data = torch.load(path, map_location="cpu", weights_only=True)
         if (
             not isinstance(data, dict)

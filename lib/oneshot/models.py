@@ -14,8 +14,13 @@ forward for the perplexity before and after (:meth:`CausalLM.logits`). Two adapt
   position embeddings), and each architecture builds them its own way. So the first layer's positional and
   keyword arguments are captured by a forward pre-hook during one model forward that stops there (the hook
   raises a private exception), and every layer is then called with those same arguments and the current hidden
-  states: one code path for every architecture. HF's GPT-2 keeps its weights in ``Conv1D`` (in x out), not
-  ``nn.Linear``; it is refused with one clear line.
+  states: one code path for every architecture. HF's GPT-2 keeps its weights in ``Conv1D`` (``x W + b`` with W
+  in x out): :func:`load_hf` swaps each for the ``nn.Linear`` holding ``Wᵀ`` (the same function), and
+  :meth:`HuggingFace.save` writes them back in Conv1D's layout, so ``save_pretrained``'s output loads as the
+  original architecture.
+
+Component names are the Linears' module paths inside the block (``self_attn.q_proj``, ``mlp.down_proj``,
+``fc1``; this framework's GPT-2: ``attn.c_attn``, ``mlp.c_fc`` ...), the published analysis's naming.
 
 ``transformers`` is imported only inside :func:`load_hf` (``lib.oneshot`` imports every module of the package).
 """
@@ -36,19 +41,10 @@ HF_INSTALL = "pip install -e '.[hf]'` (or `make env EXTRAS=hf`)"
 
 
 def components(block: nn.Module) -> dict[str, nn.Linear]:
-    """The block's Linears by component name: the shortest dotted suffix of the module name that no other Linear
-    of the block shares, dots as ``_`` (OPT: ``q_proj`` ... ``fc2``; this framework's GPT-2: ``c_attn``,
-    ``attn_c_proj``, ``c_fc``, ``mlp_c_proj``), in module order."""
-    names = [name for name, m in block.named_modules() if isinstance(m, nn.Linear)]
-    out = {}
-    for name in names:
-        parts = name.split(".")
-        for k in range(1, len(parts) + 1):
-            suffix = ".".join(parts[-k:])
-            if sum(n == suffix or n.endswith("." + suffix) for n in names) == 1:
-                break
-        out[suffix.replace(".", "_")] = block.get_submodule(name)
-    return out
+    """The block's Linears by component name, their module path inside the block (OPT: ``self_attn.q_proj`` ...
+    ``fc2``; LLaMA: ``mlp.down_proj`` ...; this framework's GPT-2: ``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``,
+    ``mlp.c_proj``), in module order."""
+    return {name: m for name, m in block.named_modules() if isinstance(m, nn.Linear)}
 
 
 class CausalLM:
@@ -84,6 +80,10 @@ class CausalLM:
         """Token ids (B, T) -> logits (B, T, vocab)."""
         raise NotImplementedError
 
+    def save(self, out_dir: Path) -> Path:
+        """Write the (pruned) model into ``out_dir`` in the form it was loaded from; where it went."""
+        raise NotImplementedError
+
 
 class NanoGPT(CausalLM):
     """This framework's GPT-2 (a run directory's model, with the run's tokenizer)."""
@@ -110,16 +110,24 @@ class NanoGPT(CausalLM):
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(ids)
 
+    def save(self, out_dir: Path) -> Path:
+        """``model.pt``: the state dict, as a run's checkpoint holds it (``{"model": ...}``)."""
+        from lib import checkpoint
+
+        checkpoint.save({"model": self.model.state_dict()}, out_dir / "model.pt")
+        return out_dir / "model.pt"
+
 
 class _Caught(Exception):
     """Raised by the catcher on the first decoder layer: the model forward stops there."""
 
 
 class HuggingFace(CausalLM):
-    """A ``transformers`` causal LM and its tokenizer (see :func:`load_hf`)."""
+    """A ``transformers`` causal LM and its tokenizer (see :func:`load_hf`); ``transposed``: the modules
+    :func:`linearize_conv1d` swapped for Linears."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, name: str) -> None:
-        self.model, self.tokenizer, self.name = model, tokenizer, name
+    def __init__(self, model: nn.Module, tokenizer: Any, name: str, transposed: tuple[str, ...] = ()) -> None:
+        self.model, self.tokenizer, self.name, self.transposed = model, tokenizer, name, transposed
         config = model.config
         self.max_length = getattr(config, "max_position_embeddings", None)
         eos = tokenizer.eos_token_id if tokenizer is not None else None
@@ -136,9 +144,8 @@ class HuggingFace(CausalLM):
         if not components(self._blocks[0]):
             kinds = sorted({type(m).__name__ for m in self._blocks[0].modules() if m is not self._blocks[0]})
             raise UserError(
-                f"{name} ({config.model_type}): its decoder layers hold no nn.Linear (they hold {', '.join(kinds)}; "
-                "HF's GPT-2 keeps its weights in Conv1D, in x out): prune an OPT or LLaMA-style model, or a GPT-2 "
-                "run of this framework"
+                f"{name} ({config.model_type}): its decoder layers hold no nn.Linear or Conv1D (they hold "
+                f"{', '.join(kinds)}): prune an OPT, GPT-2 or LLaMA-style model, or a GPT-2 run of this framework"
             )
 
     def encode(self, text: str) -> list[int]:
@@ -178,6 +185,37 @@ class HuggingFace(CausalLM):
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, use_cache=False).logits
 
+    def save(self, out_dir: Path) -> Path:
+        """``model/``: ``save_pretrained`` of the model (Conv1D weights back in their in x out layout) and of its
+        tokenizer, loadable by ``from_pretrained`` (and by ``make prune RUN=<that directory>``)."""
+        state = self.model.state_dict()
+        for name in self.transposed:
+            state[f"{name}.weight"] = state[f"{name}.weight"].t().contiguous()
+        self.model.save_pretrained(out_dir / "model", state_dict=state)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(out_dir / "model")
+        return out_dir / "model"
+
+
+def linearize_conv1d(model: nn.Module) -> tuple[str, ...]:
+    """Swap every ``transformers`` ``Conv1D`` (``x W + b``, W in x out: HF's GPT-2) in ``model`` for the
+    ``nn.Linear`` computing the same function (weight ``Wᵀ``); the swapped modules' names."""
+    swapped = []
+    for name, module in list(model.named_modules()):
+        if type(module).__name__ != "Conv1D" or getattr(module, "weight", None) is None:
+            continue
+        weight = module.weight  # (in, out)
+        linear = nn.Linear(weight.shape[0], weight.shape[1], bias=module.bias is not None)
+        linear.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(weight.t())
+            if module.bias is not None:
+                linear.bias.copy_(module.bias)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, linear)
+        swapped.append(name)
+    return tuple(swapped)
+
 
 def hf_name(source: str) -> str:
     """A directory name for a Hub name or a local model directory: ``facebook/opt-125m`` -> ``facebook--opt-125m``
@@ -211,4 +249,4 @@ def load_hf(source: str, device: torch.device | str = "cpu") -> HuggingFace:
     except (OSError, ValueError, TypeError):
         tokenizer = None
     model.to(device, torch.float32).eval()  # the statistics and the methods work in fp32
-    return HuggingFace(model, tokenizer, hf_name(source))
+    return HuggingFace(model, tokenizer, hf_name(source), linearize_conv1d(model))

@@ -7,11 +7,13 @@ copies the returned weight in, then runs the pruned block again: its outputs are
 block is calibrated on the outputs of the already-pruned blocks before it (SparseGPT's and Wanda's sequential
 setting; within a block all Linears see the block's unpruned sublayers, as in their reference code).
 
-Files, when ``out_dir`` is given, one per Linear: ``layer{N}-{component}-{out}x{in}-{target}.pt`` holding
-``{"weight": pruned weight, "mask": bool mask}``. N is the block index, component the Linear's name in the block
-(:func:`lib.oneshot.models.components`: ``q_proj``, ``fc1``, ``c_fc``, ``mlp_c_proj`` ...), ``{out}x{in}`` the
-weight's shape (the published naming has an indices field whose meaning it does not spell out; the shape is what
-we put there) and ``target`` the :func:`target_name` (``0.5``, or ``0.5-2of4`` with a pattern).
+Files, when ``out_dir`` is given, one per Linear, in the published analysis's naming
+``layer{N}-{component}-{indices}-{sparsity}.pt`` (e.g. ``layer0-mlp.down_proj-0-0-0.5.pt``) holding
+``{"weight": pruned weight, "mask": bool mask}``: N the block index, component the Linear's module path in the
+block (:func:`lib.oneshot.models.components`: ``self_attn.q_proj``, ``fc1``, ``mlp.c_fc`` ...), indices the
+(row, column) block of the weight the file holds (:data:`WHOLE`: ours hold the whole weight; the published files'
+``0-0``), sparsity the target (with an N:M pattern, the pattern's ``1 - N/M``; the pattern itself is in the
+directory's name and ``prune.json``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from lib.oneshot import LayerStats, OneShotMethod
 from lib.oneshot.models import CausalLM
 
 logger = logging.getLogger(__name__)
+
+
+WHOLE = "0-0"  # a mask file's indices field: the (row, column) block of the weight it holds; ours: the whole
 
 
 def target_name(sparsity: float, pattern: tuple[int, int] | None) -> str:
@@ -140,8 +145,8 @@ def prune_model(
                 time.perf_counter() - began,
             )
             if out_dir is not None:
-                out, inp = lin.weight.shape
-                record.file = f"layer{index}-{name}-{out}x{inp}-{target_name(sparsity, pattern)}.pt"
+                target = sparsity if pattern is None else 1 - pattern[0] / pattern[1]
+                record.file = f"layer{index}-{name}-{WHOLE}-{target:g}.pt"
                 torch.save({"weight": lin.weight.detach().cpu(), "mask": mask.cpu()}, out_dir / record.file)
             result.layers.append(record)
         del stats

@@ -33,7 +33,9 @@ def test_analyze_a_run_with_prune_outputs(tmp_path: Path, capsys: pytest.Capture
     assert labels == {(None, "sparsegpt-0.5", "wanda-0.5"), ("wanda", "wanda-0.5-2of4", "wanda-0.5")}
     names = sorted(p.name for p in (run / "analysis").iterdir())
     assert (
-        "spy-layer0-c_fc.png" in names and "clusters-layer0-c_fc-k8.png" in names and "tsne-layer0-c_fc-k8.png" in names
+        "spy-layer0-mlp.c_fc.png" in names
+        and "clusters-layer0-mlp.c_fc-k8.png" in names
+        and "tsne-layer0-mlp.c_fc-k8.png" in names
     )
     assert "hamming-layer0.png" in names and "agreement-sparsegpt-0.5-vs-wanda-0.5.png" in names
 

@@ -31,7 +31,7 @@ def test_prune_a_run_of_ours(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert summary["method"] == "wanda" and summary["calibration"]["samples"] == 4
     assert summary["calibration"]["seqlen"] == 32 and summary["calibration"]["corpus"] == "pydoc"
     assert len(summary["layers"]) == 8 and summary["sparsity"] == pytest.approx(0.5)
-    assert (out / "layer1-mlp_c_proj-32x128-0.5.pt").exists() and (out / "model.pt").exists()
+    assert (out / "layer1-mlp.c_proj-0-0-0.5.pt").exists() and (out / "model.pt").exists()
     assert "perplexity" in capsys.readouterr().out
     state = torch.load(out / "model.pt")["model"]
     assert (state["transformer.h.0.mlp.c_fc.weight"] == 0).float().mean() == pytest.approx(0.5)

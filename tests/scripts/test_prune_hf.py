@@ -57,7 +57,10 @@ def test_a_hugging_face_model_is_pruned_and_analysed_offline(
     assert summary["sparsity"] == pytest.approx(0.5, abs=0.01)
     ppl = summary["perplexity"]
     assert 100 < ppl["before"] < 1000 and ppl["after"] != ppl["before"]  # a random model over 258 tokens
-    assert (out / "wanda-0.5" / "layer1-fc2-32x64-0.5.pt").exists() and (out / "wanda-0.5" / "model.pt").exists()
+    assert (out / "wanda-0.5" / "layer1-fc2-0-0-0.5.pt").exists()
+    pruned = transformers.AutoModelForCausalLM.from_pretrained(out / "wanda-0.5" / "model")  # save_pretrained's
+    assert (pruned.model.decoder.layers[1].fc2.weight == 0).float().mean() == pytest.approx(0.5)
+    assert transformers.AutoTokenizer.from_pretrained(out / "wanda-0.5" / "model") is not None
 
     assert analyze.main([model, "--samples", "2", *common]) == 0
     _, pairs = store.read(tmp_path / "results", "mask_comparison")

@@ -88,13 +88,17 @@ def _save(directory: Path, masks: dict[str, tuple[torch.Tensor, torch.Tensor]], 
 
 
 def test_directories_compare_file_for_file(tmp_path: Path) -> None:
-    a = _save(tmp_path / "nm", {"layer0-fc1-all": (A, W), "layer1-q_proj-0_1": (A, W)}, "2:4")
-    b = _save(tmp_path / "unstructured", {"layer0-fc1-all": (B, W), "layer1-q_proj-0_1": (A, W)}, "0.5")
+    """Files in the published naming (``layer0-mlp.down_proj-0-0-0.5.pt``) load and match by layer, component
+    and indices."""
+    a = _save(tmp_path / "nm", {"layer0-fc1-0-0": (A, W), "layer1-self_attn.q_proj-0-1": (A, W)}, "0.25")
+    b = _save(tmp_path / "unstructured", {"layer0-fc1-0-0": (B, W), "layer1-self_attn.q_proj-0-1": (A, W)}, "0.5")
     loaded = load_mask_dir(a)
-    assert list(loaded) == ["layer0-fc1-all", "layer1-q_proj-0_1"]
-    assert loaded["layer1-q_proj-0_1"].sparsity == "2:4" and loaded["layer1-q_proj-0_1"].component == "q_proj"
+    assert list(loaded) == ["layer0-fc1-0-0", "layer1-self_attn.q_proj-0-1"]
+    q = loaded["layer1-self_attn.q_proj-0-1"]
+    assert (q.layer, q.component, q.indices, q.sparsity) == (1, "self_attn.q_proj", "0-1", "0.25")
     rows = compare_dirs(a, b)  # matched by layer, component and indices, whatever the sparsity field says
-    assert [(r["layer"], r["component"], r["indices"]) for r in rows] == [(0, "fc1", "all"), (1, "q_proj", "0_1")]
+    expected = [(0, "fc1", "0-0"), (1, "self_attn.q_proj", "0-1")]
+    assert [(r["layer"], r["component"], r["indices"]) for r in rows] == expected
     assert rows[0]["jaccard"] == pytest.approx(0.6) and rows[0]["cosine"] == pytest.approx(COSINE)
     assert rows[1]["jaccard"] == 1.0 and rows[1]["hamming"] == 0
     ablation = structured_vs_unstructured("wanda", a, b)
@@ -102,12 +106,15 @@ def test_directories_compare_file_for_file(tmp_path: Path) -> None:
 
 
 def test_directory_errors_are_one_line(tmp_path: Path) -> None:
-    a = _save(tmp_path / "a", {"layer0-fc1-all": (A, W)}, "0.5")
-    b = _save(tmp_path / "b", {"layer0-fc2-all": (A, W)}, "0.5")
+    a = _save(tmp_path / "a", {"layer0-fc1-0-0": (A, W)}, "0.5")
+    b = _save(tmp_path / "b", {"layer0-fc2-0-0": (A, W)}, "0.5")
     with pytest.raises(UserError, match="prune different layers"):
         compare_dirs(a, b)
     with pytest.raises(UserError, match="no layer"):
         load_mask_dir(_save(tmp_path / "empty", {}, "0.5"))
-    torch.save({"mask": W}, a / "layer2-fc1-all-0.5.pt")
+    old = _save(tmp_path / "old", {"layer0-fc1-512x128": (A, W)}, "0.5")  # an earlier make prune's naming
+    with pytest.raises(UserError, match=r"layer0-fc1-512x128-0.5.pt in .* is not named .*re-run `make prune`"):
+        load_mask_dir(old)
+    torch.save({"mask": W}, a / "layer2-fc1-0-0-0.5.pt")
     with pytest.raises(UserError, match="bool 'mask'"):
         load_mask_dir(a)
