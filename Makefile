@@ -61,7 +61,7 @@ CHECK_EXTRAS = $(if $(filter-out $(EXTRA_NAMES),$(EXTRAS_WORDS)),extras=$(call q
 	echo "error: EXTRAS=$$extras: each word must be one of: $(EXTRA_NAMES) (e.g. EXTRAS=\"trackio wandb\")" >&2; exit 2;)
 # make would expand a command-line variable to put it in the recipes' environment. After the `?=` defaults:
 # `unexport` defines a variable, and `?=` leaves a defined one alone.
-unexport TOKENS TEMPERATURE TOP_K SEED PROMPT RUN METHOD SPARSITY PATTERN CALIBRATION SAMPLES JOBS EPOCHS MAX_ITERS SET MATRIX DEFCONFIG KCONFIG_CONFIG TORCH \
+unexport TOKENS TEMPERATURE TOP_K SEED PROMPT RUN METHOD SPARSITY PATTERN CALIBRATION SAMPLES BLOCKS JOBS EPOCHS MAX_ITERS SET MATRIX DEFCONFIG KCONFIG_CONFIG TORCH \
 	YES PYTHON3 EXTRAS SQL
 
 # The runner names make (the recipe shell's parent) as its starter: if make is killed before the runner has
@@ -131,8 +131,8 @@ PRUNE_ARGS := $(call option,--method,METHOD) $(call option,--sparsity,SPARSITY) 
 prune: $(STAMP) ## One-shot prune a GPT-2 run or HF model: RUN= METHOD=magnitude|wanda|sparsegpt SPARSITY= [PATTERN=2:4 CALIBRATION= SAMPLES=]
 	@exec $(PY) -m scripts.prune $(call quote,RUN) $(CONFIG_ARG) $(MATRIX_ARG) $(SET_ARG) $(PRUNE_ARGS)
 
-ANALYZE_ARGS := $(call option,--sparsity,SPARSITY) $(call option,--samples,SAMPLES)
-analyze: $(STAMP) ## Co-activation and mask-agreement analysis of a model: RUN= [SPARSITY=0.9 (activations) SAMPLES=8]
+ANALYZE_ARGS := $(call option,--sparsity,SPARSITY) $(call option,--samples,SAMPLES) $(call option,--blocks,BLOCKS)
+analyze: $(STAMP) ## One-shot grid, co-activation and mask agreement of a model: RUN= [SPARSITY=0.9 (activations) SAMPLES=8 BLOCKS=4,16]
 	@exec $(PY) -m scripts.analyze $(call quote,RUN) $(CONFIG_ARG) $(MATRIX_ARG) $(SET_ARG) $(ANALYZE_ARGS)
 
 quickstart: $(STAMP) ## Set up, then run the embedded `quickstart` defconfig through to graphs and report

@@ -97,6 +97,28 @@ class IntList:
         return values
 
 
+def nm_pattern(text: str) -> tuple[int, int] | None:
+    """``"2:4"`` -> (2, 4): an N:M pattern with 1 <= N < M; None when ``text`` is not one."""
+    m = re.fullmatch(r"(\d+):(\d+)", text)
+    return (int(m[1]), int(m[2])) if m and 1 <= int(m[1]) < int(m[2]) else None
+
+
+@dataclass(frozen=True)
+class PatternList:
+    """A space-separated list of distinct N:M patterns (1 <= N < M), possibly empty: ((N, M), ...)."""
+
+    def parse(self, name: str, text: str) -> tuple[tuple[int, int], ...]:
+        patterns = []
+        for item in text.split():
+            pattern = nm_pattern(item)
+            if pattern is None:
+                raise UserError(f"{name}={text!r}: {item!r} is not N:M with 1 <= N < M (e.g. 2:4 4:8); {FIX}")
+            patterns.append(pattern)
+        if len(set(patterns)) != len(patterns):
+            raise UserError(f"{name}={text!r} repeats a pattern: list each once; {FIX}")
+        return tuple(patterns)
+
+
 @dataclass(frozen=True)
 class Name:
     """A name usable as a directory name."""

@@ -1,27 +1,32 @@
-"""The analysis suite on one model (``make analyze RUN=... [SPARSITY=0.9] [SAMPLES=8]``, docs/analysis.md).
+"""The analysis suite on one model (``make analyze RUN=... [SPARSITY=0.9] [SAMPLES=8] [BLOCKS=4,16]``,
+docs/analysis.md).
 
 ``RUN`` is what ``make prune`` takes (:func:`scripts.prune.find_model`): a GPT-2 run directory or run id, or a
-Hugging Face causal LM (Hub name or ``save_pretrained`` directory). The model analysed is the unpruned one (a
-run's best checkpoint, or the pretrained weights).
+Hugging Face causal LM (Hub name or ``save_pretrained`` directory).
 
-1. Co-activation. ``SAMPLES`` (default 8) calibration windows, drawn as ``make prune`` draws them (the same
-   corpus, ``ONESHOT_SEQLEN``, seed), run block by block; forward pre-hooks on each block's Linears
-   (:func:`lib.oneshot.models.components`) capture every projection's input. Per projection: the threshold at
-   the target activation sparsity ``SPARSITY`` (default 0.9, the published setting), the binary matrix, the
-   reference feature (the most active feature: the most tokens above the threshold, ties by the lowest index),
-   k-means with k = 4, 8, 16 (those at most the features) over the 128 features nearest the reference (all when
-   fewer), the Hamming-distance histogram of those features' pairs, and MMM coherence for block sizes 4 and 16
-   in index and in Hamming order. Tables: ``coactivation_clusters``, ``coactivation_hamming``,
-   ``mmm_coherence``.
-2. Mask comparison. Every pair of ``make prune`` output directories of the model (``oneshot/<method>-<target>/``,
-   those with a ``prune.json``) with the same target, and each method's ``<m>-<s>-<N>of<M>`` against its
-   ``<m>-<s>`` (structured vs unstructured): table ``mask_comparison``.
+1. One-shot pruning. Each method selected in the .config (``ONESHOT_*``) at each point of the one-shot grid
+   (``ONESHOT_SPARSITIES``, ``ONESHOT_PATTERNS``: :func:`scripts.prune.grid`) whose result is not there yet is
+   pruned as ``make prune`` prunes it (``oneshot/<method>-<target>/``). With no method selected, the results
+   ``make prune`` left are compared.
+2. Co-activation, of the unpruned model (a run's best checkpoint, or the pretrained weights). ``SAMPLES``
+   (default 8) calibration windows, drawn as ``make prune`` draws them (the same corpus, ``ONESHOT_SEQLEN``,
+   seed), run block by block; forward pre-hooks on each block's Linears (:func:`lib.oneshot.models.components`)
+   capture every projection's input. Per projection: the threshold at the target activation sparsity
+   ``SPARSITY`` (default 0.9, the published setting), the binary matrix, the reference feature (the most active
+   feature: the most tokens above the threshold, ties by the lowest index), k-means with k = 4, 8, 16 (those at
+   most the features) over the 128 features nearest the reference (all when fewer), the Hamming-distance
+   histogram of those features' pairs, and MMM coherence for the block sizes ``BLOCKS`` (default 4 and 16) in
+   index and in Hamming order. Tables: ``coactivation_clusters``, ``coactivation_hamming``, ``mmm_coherence``.
+3. Mask comparison (:func:`mask_pairs`), of the one-shot results of the model (``oneshot/<method>-<target>/``,
+   those with a ``prune.json``): every two methods at one target, each method at two consecutive sparsities,
+   and each method's ``<m>-<s>-<N>of<M>`` against its ``<m>-<s>`` (structured vs unstructured). Tables
+   ``mask_comparison`` (per layer) and ``mask_features`` (per output feature).
 
 Rows go to ``RESULTS_DIR/results.duckdb`` (:func:`lib.analysis.store.write`, source = the model's name: a run's
 directory name, or e.g. ``facebook--opt-125m``). Figures go to ``<run>/analysis/`` (a Hugging Face model:
 ``RESULTS_DIR/oneshot/<model>/analysis/``): a spy plot (Hamming order), a cluster heatmap (k = 8, or the largest
-k that fits) and the Hamming histograms of block 0's projections only, and one agreement heatmap per pair of mask
-directories, and the t-SNE projection of the clustered features of block 0's projections, coloured by the same
+k that fits) and the Hamming histograms of block 0's projections only, one agreement heatmap per mask
+comparison, and the t-SNE projection of the clustered features of block 0's projections, coloured by the same
 k-means clusters (exact t-SNE of at most 128 points: about 2 s per projection on 2 cores).
 """
 
@@ -41,22 +46,25 @@ from lib.analysis import coactivation as coact
 from lib.analysis import figures, masks, store
 from lib.database import DATABASE
 from lib.errors import ArgumentParser, UserError, run_cli
+from lib.oneshot import ONESHOT
 from lib.oneshot.models import CausalLM
 from lib.oneshot.pipeline import windows
 from scripts.prune import (
     add_model_arguments,
     corpus_tokens,
+    describe,
     find_model,
     load_model,
     parse_fraction,
     parse_samples,
+    prune_grid,
 )
 
 logger = logging.getLogger(__name__)
 
 SAMPLES = 8  # calibration windows by default: enough tokens for the thresholds, fast on a CPU
 KS = coact.PUBLISHED_KS
-BLOCK_SIZES = (4, 16)
+BLOCK_SIZES = (4, 16)  # MMM coherence's block sizes by default (BLOCKS=)
 FIGURE_BLOCK = 0  # figures of this block's projections only, to stay fast
 STRUCTURED = re.compile(r"^(?P<base>.+)-(?P<n>\d+)of(?P<m>\d+)$")  # a target with an N:M pattern: 0.5-2of4
 
@@ -90,7 +98,7 @@ def reference_feature(binary: torch.Tensor) -> int:
     return int(torch.argmax(binary.sum(1)))  # argmax returns the first maximum
 
 
-def analyze_projection(x: torch.Tensor, sparsity: float, seed: int) -> dict:
+def analyze_projection(x: torch.Tensor, sparsity: float, seed: int, block_sizes: tuple[int, ...] = BLOCK_SIZES) -> dict:
     """The rows of one projection's inputs ``x`` (tokens × features) for the three co-activation tables, and
     what its figures need."""
     threshold = coact.calibrate_thresholds({"x": x}, sparsity)["x"]
@@ -108,7 +116,7 @@ def analyze_projection(x: torch.Tensor, sparsity: float, seed: int) -> dict:
     order = coact.hamming_order(binary, reference)
     mmm = [
         {**act, **coact.mmm_row(binary, b, o, ordering)}
-        for b in BLOCK_SIZES
+        for b in block_sizes
         for o, ordering in ((None, "index"), (order, "hamming"))
     ]
     return {
@@ -127,22 +135,38 @@ def mask_dirs(out: Path) -> list[Path]:
     return sorted(d for d in out.iterdir() if (d / results.PRUNE_JSON).is_file()) if out.is_dir() else []
 
 
-def mask_pairs(dirs: list[Path]) -> tuple[list[tuple[Path, Path]], list[tuple[str, Path, Path]]]:
-    """(pairs of directories with the same target, (method, structured, unstructured) ablations)."""
+def mask_pairs(dirs: list[Path]) -> list[tuple[str | None, Path, Path]]:
+    """What is compared, as (method, a, b): every two methods' results at one target (method None), each
+    method's unstructured results at two consecutive sparsities, and each method's N:M result against its
+    unstructured result at the same sparsity (``wanda-0.5-2of4`` vs ``wanda-0.5``). A directory is
+    ``<method>-<target>``; the method includes its settings' variant (``wanda+per_layer``)."""
     split = {d: d.name.split("-", 1) for d in dirs if "-" in d.name}
-    pairs = [
-        (a, b)
+    pairs: list[tuple[str | None, Path, Path]] = [
+        (None, a, b)
         for i, a in enumerate(dirs)
         for b in dirs[i + 1 :]
         if a in split and b in split and split[a][1] == split[b][1]
     ]
+    unstructured = {d: float(t) for d, (_, t) in split.items() if re.fullmatch(r"\d*\.?\d+(e-?\d+)?", t)}
+    for method in sorted({m for m, _ in split.values()}):
+        levels = sorted((unstructured[d], d) for d in unstructured if split[d][0] == method)
+        pairs += [(method, a, b) for (_, a), (_, b) in zip(levels, levels[1:], strict=False)]
     by_name = {d.name: d for d in dirs}
-    ablations = []
     for d, (method, target) in split.items():
         match = STRUCTURED.match(target)
         if match and f"{method}-{match['base']}" in by_name:
-            ablations.append((method, d, by_name[f"{method}-{match['base']}"]))
-    return pairs, ablations
+            pairs.append((method, d, by_name[f"{method}-{match['base']}"]))
+    return pairs
+
+
+def parse_block_sizes(text: str | None) -> tuple[int, ...]:
+    """BLOCKS= as distinct positive ints (``4,16``; default :data:`BLOCK_SIZES`), or one UserError."""
+    if not text:
+        return BLOCK_SIZES
+    items = text.replace(",", " ").split()
+    if not items or not all(i.isdigit() and int(i) > 0 for i in items) or len(set(items)) != len(items):
+        raise UserError(f"BLOCKS={text!r} is not a list of distinct positive integers: e.g. BLOCKS=4,16")
+    return tuple(int(i) for i in items)
 
 
 def analyze(
@@ -153,9 +177,10 @@ def analyze(
     config: str | Path = config_mod.DOTCONFIG,
     overrides: list[str] | None = None,
     matrix: str | None = None,
+    block_sizes: tuple[int, ...] = BLOCK_SIZES,
 ) -> dict:
-    """Run the suite (see the module docstring); a summary: source, database, figures dir, rows per table, and
-    the mask directories found."""
+    """Run the suite (see the module docstring); a summary: source, database, figures dir, rows per table, the
+    new one-shot results and the mask directories found."""
     overrides = overrides or []
     if not 0 < sparsity < 1:
         raise UserError(f"SPARSITY={sparsity:g} is not a fraction in (0, 1): the activation sparsity, e.g. 0.9")
@@ -164,6 +189,7 @@ def analyze(
     samples = samples or SAMPLES
     run_dir = find_model(run, config, overrides, matrix)
     loaded = load_model(run, run_dir, cfg)
+    pruned = prune_grid(lambda: load_model(run, run_dir, cfg), loaded.out, cfg, seed) if ONESHOT.selected(cfg) else []
     lm, source = loaded.lm, loaded.lm.name
     lm.model.eval()
     seqlen = loaded.seqlen(cfg)
@@ -179,7 +205,7 @@ def analyze(
         histograms = {}
         for component, x in inputs.items():
             where = {"layer": index, "component": component}
-            found = analyze_projection(x, sparsity, seed)
+            found = analyze_projection(x, sparsity, seed, block_sizes)
             tables["coactivation_clusters"] += [{**where, **r} for r in found["clusters"]]
             tables["coactivation_hamming"] += [{**where, **r} for r in found["hamming"]]
             tables["mmm_coherence"] += [{**where, **r} for r in found["mmm"]]
@@ -205,18 +231,16 @@ def analyze(
         logger.info("block %d analysed (%s)", index, ", ".join(inputs))
 
     dirs = mask_dirs(loaded.out)
-    pairs, ablations = mask_pairs(dirs)
-    comparison = []
-    for a, b in pairs:
+    pairs = mask_pairs(dirs)
+    if pairs:
+        tables["mask_comparison"], tables["mask_features"] = [], []
+    for method, a, b in pairs:
+        labels = {"method": method, "label_a": a.name, "label_b": b.name}
         rows = masks.compare_dirs(a, b)
-        comparison += [{"label_a": a.name, "label_b": b.name, **r} for r in rows]
+        tables["mask_comparison"] += [{**labels, **r} for r in rows]
+        tables["mask_features"] += [{**labels, **r} for r in masks.compare_dir_features(a, b)]
         path = fig_dir / f"agreement-{a.name}-vs-{b.name}.png"
         written.append(figures.agreement_heatmap(rows, path, title=f"{source}: {a.name} vs {b.name} (Jaccard)"))
-    for method, structured, unstructured in ablations:
-        rows = masks.structured_vs_unstructured(method, structured, unstructured)
-        comparison += [{"label_a": structured.name, "label_b": unstructured.name, **r} for r in rows]
-    if pairs or ablations:
-        tables["mask_comparison"] = comparison
 
     database = results_dir / DATABASE
     for table, rows in tables.items():
@@ -227,6 +251,7 @@ def analyze(
         "figures": fig_dir,
         "written": written,
         "rows": {t: len(r) for t, r in tables.items()},
+        "pruned": pruned,
         "mask_dirs": dirs,
         "mask_root": loaded.out,
         "tokens": calib.numel(),
@@ -241,10 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     add_model_arguments(parser)
     parser.add_argument("--sparsity", default=str(coact.PUBLISHED_SPARSITY), help="activation sparsity (default 0.9)")
     parser.add_argument("--samples", help=f"calibration windows (default {SAMPLES})")
+    parser.add_argument("--blocks", help="MMM coherence's block sizes (default 4,16)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     sparsity = parse_fraction(args.sparsity, "0.9")
     samples = parse_samples(args.samples, SAMPLES)
+    block_sizes = parse_block_sizes(args.blocks)
     s = analyze(
         args.run,
         sparsity,
@@ -253,14 +280,20 @@ def main(argv: list[str] | None = None) -> int:
         args.config,
         config_mod.split_overrides(args.set),
         args.matrix,
+        block_sizes,
     )
+    for summary in s["pruned"]:
+        print(f"one-shot: {describe(summary)}")
     print(f"{s['source']}: {s['tokens']} tokens, thresholds at {s['sparsity']:g} activation sparsity")
     for table, count in s["rows"].items():
         print(f"{table}: {count} rows ({s['source']}) in {s['database']}")
     if not s["mask_dirs"]:
-        print(f"mask_comparison: no `make prune` outputs in {s['mask_root']}; skipped")
+        print(
+            f"mask_comparison: no one-shot results in {s['mask_root']}; skipped (select ONESHOT_* methods in "
+            "`make menuconfig` for make analyze to prune them, or run `make prune`)"
+        )
     elif "mask_comparison" not in s["rows"]:
-        print(f"mask_comparison: no two `make prune` outputs with the same target in {s['mask_root']}; skipped")
+        print(f"mask_comparison: no two comparable one-shot results in {s['mask_root']}; skipped")
     print(f"figures: {len(s['written'])} in {s['figures']}")
     return 0
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lib import config as config_mod
 from lib import results
+from lib.config_types import nm_pattern
 from lib.data.corpora import CORPORA, TextCorpus
 from lib.data.shards import read_shard
 from lib.errors import ArgumentParser, UserError, run_cli
@@ -45,10 +46,37 @@ FIX_METHOD = "give METHOD=<name> or select one in `make menuconfig` (One-shot pr
 def parse_pattern(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
-    m = re.fullmatch(r"(\d+):(\d+)", text)
-    if not m or not 1 <= int(m[1]) < int(m[2]):
+    pattern = nm_pattern(text)
+    if pattern is None:
         raise UserError(f"PATTERN={text!r} is not N:M with 1 <= N < M; e.g. PATTERN=2:4, or leave it out")
-    return int(m[1]), int(m[2])
+    return pattern
+
+
+def grid(cfg) -> list[tuple[float, tuple[int, int] | None]]:
+    """The one-shot grid of ``cfg``: (sparsity, None) per ``ONESHOT_SPARSITIES``, then (1 - N/M, (N, M)) per
+    ``ONESHOT_PATTERNS``; what runs after training and what ``make analyze`` prunes."""
+    return [(s, None) for s in cfg["ONESHOT_SPARSITIES"]] + [(1 - n / m, (n, m)) for n, m in cfg["ONESHOT_PATTERNS"]]
+
+
+def prune_grid(
+    load: Callable[[], Loaded], out: Path, cfg, seed: int, stop_requested: Callable[[], bool] = lambda: False
+) -> list[dict]:
+    """Each selected method at each point of :func:`grid` whose ``prune.json`` is not yet under ``out`` (a
+    resumed caller finishes the rest), the model loaded afresh (``load()``) for each; a stop request between two
+    raises :class:`Interrupted`. The new summaries."""
+    done = []
+    for name in ONESHOT.selected(cfg):
+        pruner = build_method(name, cfg)
+        for sparsity, pattern in grid(cfg):
+            result = out / result_name(name, pruner, sparsity, pattern)
+            if (result / results.PRUNE_JSON).is_file():
+                continue
+            if stop_requested():
+                raise Interrupted(f"stopped before one-shot {result.name}")
+            summary = prune_one(load, name, cfg, sparsity, pattern, None, seed)
+            logger.info("one-shot: %s", describe(summary))
+            done.append(summary)
+    return done
 
 
 def methods_to_run(method: str | None, cfg) -> list[str]:
@@ -212,28 +240,15 @@ def prune_one(
 
 def after_training(run_dir: Path, stop_requested: Callable[[], bool] = lambda: False) -> list[dict]:
     """``ONESHOT_AFTER_TRAINING`` (a GPT-2 run's stage after training, :func:`lib.training.run_training`): each
-    selected method at each ``ONESHOT_SPARSITIES`` on the run's best checkpoint, with the run's own config,
-    calibration text and seed. The (method, target) pairs whose ``prune.json`` exists are skipped (a resumed run
-    finishes the rest); a stop request between two pairs raises :class:`Interrupted`. The new summaries."""
+    selected method at each point of the one-shot :func:`grid` on the run's best checkpoint, with the run's own
+    config, calibration text and seed (:func:`prune_grid`: results already there are skipped, so a resumed run
+    finishes the rest; a stop request between two raises :class:`Interrupted`). The new summaries."""
     spec = RunSpec.from_json(results.read_json(run_dir / results.CONFIG))
     cfg = spec.cfg
-    done: list[dict] = []
     if not cfg.get("ONESHOT_AFTER_TRAINING"):
-        return done
-    for name in ONESHOT.selected(cfg):
-        pruner = build_method(name, cfg)
-        for sparsity in cfg["ONESHOT_SPARSITIES"]:
-            result = run_dir / results.ONESHOT_DIR / result_name(name, pruner, sparsity, None)
-            if (result / results.PRUNE_JSON).is_file():
-                continue
-            if stop_requested():
-                raise Interrupted(f"stopped before one-shot {name} at {sparsity:g}")
-            summary = prune_one(
-                lambda: load_model(str(run_dir), run_dir, cfg), name, cfg, sparsity, None, None, spec.axes["seed"]
-            )
-            logger.info("one-shot: %s", describe(summary))
-            done.append(summary)
-    return done
+        return []
+    load = lambda: load_model(str(run_dir), run_dir, cfg)  # noqa: E731
+    return prune_grid(load, run_dir / results.ONESHOT_DIR, cfg, spec.axes["seed"], stop_requested)
 
 
 def describe(s: dict) -> str:

@@ -247,6 +247,7 @@ PASSED = [
     ("analyze", "RUN", "first"),
     ("analyze", "SPARSITY", "--sparsity"),
     ("analyze", "SAMPLES", "--samples"),
+    ("analyze", "BLOCKS", "--blocks"),
     ("continue", "MATRIX", "--matrix"),
     ("continue", "JOBS", "--jobs"),
     ("status", "MATRIX", "--matrix"),

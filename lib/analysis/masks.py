@@ -211,9 +211,8 @@ def compare_masks(
     return rows
 
 
-def compare_dirs(dir_a: str | Path, dir_b: str | Path) -> list[dict[str, Any]]:
-    """:func:`compare_masks` of two directories of saved masks (:func:`load_mask_dir`), file for file by
-    ``(layer, component, indices)``; a file in one and not the other is one :class:`UserError`."""
+def _matched(dir_a: str | Path, dir_b: str | Path) -> tuple[dict[str, SavedMask], dict[str, SavedMask]]:
+    """The saved masks of two directories, which must hold the same ``(layer, component, indices)``."""
     a, b = load_mask_dir(dir_a), load_mask_dir(dir_b)
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
@@ -221,14 +220,24 @@ def compare_dirs(dir_a: str | Path, dir_b: str | Path) -> list[dict[str, Any]]:
             f"{dir_a} and {dir_b} prune different layers (only in the first: {only_a or 'none'}; only in the "
             f"second: {only_b or 'none'}): compare two `make prune` outputs of the same model"
         )
+    return a, b
+
+
+def compare_dir_features(dir_a: str | Path, dir_b: str | Path) -> list[dict[str, Any]]:
+    """:func:`compare_features` per output feature (row) of every file two mask directories share, each row
+    with the file's ``layer``, ``component`` and ``indices`` first."""
+    a, b = _matched(dir_a, dir_b)
+    return [
+        {"layer": m.layer, "component": m.component, "indices": m.indices, **row}
+        for key, m in a.items()
+        for row in compare_features(m.mask, b[key].mask, m.weight, b[key].weight, axis="row")
+    ]
+
+
+def compare_dirs(dir_a: str | Path, dir_b: str | Path) -> list[dict[str, Any]]:
+    """:func:`compare_masks` of two directories of saved masks (:func:`load_mask_dir`), file for file by
+    ``(layer, component, indices)``; a file in one and not the other is one :class:`UserError`."""
+    a, b = _matched(dir_a, dir_b)
     weights_a = {k: m.weight for k, m in a.items() if m.weight is not None}
     weights_b = {k: m.weight for k, m in b.items() if m.weight is not None}
     return compare_masks({k: m.mask for k, m in a.items()}, {k: m.mask for k, m in b.items()}, weights_a, weights_b)
-
-
-def structured_vs_unstructured(
-    method: str, structured_dir: str | Path, unstructured_dir: str | Path
-) -> list[dict[str, Any]]:
-    """The structured-vs-unstructured ablation of one method: :func:`compare_dirs` of its N:M output (a) and
-    its unstructured output at the same sparsity (b), each row with ``method`` first."""
-    return [{"method": method, **row} for row in compare_dirs(structured_dir, unstructured_dir)]

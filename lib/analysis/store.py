@@ -37,29 +37,34 @@ _WHERE = [
         "what was analysed (a model, an ablation's method): rows of one source are replaced together",
     ),
     ("layer", "BIGINT", "the block (transformer layer) index"),
-    ("component", "VARCHAR", "the Linear in the block (q_proj, k_proj, v_proj, out_proj, fc1, fc2)"),
+    ("component", "VARCHAR", "the Linear's module path in the block (self_attn.q_proj, fc1, mlp.down_proj, ...)"),
 ]
 _ACTIVATIONS = [
     ("sparsity", "DOUBLE", "the target activation sparsity of the threshold (published: 0.9)"),
     ("threshold", "DOUBLE", "the projection's threshold: an entry x is active when abs(x) > threshold"),
 ]
 
+_PAIR = [
+    _WHERE[0],
+    ("method", "VARCHAR", "the method when both mask sets are one method's (two sparsities, or N:M vs unstructured)"),
+    ("label_a", "VARCHAR", "the first mask set (a make prune result: wanda-0.5, or wanda-0.5-2of4)"),
+    ("label_b", "VARCHAR", "the second mask set (e.g. sparsegpt-0.5, or wanda-0.5)"),
+    *_WHERE[1:],
+    ("indices", "VARCHAR", "the indices field of the mask file's name (empty when not from files)"),
+]
+_AGREEMENT = [
+    ("jaccard", "DOUBLE", "intersection / union of the kept positions (1 when both are empty)"),
+    ("hamming", "BIGINT", "positions kept by one mask and pruned by the other"),
+    ("hamming_frac", "DOUBLE", "hamming / entries compared"),
+    ("cosine", "DOUBLE", "cosine similarity of the two pruned weights (NaN without weights, or for a zero one)"),
+    ("density_a", "DOUBLE", "fraction kept by mask a"),
+    ("density_b", "DOUBLE", "fraction kept by mask b"),
+]
+
 # table -> (column, SQL type, meaning), in column order
 TABLES: dict[str, list[tuple[str, str, str]]] = {
-    "mask_comparison": [
-        _WHERE[0],
-        ("method", "VARCHAR", "the method of a structured-vs-unstructured ablation (empty otherwise)"),
-        ("label_a", "VARCHAR", "the first mask set (e.g. wanda, or 2:4)"),
-        ("label_b", "VARCHAR", "the second mask set (e.g. sparsegpt, or unstructured)"),
-        *_WHERE[1:],
-        ("indices", "VARCHAR", "the indices field of the mask file's name (empty when not from files)"),
-        ("jaccard", "DOUBLE", "intersection / union of the kept positions (1 when both are empty)"),
-        ("hamming", "BIGINT", "positions kept by one mask and pruned by the other"),
-        ("hamming_frac", "DOUBLE", "hamming / entries of the layer"),
-        ("cosine", "DOUBLE", "cosine similarity of the two pruned weights (NaN without weights, or for a zero one)"),
-        ("density_a", "DOUBLE", "fraction kept by mask a"),
-        ("density_b", "DOUBLE", "fraction kept by mask b"),
-    ],
+    "mask_comparison": [*_PAIR, *_AGREEMENT],
+    "mask_features": [*_PAIR, ("feature", "BIGINT", "the output feature (a row of the weight)"), *_AGREEMENT],
     "coactivation_clusters": [
         *_WHERE,
         *_ACTIVATIONS,

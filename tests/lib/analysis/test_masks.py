@@ -12,6 +12,7 @@ import torch
 from lib.analysis.masks import (
     COLUMNS,
     compare,
+    compare_dir_features,
     compare_dirs,
     compare_features,
     compare_masks,
@@ -19,7 +20,6 @@ from lib.analysis.masks import (
     hamming,
     jaccard,
     load_mask_dir,
-    structured_vs_unstructured,
 )
 from lib.errors import UserError
 
@@ -101,8 +101,12 @@ def test_directories_compare_file_for_file(tmp_path: Path) -> None:
     assert [(r["layer"], r["component"], r["indices"]) for r in rows] == expected
     assert rows[0]["jaccard"] == pytest.approx(0.6) and rows[0]["cosine"] == pytest.approx(COSINE)
     assert rows[1]["jaccard"] == 1.0 and rows[1]["hamming"] == 0
-    ablation = structured_vs_unstructured("wanda", a, b)
-    assert {r["method"] for r in ablation} == {"wanda"} and len(ablation) == 2
+    features = compare_dir_features(a, b)  # per output row of each file: A against B, then A against A
+    assert [(r["layer"], r["component"], r["indices"], r["feature"]) for r in features] == [
+        (0, "fc1", "0-0", 0), (0, "fc1", "0-0", 1), (1, "self_attn.q_proj", "0-1", 0), (1, "self_attn.q_proj", "0-1", 1)
+    ]  # fmt: skip
+    assert [r["jaccard"] for r in features] == pytest.approx([1 / 3, 1.0, 1.0, 1.0])
+    assert [r["hamming"] for r in features] == [2, 0, 0, 0]
 
 
 def test_directory_errors_are_one_line(tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ def test_hf_gpt2_conv1d_is_pruned_as_linears_and_saved_back_as_conv1d(tmp_path: 
 def test_the_analysis_compares_what_make_prune_saved(opt_dir: Path, tmp_path: Path) -> None:
     """lib.analysis reads the pipeline's files: Wanda against SparseGPT at 50%, and 2:4 against unstructured,
     line up layer by layer."""
-    from lib.analysis.masks import compare_dirs, structured_vs_unstructured
+    from lib.analysis.masks import compare_dirs
 
     ids = calibration()
     for method, pattern in (("wanda", None), ("sparsegpt", None), ("wanda", (2, 4))):
@@ -130,7 +130,7 @@ def test_the_analysis_compares_what_make_prune_saved(opt_dir: Path, tmp_path: Pa
         prune_model(load_hf(str(opt_dir)), ONESHOT[method](), 0.5, pattern, ids, out)
     rows = compare_dirs(tmp_path / "wanda-0.5", tmp_path / "sparsegpt-0.5")
     assert len(rows) == 12 and all(0 < r["jaccard"] < 1 for r in rows)  # overlapping, not equal masks
-    ablation = structured_vs_unstructured("wanda", tmp_path / "wanda-0.5-2of4", tmp_path / "wanda-0.5")
+    ablation = compare_dirs(tmp_path / "wanda-0.5-2of4", tmp_path / "wanda-0.5")
     assert len(ablation) == 12 and all(r["density_a"] == pytest.approx(0.5) for r in ablation)
 
 
