@@ -6,7 +6,8 @@ a ``matrix`` column first, the directory's name:
 
 ``runs``    one row per run (the columns of ``results.csv``)
 ``steps``   one row per row of a run's ``metrics.jsonl`` (the columns of ``steps.csv``)
-``oneshot`` one row per one-shot pruning result of a run (``<run>/oneshot/*/prune.json``)
+``oneshot`` one row per one-shot pruning result of a run (``<run>/oneshot/*/prune.json``) or of a Hugging Face
+          model (``RESULTS_DIR/oneshot/<model>/*/prune.json``; ``matrix`` and ``run_id`` empty)
 
 ``make update-graphs`` rebuilds it from the run directories when the matrix it draws is in RESULTS_DIR. It is
 written to a temporary file renamed over the old one, so a reader sees the old database or the new one, never
@@ -26,7 +27,7 @@ import duckdb
 
 from lib.errors import UserError
 from lib.export import Table, oneshot_table, runs_table, steps_table
-from lib.results import Run, load_matrix, sync_file, writable_dir
+from lib.results import Run, load_matrix, model_oneshot, sync_file, writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def build(results_dir: Path) -> Path:
     """Rebuild ``results_dir/results.duckdb`` from every matrix in ``results_dir``; returns its path."""
     writable_dir(results_dir, "RESULTS_DIR", f"make it writable: {DATABASE} is rebuilt there")
     found = matrices(results_dir)
-    tables = {"runs": runs_table(found), "steps": steps_table(found), "oneshot": oneshot_table(found)}
+    oneshot = oneshot_table(found, model_oneshot(results_dir))
+    tables = {"runs": runs_table(found), "steps": steps_table(found), "oneshot": oneshot}
     path = results_dir / DATABASE
     tmp = results_dir / f".{DATABASE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:

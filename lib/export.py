@@ -245,12 +245,14 @@ ONESHOT_COLUMNS = (
 )
 
 
-def oneshot_row(run: Run, summary: dict) -> dict[str, Any]:
-    """One ``prune.json`` of ``run`` as a row of the oneshot table."""
+def oneshot_row(run_id: str | None, summary: dict) -> dict[str, Any]:
+    """One ``prune.json`` (of run ``run_id``, or of a model that is not a run: None) as a row of the oneshot
+    table."""
     ppl, calib = summary.get("perplexity") or {}, summary.get("calibration") or {}
     before, after = ppl.get("before"), ppl.get("after")
     return {
-        "run_id": run.run_id,
+        "run_id": run_id,
+        "model": summary.get("model"),
         "method": summary.get("method"),
         "variant": summary.get("variant") or None,
         "pattern": summary.get("pattern"),
@@ -268,14 +270,19 @@ def oneshot_row(run: Run, summary: dict) -> dict[str, Any]:
     }
 
 
-def oneshot_table(matrices: Mapping[str | None, Sequence[Run]]) -> Table:
-    """One row per one-shot pruning result of a run (:attr:`Run.oneshot`): (matrix,) run_id, then
+def oneshot_table(
+    matrices: Mapping[str | None, Sequence[Run]], models: Mapping[str, Sequence[dict]] | None = None
+) -> Table:
+    """One row per one-shot pruning result of a run (:attr:`Run.oneshot`), then per result of a model that is
+    not a run (``models``: :func:`lib.results.model_oneshot`; matrix and run_id empty): (matrix,) run_id, model
+    (the name ``make prune`` gave the model: a run's directory name, ``facebook--opt-125m``), then
     :data:`ONESHOT_COLUMNS` (``perplexity_change``: after / before - 1; ``result``: the directory name). The run's
     axes are the runs table's: join on (matrix, run_id), so no axis name can collide with these columns."""
     lead, runs = _labelled(matrices)
-    rows = [{MATRIX: name, **oneshot_row(run, summary)} for name, run in runs for summary in run.oneshot]
+    rows = [{MATRIX: name, **oneshot_row(run.run_id, summary)} for name, run in runs for summary in run.oneshot]
+    rows += [{MATRIX: None, **oneshot_row(None, s)} for found in (models or {}).values() for s in found]
     floats = frozenset({"target", "sparsity", "perplexity_before", "perplexity_after", "perplexity_change"})
-    return Table([*lead, "run_id", *ONESHOT_COLUMNS], rows, floats)
+    return Table([*lead, "run_id", "model", *ONESHOT_COLUMNS], rows, floats)
 
 
 def write_matrix_tables(matrix_dir: Path, runs: Sequence[Run]) -> tuple[Path, Path]:

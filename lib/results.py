@@ -310,16 +310,28 @@ class Run:
 
     @property
     def oneshot(self) -> list[dict]:
-        """The one-shot pruning results of this run (``<run>/oneshot/*/prune.json``, by directory name), each
-        with its directory's name as ``name``."""
-        root = self.path / ONESHOT_DIR
-        found = sorted(root.glob(f"*/{PRUNE_JSON}")) if root.is_dir() else []
-        return [{**summary, "name": p.parent.name} for p in found if (summary := read_json(p)) is not None]
+        """The one-shot pruning results of this run (``<run>/oneshot/*/prune.json``): :func:`oneshot_results`."""
+        return oneshot_results(self.path / ONESHOT_DIR)
 
     def series(self, split: str, key: str) -> tuple[list[int], list[float]]:
         """Steps and values of ``key`` over the rows of ``split`` that have it."""
         rows = [r for r in self.metrics if r.get("split") == split and key in r]
         return [r["step"] for r in rows], [r[key] for r in rows]
+
+
+def oneshot_results(root: Path) -> list[dict]:
+    """The one-shot pruning results in ``root`` (``<root>/<method>-<target>/prune.json``, by directory name),
+    each with its directory's name as ``name``."""
+    found = sorted(root.glob(f"*/{PRUNE_JSON}")) if root.is_dir() else []
+    return [{**summary, "name": p.parent.name} for p in found if (summary := read_json(p)) is not None]
+
+
+def model_oneshot(results_dir: Path) -> dict[str, list[dict]]:
+    """The one-shot results of models that are not runs of ours (``make prune`` on a Hugging Face model:
+    ``RESULTS_DIR/oneshot/<model>/<method>-<target>/``), by the model's directory name."""
+    root = results_dir / ONESHOT_DIR
+    models = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    return {d.name: found for d in models if (found := oneshot_results(d))}
 
 
 def load_run(path: str | os.PathLike) -> Run:

@@ -117,6 +117,16 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def rows(results_dir: str | Path, table: str, sources: Iterable[str] | None = None) -> list[dict[str, str]]:
+    """The rows of an analysis table from its CSV file (the truth; cells as text, empty when missing), only
+    those of ``sources`` when given; none when the table was never written."""
+    if table not in TABLES:
+        raise ValueError(f"unknown analysis table {table!r}: one of {', '.join(TABLES)}")
+    found = _read_csv(csv_path(Path(results_dir), table))
+    wanted = None if sources is None else set(sources)
+    return [r for r in found if wanted is None or r.get("source") in wanted]
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 

@@ -12,6 +12,7 @@ import torch
 
 from lib import results
 from lib.analysis import store
+from lib.database import build, query
 from scripts import analyze, prune
 
 transformers = pytest.importorskip("transformers")
@@ -61,6 +62,10 @@ def test_a_hugging_face_model_is_pruned_and_analysed_offline(
     pruned = transformers.AutoModelForCausalLM.from_pretrained(out / "wanda-0.5" / "model")  # save_pretrained's
     assert (pruned.model.decoder.layers[1].fc2.weight == 0).float().mean() == pytest.approx(0.5)
     assert transformers.AutoTokenizer.from_pretrained(out / "wanda-0.5" / "model") is not None
+
+    build(tmp_path / "results")  # the results database holds the model's one-shot results beside the runs'
+    _, rows = query(tmp_path / "results", "select matrix, run_id, model, method, target from oneshot order by all")
+    assert rows == [(None, None, opt_with_tokenizer.name, m, 0.5) for m in ("sparsegpt", "wanda")]
 
     assert analyze.main([model, "--samples", "2", *common]) == 0
     _, pairs = store.read(tmp_path / "results", "mask_comparison")

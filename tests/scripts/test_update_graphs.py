@@ -559,3 +559,48 @@ def test_one_shot_results_make_a_report_section_and_a_database_table(tmp_path: P
     assert columns == ["run_id", "method", "pattern", "target", "perplexity_change"]
     assert len(table) == 6 and table[0][1:] == ("magnitude", None, 0.5, pytest.approx(0.1))
     assert table[-1][1:] == ("wanda", "2:4", 0.5, pytest.approx(12.5 / 12 - 1))
+
+
+def test_make_analyze_results_make_a_report_section(tmp_path: Path) -> None:
+    """Analysis rows of this matrix's run (and of another source, left out) become the "Sparsity analysis"
+    section: the mask agreement means over Linears, the MMM coherence table and figure, the separation per k
+    (hand-computed), and the run's agreement heatmaps linked."""
+    from lib.analysis import store
+
+    results_dir = tmp_path / "results"
+    matrix_dir = results_dir / "analysis-m"
+    run_id = write_run(matrix_dir, lm_axes(0), metric="perplexity", mode="min", final=10.0)
+    pair = {"method": None, "label_a": "sparsegpt-0.5", "label_b": "wanda-0.5", "indices": "0-0"}
+    agree = [(0, "fc1", 0.5, 0.25, 0.8), (0, "fc2", 0.7, 0.15, 0.9), (1, "fc1", 0.6, 0.2, float("nan"))]
+    rows = [
+        {**pair, "layer": layer, "component": c, "jaccard": j, "hamming_frac": h, "cosine": cos}
+        for layer, c, j, h, cos in agree
+    ]
+    store.write(results_dir, "mask_comparison", run_id, rows)
+    store.write(results_dir, "mask_comparison", "someone-else", rows[:1])
+    mmm = [("index", 4, 0.5), ("index", 4, 0.2), ("hamming", 4, 0.6), ("hamming", 4, 0.4), ("index", 16, 0.1)]
+    store.write(
+        results_dir, "mmm_coherence", run_id,
+        [{"layer": i, "component": "fc1", "ordering": o, "block_size": b, "coherence": c}
+         for i, (o, b, c) in enumerate(mmm)],
+    )  # fmt: skip
+    clusters = [(0, "fc1", 4, 2.0), (0, "fc1", 4, 2.0), (0, "fc2", 4, 3.0), (0, "fc1", 8, 5.0)]  # a row per cluster
+    store.write(
+        results_dir, "coactivation_clusters", run_id,
+        [{"layer": i, "component": c, "k": k, "separation": s} for i, c, k, s in clusters],
+    )  # fmt: skip
+    (matrix_dir / run_id / "analysis").mkdir()
+    heatmap = matrix_dir / run_id / "analysis" / "agreement-sparsegpt-0.5-vs-wanda-0.5.png"
+    matplotlib.image.imsave(heatmap, [[0.0, 1.0], [1.0, 0.0]])
+    assert main(["--matrix", str(matrix_dir)]) == 0
+    assert_png(matrix_dir / "graphs" / "analysis-mmm.png")
+    report = (matrix_dir / "report.md").read_text()
+    section = report[report.index("## Sparsity analysis") :].split("\n## ")[0]
+    # agreement: Jaccard (0.5 + 0.7 + 0.6) / 3, Hamming (0.25 + 0.15 + 0.2) / 3, cosine where defined (0.8 + 0.9) / 2
+    assert f"| {run_id} | sparsegpt-0.5 | wanda-0.5 |  | 3 | 0.600 | 0.200 | 0.850 |" in section
+    assert not any("someone-else" in line for line in section.splitlines())
+    assert "| hamming | 4 | 2 | 0.500 | 2 of 2 |" in section  # 0.6 and 0.4, both above 0.3
+    assert "| index | 4 | 2 | 0.350 | 1 of 2 |" in section and "| index | 16 | 1 | 0.100 | 0 of 1 |" in section
+    assert "| 4 | 2 | 2.50 |" in section and "| 8 | 1 | 5.00 |" in section  # per projection, then the mean
+    assert f"]({run_id}/analysis/{heatmap.name})" in section
+    assert "data:image/png;base64," in (matrix_dir / "report.html").read_text()

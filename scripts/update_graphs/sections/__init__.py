@@ -6,6 +6,7 @@ module here and one entry below."""
 from __future__ import annotations
 
 from scripts.update_graphs.sections import (
+    analysis,
     attn_gating,
     banded,
     curves,
@@ -33,6 +34,7 @@ SECTIONS = (
     evolution.add,  # eval metric and train loss vs step, per method (mean over seeds)
     perplexity.add,  # final perplexity per method, for language models
     oneshot.add,  # one-shot pruning of the trained runs: perplexity after vs target, per method
+    analysis.add,  # make analyze on the runs: mask agreement, MMM coherence, co-activation clusters
     reciprocal.add,  # reciprocal attention / MLP variants: loss mean ± std, parameters, FLOPs, speed, noise flag
     reproduction.add,  # our figures beside the published table the matrix reproduces (lib.published)
     attn_gating.add,  # the published attention-gating stages: our final loss beside the published one
