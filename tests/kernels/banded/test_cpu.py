@@ -211,3 +211,26 @@ def test_a_failing_build_names_the_compiler_error(tmp_path, monkeypatch: pytest.
     with pytest.raises(RuntimeError, match="broken.c.* failed: .*error"):
         cpu.build(cpu.compiler(), tmp_path / "out" / "lib.so")
     assert not (tmp_path / "out" / "lib.so").exists() and not list((tmp_path / "out").iterdir())
+
+
+def test_without_bias_and_with_only_some_gradients() -> None:
+    """No bias; a frozen weight (dX only), a frozen input (dW only), a bias alone: each matches masked dense."""
+    mask, weight, _, x, dy = _case(64, 16, 9, 21, torch.float64)
+    p = cpu.plan(mask)
+    for wants in ((True, False, False), (False, True, False), (False, False, True)):
+        bias = torch.randn(64, dtype=torch.float64) if wants[2] else None
+        leaves = [t.clone().requires_grad_(w) for t, w in zip((x, weight), wants[:2], strict=True)]
+        args = (*leaves, None if bias is None else bias.clone().requires_grad_())
+        y = cpu.cpu_banded_linear(*args, p)
+        y.backward(dy)
+        ref_args = [t.detach().clone().requires_grad_(t.requires_grad) for t in args if t is not None]
+        ref_w = ref_args[1] * mask
+        ref = F.linear(ref_args[0], ref_w, ref_args[2] if bias is not None else None)
+        ref.backward(dy)
+        torch.testing.assert_close(y, ref.detach())
+        for got, expected in zip(args, ref_args, strict=False):
+            if got is not None and got.requires_grad:
+                want = expected.grad * mask if got is args[1] else expected.grad
+                torch.testing.assert_close(got.grad, want)
+            elif got is not None:
+                assert got.grad is None
