@@ -34,6 +34,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/mman.h>
 
 #include <omp.h>
 
@@ -229,6 +230,20 @@ static inline void transpose8_f32(const float *s, int64_t ls, float *d, int64_t 
 static inline void transpose8_f64(const double *s, int64_t ls, double *d, int64_t ld) {
   for (int i = 0; i < 8; i++)
     for (int j = 0; j < 8; j++) d[j * ld + i] = s[i * ls + j];
+}
+
+/* Ask for transparent huge pages on the whole 2 MiB pages inside [p, p + bytes): on memory not touched yet (a
+ * fresh mmap of the allocator, as every output of 32 MiB or more is) the first touch then takes one fault per
+ * 2 MiB instead of one per 4 KiB. Advice only: without THP ("never"), or on memory already touched, nothing
+ * changes. Returns madvise's result (0, or -1 where refused). */
+int32_t banded_advise_huge(void *p, int64_t bytes) {
+  const uintptr_t huge = (uintptr_t)2 << 20, lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+  const uintptr_t hi = ((uintptr_t)p + (uintptr_t)bytes) & ~(huge - 1);
+#ifdef MADV_HUGEPAGE
+  return hi > lo ? madvise((void *)lo, hi - lo, MADV_HUGEPAGE) : 0;
+#else
+  return 0;
+#endif
 }
 
 DEFINE_KERNELS(float, f32)
