@@ -26,6 +26,7 @@
  *              own range of tiles and walks the tokens chunk by chunk, so the columns it reads stay in cache.
  *              `sums`, if given, gets bt's row sums (db for FC1).
  *   transpose  dst (cols, rows) = src (rows, cols)ᵀ, in 64 x 64 blocks of 8 x 8 register transposes.
+ *   banded_advise_huge  transparent huge pages for an output not touched yet (cpu.py's new_output).
  *
  * Vectors are GCC/Clang vector extensions of VEC_BYTES bytes: the compiler lowers them to the widest
  * registers -march=native offers (one zmm with AVX-512, two ymm with AVX2, four q registers with NEON).
