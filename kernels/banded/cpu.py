@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from kernels.banded.reference import TwoTilings
 from kernels.runtime import cache_root
 
 ROWS = (4, 8)  # rows per tile cpu.c's product takes; dW's tiles are at most 8 rows (cpu.c's ROWS)
@@ -202,26 +203,12 @@ def tiling(mask: torch.Tensor, rows: int | None = None) -> Tiling:
 
 
 @dataclass(frozen=True)
-class CpuPlan:
-    """The tilings of one (out, in) ``mask``: ``fwd`` over output rows (forward and dW), ``bwd`` over input
-    rows (dX, the transposed mask)."""
+class CpuPlan(TwoTilings):
+    """The C kernel's tilings of one (out, in) ``mask``."""
 
     fwd: Tiling
     bwd: Tiling
     mask: torch.Tensor  # bool (out, in), contiguous, on the CPU
-
-    @property
-    def out_features(self) -> int:
-        return self.fwd.rows_total
-
-    @property
-    def in_features(self) -> int:
-        return self.fwd.cols_total
-
-    @property
-    def density(self) -> float:
-        """Fraction of the dense step's FLOPs the three products compute."""
-        return (2 * self.fwd.density + self.bwd.density) / 3
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ efficient for banded ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -100,15 +101,13 @@ def tile_plan(mask: torch.Tensor, block: int) -> TilePlan:
     )
 
 
-@dataclass(frozen=True)
-class BandPlan:
-    """The tilings of one (out, in) ``mask``: ``fwd`` over output rows (forward and dW), ``bwd`` over input
-    rows (dX, the transposed mask)."""
+class TwoTilings:
+    """A plan of one (out, in) mask's two tilings, ``fwd`` over output rows (forward and dW) and ``bwd`` over
+    input rows (dX, the transposed mask), each with ``rows_total``, ``cols_total`` and ``density``: what both
+    CPU paths' plans (:class:`BandPlan`, :class:`kernels.banded.cpu.CpuPlan`) know from them."""
 
-    fwd: TilePlan
-    bwd: TilePlan
-    mask: torch.Tensor  # bool (out, in)
-    outside: torch.Tensor  # ~mask
+    fwd: Any
+    bwd: Any
 
     @property
     def out_features(self) -> int:
@@ -123,6 +122,16 @@ class BandPlan:
         """Fraction of the dense step's FLOPs the three products compute (forward and dW on the forward
         tiles, dX on the backward ones)."""
         return (2 * self.fwd.density + self.bwd.density) / 3
+
+
+@dataclass(frozen=True)
+class BandPlan(TwoTilings):
+    """The reference's tilings of one (out, in) ``mask``."""
+
+    fwd: TilePlan
+    bwd: TilePlan
+    mask: torch.Tensor  # bool (out, in)
+    outside: torch.Tensor  # ~mask
 
     def to(self, device: torch.device) -> BandPlan:
         return BandPlan(self.fwd, self.bwd, self.mask.to(device), self.outside.to(device))
