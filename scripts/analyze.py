@@ -159,6 +159,29 @@ def mask_pairs(dirs: list[Path]) -> list[tuple[str | None, Path, Path]]:
     return pairs
 
 
+def mask_clusters(directory: Path, seed: int) -> list[dict]:
+    """k-means of every saved mask of a one-shot result (``make prune``'s files), its columns (input features)
+    as binary vectors over the outputs, as the published feature-clustering analysis clusters a pruned weight's
+    "feature vectors (columns)", and as the co-activation clusters features over tokens: the 128 columns
+    nearest the reference (the column keeping the most weights; the lowest index among ties; the published
+    analysis drew one at random), k = 4, 8, 16; one row per clustering (table ``mask_clusters``). Features
+    whose kept positions line up cluster tightly: a high separation (published: SparseGPT up to 17.1, Wanda's
+    MLP projections near 1)."""
+    found = []
+    for saved in masks.load_mask_dir(directory).values():
+        binary = saved.mask.t()  # (in, out): one input feature's kept outputs per row
+        reference = reference_feature(binary)
+        count = min(coact.PUBLISHED_FEATURES, binary.shape[0])
+        where = {"label": directory.name, "layer": saved.layer, "component": saved.component, "indices": saved.indices}
+        for k in (k for k in KS if k <= count):
+            c = coact.cluster_features(binary, reference, k, count, seed)
+            found.append(
+                {**where, "reference": reference, "features": count, "k": k, "seed": seed,
+                 "within_all": c.within, "between_all": c.between, "separation": c.separation}
+            )  # fmt: skip
+    return found
+
+
 def parse_block_sizes(text: str | None) -> tuple[int, ...]:
     """BLOCKS= as distinct positive ints (``4,16``; default :data:`BLOCK_SIZES`), or one UserError."""
     if not text:
@@ -241,6 +264,14 @@ def analyze(
         tables["mask_features"] += [{**labels, **r} for r in masks.compare_dir_features(a, b)]
         path = fig_dir / f"agreement-{a.name}-vs-{b.name}.png"
         written.append(figures.agreement_heatmap(rows, path, title=f"{source}: {a.name} vs {b.name} (Jaccard)"))
+    for d in dirs:
+        rows = mask_clusters(d, seed)
+        tables.setdefault("mask_clusters", []).extend(rows)
+        if rows:  # k = 8, or the largest k that fits
+            k = 8 if any(r["k"] == 8 for r in rows) else max(r["k"] for r in rows)
+            path, title = fig_dir / f"mask-clusters-{d.name}-k{k}.png", f"{source} {d.name}: separation of the kept"
+            picked = [r for r in rows if r["k"] == k]
+            written.append(figures.agreement_heatmap(picked, path, "separation", f"{title} rows, k = {k}", None))
 
     database = results_dir / DATABASE
     for table, rows in tables.items():

@@ -78,10 +78,15 @@ def tsne_scatter(points: np.ndarray, labels: np.ndarray | None, path: str | Path
 
 
 def agreement_heatmap(
-    rows: Sequence[Mapping], path: str | Path, value: str = "jaccard", title: str = "Wanda vs SparseGPT masks"
+    rows: Sequence[Mapping],
+    path: str | Path,
+    value: str = "jaccard",
+    title: str = "Wanda vs SparseGPT masks",
+    limits: tuple[float, float] | None = (0.0, 1.0),
 ) -> Path:
-    """Layers (rows) × components (columns) of :func:`~lib.analysis.masks.compare_masks` rows, each cell the
-    ``value`` (Jaccard by default; the mean when several rows share a cell), written in the cell."""
+    """Layers (rows) × components (columns) of rows with ``layer``, ``component`` and ``value`` (those of
+    :func:`~lib.analysis.masks.compare_masks`: Jaccard by default), each cell the value (the mean when several
+    rows share a cell), written in the cell; the colour scale spans ``limits`` (None: the values' own range)."""
     layers = sorted({r["layer"] for r in rows}, key=lambda v: (v is None, v))
     components = sorted({r["component"] for r in rows})
     grid = np.full((len(layers), len(components)), np.nan)
@@ -92,7 +97,8 @@ def agreement_heatmap(
                 grid[i, j] = float(np.mean(values))
     fig = _figure(1.2 * len(components) + 3, 0.4 * len(layers) + 2)
     ax = fig.subplots()
-    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    vmin, vmax = limits if limits is not None else (None, None)
+    image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
     for i in range(len(layers)):
         for j in range(len(components)):
             if not np.isnan(grid[i, j]):

@@ -65,6 +65,19 @@ _AGREEMENT = [
 TABLES: dict[str, list[tuple[str, str, str]]] = {
     "mask_comparison": [*_PAIR, *_AGREEMENT],
     "mask_features": [*_PAIR, ("feature", "BIGINT", "the output feature (a row of the weight)"), *_AGREEMENT],
+    "mask_clusters": [
+        _WHERE[0],
+        ("label", "VARCHAR", "the mask set (a make prune result: wanda-0.5, sparsegpt-0.5-2of4, ...)"),
+        *_WHERE[1:],
+        ("indices", "VARCHAR", "the indices field of the mask file's name"),
+        ("reference", "BIGINT", "the reference input feature: the weight's column that keeps the most entries"),
+        ("features", "BIGINT", "input features (columns) clustered: the nearest to the reference (at most 128)"),
+        ("k", "BIGINT", "clusters (4, 8, 16)"),
+        ("seed", "BIGINT", "k-means random_state"),
+        ("within_all", "DOUBLE", "mean Hamming distance (fraction of outputs) over pairs in one cluster"),
+        ("between_all", "DOUBLE", "mean Hamming distance over pairs in different clusters"),
+        ("separation", "DOUBLE", "between_all / within_all: how strongly the kept positions cluster"),
+    ],
     "coactivation_clusters": [
         *_WHERE,
         *_ACTIVATIONS,

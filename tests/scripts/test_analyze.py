@@ -31,7 +31,9 @@ def test_analyze_prunes_the_grid_then_compares_and_clusters(tmp_path: Path, caps
     pairs = 7  # 3 targets x (sparsegpt vs wanda) + 2 methods x (0.5 vs 0.7) + 2 methods x (2:4 vs 0.5)
     assert f"mask_comparison: {pairs * 8} rows" in out  # 8 Linears: 2 blocks x 4
     assert f"mask_features: {pairs * 2 * (96 + 32 + 128 + 32)} rows" in out  # output features of a block's Linears
-    assert f"figures: {4 * 3 + 1 + pairs} in {run / 'analysis'}" in out  # spy, clusters, t-SNE per Linear; Hamming
+    # spy, clusters, t-SNE per Linear of block 0; Hamming; an agreement heatmap per pair; a mask-cluster one per result
+    assert f"figures: {4 * 3 + 1 + pairs + 6} in {run / 'analysis'}" in out
+    assert f"mask_clusters: {6 * 8 * 3} rows" in out  # 6 results x 8 Linears x k = 4, 8, 16
     for table in store.TABLES:
         columns, rows = store.read(results_dir, table)
         assert rows and {r[columns.index("source")] for r in rows} == {run.name}, table
@@ -80,3 +82,27 @@ def test_bad_sparsity_and_samples(tmp_path: Path) -> None:
         analyze.main(["r", "--samples", "0"])
     with pytest.raises(UserError, match="BLOCKS='4,x' is not a list of distinct positive integers"):
         analyze.main(["r", "--blocks", "4,x"])
+
+
+def test_mask_clusters_find_structure_that_a_random_mask_lacks(tmp_path: Path) -> None:
+    """Input features (columns) that keep the same outputs (two groups, each column with one extra output of its
+    own) separate into clusters; a random mask of the same density does not. The reference is the densest
+    column."""
+    import torch
+
+    structured = torch.zeros(32, 40, dtype=torch.bool)  # (in, out) here; saved transposed, as a weight is
+    for r in range(32):
+        structured[r, (r // 16) * 16 : (r // 16) * 16 + 16] = True
+        structured[r, 32 + r % 8] = True
+    structured[5, 39] = True  # the densest input feature: the reference
+    random = torch.rand(32, 40, generator=torch.Generator().manual_seed(0)) < structured.float().mean()
+    for name, mask in (("structured-0.5", structured), ("random-0.5", random)):
+        (tmp_path / name).mkdir()
+        weight_mask = mask.t().contiguous()  # (out, in)
+        torch.save({"mask": weight_mask, "weight": weight_mask.float()}, tmp_path / name / "layer0-fc1-0-0-0.5.pt")
+    rows = {name: analyze.mask_clusters(tmp_path / name, seed=0) for name in ("structured-0.5", "random-0.5")}
+    assert [r["k"] for r in rows["structured-0.5"]] == [4, 8, 16]
+    assert rows["structured-0.5"][0]["reference"] == 5 and rows["structured-0.5"][0]["features"] == 32
+    assert {r["label"] for r in rows["random-0.5"]} == {"random-0.5"}
+    for k in range(3):
+        assert rows["structured-0.5"][k]["separation"] > 2 * rows["random-0.5"][k]["separation"]

@@ -589,6 +589,11 @@ def test_make_analyze_results_make_a_report_section(tmp_path: Path) -> None:
         results_dir, "coactivation_clusters", run_id,
         [{"layer": i, "component": c, "k": k, "separation": s} for i, c, k, s in clusters],
     )  # fmt: skip
+    store.write(
+        results_dir, "mask_clusters", run_id,
+        [{"label": "wanda-0.5", "layer": i, "component": "fc1", "k": 4, "separation": v}
+         for i, v in ((0, 1.0), (1, 2.0))],
+    )  # fmt: skip
     (matrix_dir / run_id / "analysis").mkdir()
     heatmap = matrix_dir / run_id / "analysis" / "agreement-sparsegpt-0.5-vs-wanda-0.5.png"
     matplotlib.image.imsave(heatmap, [[0.0, 1.0], [1.0, 0.0]])
@@ -602,5 +607,6 @@ def test_make_analyze_results_make_a_report_section(tmp_path: Path) -> None:
     assert "| hamming | 4 | 2 | 0.500 | 2 of 2 |" in section  # 0.6 and 0.4, both above 0.3
     assert "| index | 4 | 2 | 0.350 | 1 of 2 |" in section and "| index | 16 | 1 | 0.100 | 0 of 1 |" in section
     assert "| 4 | 2 | 2.50 |" in section and "| 8 | 1 | 5.00 |" in section  # per projection, then the mean
+    assert f"| {run_id} | wanda-0.5 | 1.50 |" in section  # mask clusters: (1 + 2) / 2 at k = 4
     assert f"]({run_id}/analysis/{heatmap.name})" in section
     assert "data:image/png;base64," in (matrix_dir / "report.html").read_text()

@@ -25,7 +25,8 @@ INTRO = (
     "From `make analyze` on the runs below (docs/analysis.md): the one-shot results' mask agreement, mean over"
     " the Linears of every block; MMM block coherence (the fraction of blocks of consecutive features in which"
     " every feature is inactive on a token, mean over the projections; published rule of thumb: above 0.3,"
-    " multiply-mask-multiply pays off); k-means separation of the 128 features nearest the most active one."
+    " multiply-mask-multiply pays off); k-means separation of the 128 features nearest a reference, of the"
+    " masks' input features and of the co-active features."
 )
 PAYS_OFF = 0.3  # the published rule of thumb for MMM coherence
 
@@ -95,10 +96,26 @@ def separation(found: list[dict[str, str]]) -> list[str]:
     return md_table(["k", "projections", "separation"], body)
 
 
+def mask_separation(found: list[dict[str, str]]) -> list[str]:
+    """Per (run, mask set): the mean separation over the Linears at each k (``mask_clusters``)."""
+    groups: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in found:
+        groups[(r["source"], r["label"])][int(r["k"])].append(_num(r["separation"]))
+    ks = sorted({k for by_k in groups.values() for k in by_k})
+    body = [
+        [source, label, *(f"{defined_mean(by_k[k]):.2f}" if k in by_k else "" for k in ks)]
+        for (source, label), by_k in sorted(groups.items())
+    ]
+    return md_table(["run", "mask set", *(f"k = {k}" for k in ks)], body)
+
+
+TABLES = ("mask_comparison", "mask_clusters", "mmm_coherence", "coactivation_clusters")
+
+
 def add(report: Report) -> None:
     results_dir = report.matrix.path.parent
     runs = {run.path.name: run for run in report.matrix.runs}
-    found = {t: store.rows(results_dir, t, runs) for t in ("mask_comparison", "mmm_coherence", "coactivation_clusters")}
+    found = {t: store.rows(results_dir, t, runs) for t in TABLES}
     if not any(found.values()):
         return
     report.heading("Sparsity analysis")
@@ -106,6 +123,10 @@ def add(report: Report) -> None:
     if found["mask_comparison"]:
         report.add("**Mask agreement** (`mask_comparison`; per feature: `mask_features`):", "")
         report.add(*agreement(found["mask_comparison"]), "")
+    if found["mask_clusters"]:
+        report.add("**Mask clusters** (`mask_clusters`: separation of the input features' kept outputs, mean over")
+        report.add("the Linears; higher: more structured sparsity):", "")
+        report.add(*mask_separation(found["mask_clusters"]), "")
     if found["mmm_coherence"]:
         values = coherence(found["mmm_coherence"])
         title = f"{report.matrix.name}: MMM block coherence"
