@@ -219,6 +219,8 @@ def prune_one(
     valid = windows(val, evals, seqlen, None)
     before = perplexity(lm, valid)
     out_dir = out / result_name(name, pruner, sparsity, pattern)
+    for stale in [out_dir / results.PRUNE_JSON, *out_dir.glob("layer*.pt")]:  # a rerun replaces every file
+        stale.unlink(missing_ok=True)
     result = prune_model(lm, pruner, sparsity, pattern, calib, out_dir)
     after = perplexity(lm, valid)
     lm.save(out_dir)

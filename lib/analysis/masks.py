@@ -72,7 +72,7 @@ def load_mask_dir(directory: str | Path) -> dict[str, SavedMask]:
             raise UserError(
                 f"{path.name} in {directory} is not named layer{{N}}-{{component}}-{{row}}-{{col}}-{{sparsity}}.pt "
                 "(e.g. layer0-mlp.down_proj-0-0-0.5.pt; an older `make prune` named its files otherwise): re-run "
-                "`make prune` for it, or move the file out"
+                "`make prune` for it (that replaces the directory's files), or move the file out"
             )
         data = torch.load(path, map_location="cpu", weights_only=True)
         if (

@@ -10,6 +10,7 @@ import torch
 
 from lib import config as cfgmod
 from lib import results
+from lib.analysis.masks import load_mask_dir
 from lib.errors import UserError
 from lib.oneshot import ONESHOT
 from scripts import prune
@@ -35,6 +36,10 @@ def test_prune_a_run_of_ours(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert "perplexity" in capsys.readouterr().out
     state = torch.load(out / "model.pt")["model"]
     assert (state["transformer.h.0.mlp.c_fc.weight"] == 0).float().mean() == pytest.approx(0.5)
+    # a rerun replaces the directory's files, a file of an older naming included
+    torch.save({"mask": torch.ones(2, 2, dtype=torch.bool)}, out / "layer0-fc1-512x128-0.5.pt")
+    assert prune.main(argv) == 0
+    assert not (out / "layer0-fc1-512x128-0.5.pt").exists() and len(load_mask_dir(out)) == 8
 
 
 def test_methods_from_the_config_and_bad_values() -> None:
