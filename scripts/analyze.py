@@ -259,9 +259,10 @@ def analyze(
         tables["mask_comparison"], tables["mask_features"] = [], []
     for method, a, b in pairs:
         labels = {"method": method, "label_a": a.name, "label_b": b.name}
-        rows = masks.compare_dirs(a, b)
+        saved = masks.matched_dirs(a, b)  # each pair's files read once, for both tables
+        rows = masks.compare_saved(*saved)
         tables["mask_comparison"] += [{**labels, **r} for r in rows]
-        tables["mask_features"] += [{**labels, **r} for r in masks.compare_dir_features(a, b)]
+        tables["mask_features"] += [{**labels, **r} for r in masks.compare_saved_features(*saved)]
         path = fig_dir / f"agreement-{a.name}-vs-{b.name}.png"
         written.append(figures.agreement_heatmap(rows, path, title=f"{source}: {a.name} vs {b.name} (Jaccard)"))
     for d in dirs:

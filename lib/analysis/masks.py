@@ -211,8 +211,10 @@ def compare_masks(
     return rows
 
 
-def _matched(dir_a: str | Path, dir_b: str | Path) -> tuple[dict[str, SavedMask], dict[str, SavedMask]]:
-    """The saved masks of two directories, which must hold the same ``(layer, component, indices)``."""
+def matched_dirs(dir_a: str | Path, dir_b: str | Path) -> tuple[dict[str, SavedMask], dict[str, SavedMask]]:
+    """The saved masks of two directories (:func:`load_mask_dir`), which must hold the same ``(layer, component,
+    indices)``; a file in one and not the other is one :class:`UserError`. Load a pair once with this, then
+    compare it per layer (:func:`compare_saved`) and per feature (:func:`compare_saved_features`)."""
     a, b = load_mask_dir(dir_a), load_mask_dir(dir_b)
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
@@ -223,10 +225,16 @@ def _matched(dir_a: str | Path, dir_b: str | Path) -> tuple[dict[str, SavedMask]
     return a, b
 
 
-def compare_dir_features(dir_a: str | Path, dir_b: str | Path) -> list[dict[str, Any]]:
-    """:func:`compare_features` per output feature (row) of every file two mask directories share, each row
-    with the file's ``layer``, ``component`` and ``indices`` first."""
-    a, b = _matched(dir_a, dir_b)
+def compare_saved(a: Mapping[str, SavedMask], b: Mapping[str, SavedMask]) -> list[dict[str, Any]]:
+    """:func:`compare_masks` of two matched sets of saved masks (:func:`matched_dirs`), file for file."""
+    weights_a = {k: m.weight for k, m in a.items() if m.weight is not None}
+    weights_b = {k: m.weight for k, m in b.items() if m.weight is not None}
+    return compare_masks({k: m.mask for k, m in a.items()}, {k: m.mask for k, m in b.items()}, weights_a, weights_b)
+
+
+def compare_saved_features(a: Mapping[str, SavedMask], b: Mapping[str, SavedMask]) -> list[dict[str, Any]]:
+    """:func:`compare_features` per output feature (row) of every file of two matched sets of saved masks
+    (:func:`matched_dirs`), each row with the file's ``layer``, ``component`` and ``indices`` first."""
     return [
         {"layer": m.layer, "component": m.component, "indices": m.indices, **row}
         for key, m in a.items()
@@ -235,9 +243,6 @@ def compare_dir_features(dir_a: str | Path, dir_b: str | Path) -> list[dict[str,
 
 
 def compare_dirs(dir_a: str | Path, dir_b: str | Path) -> list[dict[str, Any]]:
-    """:func:`compare_masks` of two directories of saved masks (:func:`load_mask_dir`), file for file by
-    ``(layer, component, indices)``; a file in one and not the other is one :class:`UserError`."""
-    a, b = _matched(dir_a, dir_b)
-    weights_a = {k: m.weight for k, m in a.items() if m.weight is not None}
-    weights_b = {k: m.weight for k, m in b.items() if m.weight is not None}
-    return compare_masks({k: m.mask for k, m in a.items()}, {k: m.mask for k, m in b.items()}, weights_a, weights_b)
+    """:func:`compare_saved` of two directories of saved masks, file for file by ``(layer, component,
+    indices)``."""
+    return compare_saved(*matched_dirs(dir_a, dir_b))

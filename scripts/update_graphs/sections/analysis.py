@@ -32,7 +32,8 @@ PAYS_OFF = 0.3  # the published rule of thumb for MMM coherence
 
 
 def _num(text: str) -> float:
-    return float(text) if text not in ("", "nan", "NaN") else math.nan
+    """A CSV cell as a number; an empty cell (a value not measured) is NaN."""
+    return float(text) if text else math.nan
 
 
 def defined_mean(values: list[float]) -> float:

@@ -12,14 +12,15 @@ import torch
 from lib.analysis.masks import (
     COLUMNS,
     compare,
-    compare_dir_features,
     compare_dirs,
     compare_features,
     compare_masks,
+    compare_saved_features,
     cosine,
     hamming,
     jaccard,
     load_mask_dir,
+    matched_dirs,
 )
 from lib.errors import UserError
 
@@ -101,7 +102,7 @@ def test_directories_compare_file_for_file(tmp_path: Path) -> None:
     assert [(r["layer"], r["component"], r["indices"]) for r in rows] == expected
     assert rows[0]["jaccard"] == pytest.approx(0.6) and rows[0]["cosine"] == pytest.approx(COSINE)
     assert rows[1]["jaccard"] == 1.0 and rows[1]["hamming"] == 0
-    features = compare_dir_features(a, b)  # per output row of each file: A against B, then A against A
+    features = compare_saved_features(*matched_dirs(a, b))  # per output row of each file: A vs B, then A vs A
     assert [(r["layer"], r["component"], r["indices"], r["feature"]) for r in features] == [
         (0, "fc1", "0-0", 0), (0, "fc1", "0-0", 1), (1, "self_attn.q_proj", "0-1", 0), (1, "self_attn.q_proj", "0-1", 1)
     ]  # fmt: skip
