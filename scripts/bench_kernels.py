@@ -70,14 +70,11 @@ def _masked_linear(out_features: int, in_features: int, width: int) -> nn.Linear
 
 
 def abba(a: Callable[[], float], b: Callable[[], float], pairs: int, warmup: int = 2) -> tuple[float, float, float]:
-    """(median time of a, of b, median of the per-pair ratios a / b), each pair in alternating order."""
-    for _ in range(warmup):
-        a(), b()
-    ta, tb, ratios = [], [], []
-    for pair in range(pairs):
-        x, y = (a(), b()) if pair % 2 == 0 else tuple(reversed((b(), a())))
-        ta.append(x), tb.append(y), ratios.append(x / y)
-    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
+    """(median time of a, of b, median of the per-pair ratios a / b), each pair in alternating order
+    (:func:`interleaved` of the two)."""
+    times = interleaved({"a": a, "b": b}, pairs, warmup)
+    ratios = [x / y for x, y in zip(times["a"], times["b"], strict=True)]
+    return statistics.median(times["a"]), statistics.median(times["b"]), statistics.median(ratios)
 
 
 def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block: int, path: str) -> dict:
@@ -120,7 +117,7 @@ def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block:
         "dtype": "fp32",
         "bandwidth": width,
         "density": round(achieved, 4),
-        "block": cpu_kernel.ROWS if path == "c" else banded.block,
+        "block": f"{tiles.fwd.rows}/{tiles.bwd.rows}" if path == "c" else banded.block,  # C: rows per fwd/bwd tile
         "tile_density": round(tiles.density, 4),
         "dense_ms": round(1e3 * dense_s, 3),
         "kernel_ms": round(1e3 * banded_s, 3),
