@@ -44,7 +44,8 @@
 #define CHUNK 1024      /* product's tokens per unit of work (units go chunk by chunk: the chunk's columns
                            stay in cache from one tile to the next) */
 #define DW_CHUNK 512    /* dw's tokens per pass over a thread's tiles: the columns they read stay in cache */
-#define TRANSPOSE_BLOCK 64
+#define TRANSPOSE_LONG 256 /* transpose's unit: 256 x 64 (see banded_transpose) */
+#define TRANSPOSE_SHORT 64
 
 /* dw's block of NV half vectors of columns from c1 on, for ROWS broadcast rows: acc[r][u] += b[r][j] * v[j, u]
  * over every token j, then the block's columns [c - c1, c - c1 + nc) copied to out. */
@@ -189,20 +190,23 @@
   }                                                                                                             \
                                                                                                                 \
   void banded_transpose_##SUF(int64_t rows, int64_t cols, const T *src, int64_t lds, T *dst, int32_t threads) {\
+    /* 8 rows of the side with the longer rows (dst when rows >= lds) are walked along TRANSPOSE_LONG columns    \
+       at a time, so only 8 streams of it are live; the other side is read 8 lines of TRANSPOSE_SHORT. */      \
+    const int along_dst = rows >= lds;                                                                          \
+    const int64_t ui = along_dst ? TRANSPOSE_LONG : TRANSPOSE_SHORT, uj = along_dst ? TRANSPOSE_SHORT : TRANSPOSE_LONG;\
     _Pragma("omp parallel for collapse(2) schedule(static) num_threads(threads)")                              \
-    for (int64_t i0 = 0; i0 < rows; i0 += TRANSPOSE_BLOCK)                                                      \
-      for (int64_t j0 = 0; j0 < cols; j0 += TRANSPOSE_BLOCK) {                                                  \
-        const int64_t i1 = i0 + TRANSPOSE_BLOCK < rows ? i0 + TRANSPOSE_BLOCK : rows;                           \
-        const int64_t j1 = j0 + TRANSPOSE_BLOCK < cols ? j0 + TRANSPOSE_BLOCK : cols;                           \
-        int64_t i = i0;                                                                                         \
-        for (; i + 8 <= i1; i += 8) {                                                                           \
-          int64_t j = j0;                                                                                       \
-          for (; j + 8 <= j1; j += 8) transpose8_##SUF(src + i * lds + j, lds, dst + j * rows + i, rows);       \
-          for (; j < j1; j++)                                                                                   \
-            for (int64_t k = i; k < i + 8; k++) dst[j * rows + k] = src[k * lds + j];                           \
-        }                                                                                                       \
-        for (; i < i1; i++)                                                                                     \
-          for (int64_t j = j0; j < j1; j++) dst[j * rows + i] = src[i * lds + j];                               \
+    for (int64_t i0 = 0; i0 < rows; i0 += ui)                                                                   \
+      for (int64_t j0 = 0; j0 < cols; j0 += uj) {                                                               \
+        const int64_t i1 = i0 + ui < rows ? i0 + ui : rows, j1 = j0 + uj < cols ? j0 + uj : cols;               \
+        const int64_t i8 = i0 + (i1 - i0) / 8 * 8, j8 = j0 + (j1 - j0) / 8 * 8;                                 \
+        if (along_dst)                                                                                          \
+          for (int64_t j = j0; j < j8; j += 8)                                                                  \
+            for (int64_t i = i0; i < i8; i += 8) transpose8_##SUF(src + i * lds + j, lds, dst + j * rows + i, rows);\
+        else                                                                                                    \
+          for (int64_t i = i0; i < i8; i += 8)                                                                  \
+            for (int64_t j = j0; j < j8; j += 8) transpose8_##SUF(src + i * lds + j, lds, dst + j * rows + i, rows);\
+        for (int64_t i = i0; i < i1; i++) /* the edges, element by element */                                   \
+          for (int64_t j = i < i8 ? j8 : j0; j < j1; j++) dst[j * rows + i] = src[i * lds + j];                 \
       }                                                                                                         \
   }
 

@@ -59,7 +59,7 @@ def test_pack_is_the_masked_tile_column_by_column(rows: int) -> None:
         assert torch.equal(block, expected)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 64), (100, 37), (4096, 130)])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 64), (100, 37), (4096, 130), (131, 1030), (300, 70)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_transposed_equals_torch(shape: tuple[int, int], dtype: torch.dtype) -> None:
     a = torch.randn(shape[0], shape[1] + 5, dtype=dtype)[:, 2 : 2 + shape[1]]  # rows further apart than cols
