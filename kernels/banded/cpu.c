@@ -14,18 +14,22 @@
  *
  *   pack       panel[t] = (width, rows) of A ⊙ M for tile t: column k's rows adjacent, rows past nrows and
  *              entries outside the mask zero (A: W for the forward, Wᵀ for dX; any strides)
- *   product    out[r, :] = bias[r] + Σ_k A[r, k] b[k, :]         b, out tokens last
+ *   product    out[r, :] = bias[r] + Σ_k A[r, k] b[k, :]         b, out tokens last, or either row-major
  *              (forward: b = xᵀ, out = yᵀ; dX: b = dyᵀ, out = dxᵀ). Per strip of tokens the tile's packed
  *              weights are broadcast against vectors of b's rows: rows x V = 16 vector accumulators (8 x 2, or
  *              4 x 4 for the 4-row tiles of a product writing the narrow side), a GEMM micro kernel's
- *              register-blocked outer product. Work: (token chunk, tile) pairs, chunk by chunk.
+ *              register-blocked outer product. Work: (token chunk, tile) pairs, chunk by chunk. A row-major
+ *              b (M, cols) or out (M, rows) is transposed a chunk of tokens at a time through a buffer of the
+ *              thread (cache-sized; cpu.py picks the chunk), so neither is ever transposed in memory; then
+ *              each thread takes whole chunks.
  *   dw         g[i, k] += Σ_j bt[i, j] v[j, k] on the mask's entries, the others untouched (zeroed by the
  *              caller): bt tokens last, one token broadcast at a time, v row-major, vectors of channels (for
  *              FC1 bt = dyᵀ, v = x and g = dW; for FC2 bt = xᵀ, v = dy and g = dWᵀ). Blocks of 8 rows x up to
  *              4 half vectors of columns, accumulated over DW_CHUNK tokens in registers; each thread keeps its
  *              own range of tiles and walks the tokens chunk by chunk, so the columns it reads stay in cache.
  *              `sums`, if given, gets bt's row sums (db for FC1).
- *   transpose  dst (cols, rows) = src (rows, cols)ᵀ, in 64 x 64 blocks of 8 x 8 register transposes.
+ *   transpose  dst (cols, rows) = src (rows, cols)ᵀ, in 8 x 8 register transposes, 8 rows of the side with the
+ *              longer rows walked along 256 columns at a time (dW's operands given in one layout).
  *   banded_advise_huge  transparent huge pages for an output not touched yet (cpu.py's new_output).
  *
  * Vectors are GCC/Clang vector extensions of VEC_BYTES bytes: the compiler lowers them to the widest
@@ -35,6 +39,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 #include <omp.h>
@@ -76,13 +81,13 @@
       for (int32_t u = 0; u < V; u++) acc[r][u] = (vec_##SUF){0} + init[r];                                     \
     for (int32_t k = 0; k < w; k++) {                                                                           \
       vec_##SUF xv[V];                                                                                          \
-      for (int32_t u = 0; u < V; u++) xv[u] = *(const vec_##SUF *)(bt + k * m + j + u * LANES_##SUF);           \
+      for (int32_t u = 0; u < V; u++) xv[u] = *(const vec_##SUF *)(bt + k * ldb + j + u * LANES_##SUF);           \
       const T *pk = p + (int64_t)k * R;                                                                         \
       for (int32_t r = 0; r < R; r++)                                                                           \
         for (int32_t u = 0; u < V; u++) acc[r][u] += pk[r] * xv[u];                                             \
     }                                                                                                           \
     for (int32_t r = 0; r < nr; r++)                                                                            \
-      for (int32_t u = 0; u < V; u++) *(vec_##SUF *)(o + r * m + j + u * LANES_##SUF) = acc[r][u];              \
+      for (int32_t u = 0; u < V; u++) *(vec_##SUF *)(o + r * ldo + j + u * LANES_##SUF) = acc[r][u];            \
   }
 
 #define DEFINE_KERNELS(T, SUF)                                                                                   \
@@ -106,32 +111,83 @@
     }                                                                                                           \
   }                                                                                                             \
                                                                                                                 \
-  void banded_product_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,               \
-                            const int32_t *col0, const int32_t *width, const int64_t *offset, int32_t rows,    \
-                            const T *panel, const T *b, const T *bias, T *out, int32_t threads) {              \
-    const int64_t chunks = (m + CHUNK - 1) / CHUNK;                                                             \
-    _Pragma("omp parallel for schedule(static) num_threads(threads)")                                          \
-    for (int64_t tc = 0; tc < (int64_t)tiles * chunks; tc++) {                                                 \
-        const int32_t t = (int32_t)(tc % tiles);                                                                \
-        const int64_t c = tc / tiles;                                                                           \
-        const T *p = panel + offset[t], *bt = b + (int64_t)col0[t] * m;                                        \
-        const int32_t w = width[t], nr = nrows[t];                                                              \
-        T *o = out + (int64_t)row0[t] * m;                                                                      \
-        T init[8];                                                                                              \
-        for (int32_t r = 0; r < rows; r++) init[r] = bias && r < nr ? bias[row0[t] + r] : (T)0;                \
-        const int64_t end = (c + 1) * CHUNK < m ? (c + 1) * CHUNK : m;                                         \
-        int64_t j = c * CHUNK;                                                                                  \
-        if (rows == 4)                                                                                          \
-          PRODUCT_STRIPS(T, SUF, 4, 4)                                                                             \
-        else                                                                                                    \
-          PRODUCT_STRIPS(T, SUF, 8, 2)                                                                             \
-        for (; j < end; j++) /* the last tokens, fewer than one strip */                                        \
-          for (int32_t r = 0; r < nr; r++) {                                                                    \
-            T s = init[r];                                                                                      \
-            for (int32_t k = 0; k < w; k++) s += p[(int64_t)k * rows + r] * bt[k * m + j];                      \
-            o[r * m + j] = s;                                                                                   \
-          }                                                                                                     \
+  /* Tokens [j, end) of one tile: o[r * ldo + j'] = init[r] + sum_k p[k * rows + r] * bt[k * ldb + j'], where  \
+     bt points at the tile's first column and o at its first row. */                                          \
+  static inline void product_tile_##SUF(int32_t rows, int32_t w, int32_t nr, const T *p, const T *init,        \
+                                        const T *bt, int64_t ldb, T *o, int64_t ldo, int64_t j, int64_t end) { \
+    if (rows == 4)                                                                                              \
+      PRODUCT_STRIPS(T, SUF, 4, 4)                                                                              \
+    else                                                                                                        \
+      PRODUCT_STRIPS(T, SUF, 8, 2)                                                                              \
+    for (; j < end; j++) /* the last tokens, fewer than one strip */                                            \
+      for (int32_t r = 0; r < nr; r++) {                                                                        \
+        T s = init[r];                                                                                          \
+        for (int32_t k = 0; k < w; k++) s += p[(int64_t)k * rows + r] * bt[k * ldb + j];                        \
+        o[r * ldo + j] = s;                                                                                     \
       }                                                                                                         \
+  }                                                                                                             \
+                                                                                                                \
+  /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (one thread). */                                \
+  static void transpose_serial_##SUF(int64_t rows, int64_t cols, const T *src, int64_t lds, T *dst,             \
+                                     int64_t ldd) {                                                             \
+    const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;                                                         \
+    for (int64_t c = 0; c < c8; c += 8)                                                                         \
+      for (int64_t r = 0; r < r8; r += 8) transpose8_##SUF(src + r * lds + c, lds, dst + c * ldd + r, ldd);     \
+    for (int64_t r = 0; r < rows; r++)                                                                          \
+      for (int64_t c = r < r8 ? c8 : 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];                     \
+  }                                                                                                             \
+                                                                                                                \
+  int32_t banded_product_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,               \
+                            const int32_t *col0, const int32_t *width, const int64_t *offset, int32_t rows,    \
+                            const T *panel, int64_t rows_total, int64_t cols_total, const T *b, int32_t b_rows, \
+                            int64_t ldb, const T *bias, T *out, int32_t out_rows, int64_t chunk,               \
+                            int32_t threads) {                                                                  \
+    if (!b_rows && !out_rows) { /* tokens last in and out: (tile, chunk) pairs, chunk by chunk */               \
+      const int64_t chunks = (m + CHUNK - 1) / CHUNK;                                                           \
+      _Pragma("omp parallel for schedule(static) num_threads(threads)")                                        \
+      for (int64_t tc = 0; tc < (int64_t)tiles * chunks; tc++) {                                               \
+        const int32_t t = (int32_t)(tc % tiles);                                                                \
+        const int64_t c = tc / tiles, end = (c + 1) * CHUNK < m ? (c + 1) * CHUNK : m;                          \
+        T init[8];                                                                                              \
+        for (int32_t r = 0; r < rows; r++) init[r] = bias && r < nrows[t] ? bias[row0[t] + r] : (T)0;          \
+        product_tile_##SUF(rows, width[t], nrows[t], panel + offset[t], init, b + (int64_t)col0[t] * m, m,      \
+                           out + (int64_t)row0[t] * m, m, c * CHUNK, end);                                      \
+      }                                                                                                         \
+      return 0;                                                                                                 \
+    }                                                                                                           \
+    /* A row-major side is transposed chunk by chunk through a buffer of its thread, in cache: a row-major b    \
+       into (cols_total, chunk) before the tiles read it, the tiles' (rows_total, chunk) output into a         \
+       row-major out after. Each thread takes whole chunks. */                                                  \
+    const int64_t chunks = (m + chunk - 1) / chunk;                                                             \
+    int32_t failed = 0;                                                                                         \
+    _Pragma("omp parallel num_threads(threads) reduction(|:failed)") {                                         \
+      T *bl = b_rows ? aligned_alloc(64, (size_t)(cols_total * chunk * sizeof(T) + 63) / 64 * 64) : NULL;      \
+      T *ol = out_rows ? aligned_alloc(64, (size_t)(rows_total * chunk * sizeof(T) + 63) / 64 * 64) : NULL;    \
+      failed = (b_rows && !bl) || (out_rows && !ol);                                                            \
+      _Pragma("omp for schedule(static)")                                                                      \
+      for (int64_t c = 0; c < chunks; c++) {                                                                    \
+        if (failed) continue;                                                                                   \
+        const int64_t j0 = c * chunk, nj = j0 + chunk < m ? chunk : m - j0;                                     \
+        const T *src = b + j0;                                                                                  \
+        int64_t lds = m, ldd = m;                                                                               \
+        if (b_rows) {                                                                                           \
+          transpose_serial_##SUF(nj, cols_total, b + j0 * ldb, ldb, bl, chunk);                                 \
+          src = bl, lds = chunk;                                                                                \
+        }                                                                                                       \
+        T *dst = out_rows ? ol : out + j0;                                                                      \
+        if (out_rows) ldd = chunk;                                                                              \
+        for (int32_t t = 0; t < tiles; t++) {                                                                   \
+          T init[8];                                                                                            \
+          for (int32_t r = 0; r < rows; r++) init[r] = bias && r < nrows[t] ? bias[row0[t] + r] : (T)0;        \
+          product_tile_##SUF(rows, width[t], nrows[t], panel + offset[t], init, src + (int64_t)col0[t] * lds,  \
+                             lds, dst + (int64_t)row0[t] * ldd, ldd, 0, nj);                                    \
+        }                                                                                                       \
+        if (out_rows) transpose_serial_##SUF(rows_total, nj, ol, chunk, out + j0 * rows_total, rows_total);     \
+      }                                                                                                         \
+      free(bl);                                                                                                 \
+      free(ol);                                                                                                 \
+    }                                                                                                           \
+    return failed; /* 1: a thread had no memory for its buffer (cpu.py raises MemoryError) */                   \
   }                                                                                                             \
                                                                                                                 \
   void banded_dw_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,                    \

@@ -7,8 +7,8 @@ side into tiles of 8 rows (4 where it writes the narrow side), each reading the 
 columns, so the FLOPs computed are the band's plus an overhang of a few channels on a band tens of channels
 wide, where the reference's batched GEMMs need tiles of 16-128 rows and overhang a quarter of the band or more.
 ``cpu.c``'s register-blocked loops run those small tiles near the speed of a dense GEMM. Layouts are chosen so
-that an MLP of two banded layers transposes only its narrow (C-wide) tensors (:class:`CpuBandedLinearFunction`),
-with ``cpu.c``'s blocked transpose. docs/kernels.md has the measurements.
+that an MLP of two banded layers has row-major tensors on its narrow (C-wide) side only, which the products
+transpose chunk by chunk in cache (:class:`CpuBandedLinearFunction`). docs/kernels.md has the measurements.
 
 Exact for any mask (the hulls come from the mask, the weights are packed as ``W ⊙ M``), in float32 and float64;
 other dtypes (an autocast bf16 input, say) take the reference. OpenMP threads: ``torch.get_num_threads()``.
@@ -48,7 +48,7 @@ _I32, _I64, _P = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
 _TILING = [_I32, _P, _P, _P, _P]  # tiles, row0, nrows, col0, width
 SIGNATURES = {  # cpu.c's functions, per dtype suffix
     "pack": [*_TILING, _P, _I32, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
-    "product": [_I64, *_TILING, _P, _I32, _P, _P, _P, _P, _I32],
+    "product": [_I64, *_TILING, _P, _I32, _P, _I64, _I64, _P, _I32, _I64, _P, _P, _I32, _I64, _I32],
     "dw": [_I64, *_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
     "transpose": [_I64, _I64, _P, _I64, _P, _I32],
 }
@@ -112,7 +112,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     for suffix in DTYPES.values():
         for name, argtypes in SIGNATURES.items():
             fn = getattr(lib, f"banded_{name}_{suffix}")
-            fn.argtypes, fn.restype = argtypes, None
+            fn.argtypes, fn.restype = argtypes, (_I32 if name == "product" else None)
     lib.banded_advise_huge.argtypes, lib.banded_advise_huge.restype = [_P, _I64], _I32
     return lib, None
 
@@ -252,15 +252,39 @@ def pack(a: torch.Tensor, mask: torch.Tensor, t: Tiling) -> torch.Tensor:
     return panel
 
 
-def product(t: Tiling, panel: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """(rows_total, M): the packed ``A`` (:func:`pack`) times ``b`` (cols_total, M), contiguous, plus ``bias``."""
-    out = new_output(b, t.rows_total, b.shape[1])
+CHUNK_BYTES = 256 << 10  # a product's buffer for one chunk of a row-major side (cpu.c): fits in L2
+
+
+def chunk_tokens(channels: int, itemsize: int) -> int:
+    """Tokens per chunk of a product with a row-major side ``channels`` wide: a buffer of ``CHUNK_BYTES`` at
+    most, a multiple of 64 tokens (a 4-row tile's strip), at least 64."""
+    return max(64, CHUNK_BYTES // (channels * itemsize) // 64 * 64)
+
+
+def product(
+    t: Tiling, panel: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, out_rows: bool, chunk: int = 0
+) -> torch.Tensor:
+    """(M, rows_total): ``b`` (M, cols_total, tokens last or row-major) times the packed ``Aᵀ`` (:func:`pack`),
+    plus ``bias``; returned row-major when ``out_rows``, else tokens last. A row-major side is transposed chunk
+    by chunk inside the kernel (``chunk`` tokens at a time; 0: :func:`chunk_tokens`), never in memory."""
+    b_rows = not is_tokens_last(b)
+    if b_rows and b.stride(1) != 1:
+        b = b.contiguous()
+    m = b.shape[0]
+    src = b if b_rows else b.t()
+    out = new_output(b, m, t.rows_total) if out_rows else new_output(b, t.rows_total, m)
+    if b_rows or out_rows:
+        chunk = chunk or chunk_tokens(
+            max(t.cols_total if b_rows else 1, t.rows_total if out_rows else 1), b.element_size()
+        )
     bias = None if bias is None else bias.contiguous()
-    _fn("product", b.dtype)(
-        b.shape[1], *t.args(), _ptr(t.offset), t.rows, _ptr(panel), _ptr(b), _ptr(bias), _ptr(out),
-        torch.get_num_threads(),
+    failed = _fn("product", b.dtype)(
+        m, *t.args(), _ptr(t.offset), t.rows, _ptr(panel), t.rows_total, t.cols_total, _ptr(src), int(b_rows),
+        b.stride(0) if b_rows else m, _ptr(bias), _ptr(out), int(out_rows), chunk, torch.get_num_threads(),
     )  # fmt: skip
-    return out
+    if failed:
+        raise MemoryError(f"banded CPU kernel: no memory for a product's buffers of {chunk} tokens")
+    return out if out_rows else out.t()
 
 
 def outer_band(
@@ -276,23 +300,26 @@ def outer_band(
 
 
 def weight_grad(
-    p: CpuPlan, x2: torch.Tensor, dy2: torch.Tensor, dyt: torch.Tensor, bias: bool
+    p: CpuPlan, x2: torch.Tensor, dy2: torch.Tensor, bias: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dW, db): dW (out, in) is ``dyᵀ x`` on the mask's entries and zero elsewhere, db (out,) the sum of ``dy``
-    over the tokens when ``bias``. ``x2`` (M, in) and ``dy2`` (M, out) in any layout, ``dyt`` = ``dy2ᵀ``
-    contiguous. The kernel reads one operand tokens last (broadcast, one token at a time) and the other row-major
-    (vectors of channels): FC1 has ``x`` row-major and ``dy`` tokens last, FC2 the other way round; a layer
-    given both tokens last transposes the narrower one."""
-    dw = new_output(dyt, p.out_features, p.in_features).zero_()
-    if is_tokens_last(x2) and is_tokens_last(dy2) and p.in_features <= p.out_features:
-        x2 = transposed(x2.t())
+    over the tokens when ``bias``; ``x2`` (M, in) and ``dy2`` (M, out) in any layout. The kernel reads one
+    operand tokens last (broadcast, one token at a time) and the other row-major (vectors of channels): FC1 has
+    ``x`` row-major and ``dy`` tokens last, FC2 the other way round, as GPT-2's MLP hands them over; a layer given
+    both in one layout transposes the narrower one."""
+    dw = new_output(dy2, p.out_features, p.in_features).zero_()
+    if is_tokens_last(x2) == is_tokens_last(dy2):
+        if p.in_features <= p.out_features:  # x goes row-major when dy is tokens last, tokens last otherwise
+            x2 = transposed(x2.t()) if is_tokens_last(x2) else transposed(x2).t()
+        else:
+            dy2 = transposed(dy2.t()) if is_tokens_last(dy2) else transposed(dy2).t()
     if not is_tokens_last(x2):  # dW[o, i] = Σ_j dyᵀ[o, j] x[j, i]: tiles over output rows
-        db = dyt.new_zeros(p.out_features) if bias else None
-        outer_band(p.fwd, dyt, x2.contiguous(), p.mask, dw, db)
+        db = dy2.new_zeros(p.out_features) if bias else None
+        outer_band(p.fwd, dy2.t(), x2.contiguous(), p.mask, dw, db)
         return dw, db
-    dy_rows = dy2 if not is_tokens_last(dy2) else transposed(dyt)  # dWᵀ[i, o] = Σ_j xᵀ[i, j] dy[j, o]
-    outer_band(p.bwd, x2.t(), dy_rows.contiguous(), p.mask.t(), dw.t(), None)
-    return dw, (dy_rows.sum(0) if bias else None)
+    dy2 = dy2.contiguous()  # dWᵀ[i, o] = Σ_j xᵀ[i, j] dy[j, o]: tiles over input rows
+    outer_band(p.bwd, x2.t(), dy2, p.mask.t(), dw.t(), None)
+    return dw, (dy2.sum(0) if bias else None)
 
 
 def is_tokens_last(a: torch.Tensor) -> bool:
@@ -310,52 +337,41 @@ def transposed(a: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def tokens_last(a: torch.Tensor) -> torch.Tensor:
-    """``aᵀ`` (a: (M, n)) as a contiguous (n, M) matrix: free when ``a`` is tokens last already."""
-    return a.t() if is_tokens_last(a) else transposed(a)
-
-
-def in_layout(at: torch.Tensor, tokens_last: bool) -> torch.Tensor:
-    """The (M, n) matrix whose transpose is ``at`` (n, M), contiguous: tokens last (the view) or row-major."""
-    return at.t() if tokens_last else transposed(at)
-
-
 class CpuBandedLinearFunction(torch.autograd.Function):
     """``x (W ⊙ M)ᵀ + b`` through ``cpu.c``; ``x`` of any shape (..., in), one dtype of :data:`DTYPES` shared
     with ``weight`` and ``bias``.
 
-    Layouts. The kernels read and write tokens last. ``y`` comes back in the layout ``x`` did not have and
-    ``dx`` in the one it had, which in GPT-2's MLP puts every transpose on the narrow (C-wide) side: FC1 reads
-    LayerNorm's row-major output (transposed here, C wide) and hands FC2 a tokens-last ``y`` (4C wide, free);
-    FC2 reads it for free and gives the residual stream a row-major ``y`` (C wide). Backward mirrors it: FC2's
-    row-major ``dy`` is transposed (C wide), its ``dx`` goes back tokens last through GELU to FC1 (free), and
-    FC1's ``dx`` is row-major for LayerNorm (C wide). Each transpose is ``cpu.c``'s."""
+    Layouts. ``y`` comes back in the layout ``x`` did not have and ``dx`` in the one it had, so that in GPT-2's
+    MLP every row-major tensor is a narrow (C-wide) one: FC1 reads LayerNorm's row-major output and hands FC2 a
+    tokens-last ``y`` (4C wide), FC2 gives the residual stream a row-major ``y``; backward mirrors it (FC2's
+    row-major ``dy``, its tokens-last ``dx`` through GELU to FC1, FC1's row-major ``dx`` for LayerNorm). The
+    products transpose a row-major side chunk by chunk in cache (:func:`product`), and dW reads one operand in
+    each layout (:func:`weight_grad`), so none of these is ever transposed in memory."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, p.in_features)
         ctx.x_tokens_last = is_tokens_last(x2)
-        yt = product(p.fwd, pack(weight, p.mask, p.fwd), tokens_last(x2), bias)  # (out, M)
+        y = product(p.fwd, pack(weight, p.mask, p.fwd), x2, bias, out_rows=ctx.x_tokens_last)
         ctx.save_for_backward(x2, weight)
         ctx.plan, ctx.lead, ctx.has_bias = p, lead, bias is not None
-        return in_layout(yt, not ctx.x_tokens_last).reshape(*lead, p.out_features)
+        return y.reshape(*lead, p.out_features)
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
         x2, weight = ctx.saved_tensors
         p = ctx.plan
         dy2 = dy.reshape(-1, p.out_features)
-        dyt = tokens_last(dy2)  # (out, M)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dxt = product(p.bwd, pack(weight.t(), p.mask.t(), p.bwd), dyt, None)  # (in, M)
-            dx = in_layout(dxt, ctx.x_tokens_last).reshape(*ctx.lead, p.in_features)
+            dx = product(p.bwd, pack(weight.t(), p.mask.t(), p.bwd), dy2, None, out_rows=not ctx.x_tokens_last)
+            dx = dx.reshape(*ctx.lead, p.in_features)
         want_db = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:
-            dw, db = weight_grad(p, x2, dy2, dyt, want_db)
+            dw, db = weight_grad(p, x2, dy2, want_db)
         elif want_db:
-            db = dyt.sum(1)
+            db = dy2.sum(0)
         return dx, dw, db, None
 
 

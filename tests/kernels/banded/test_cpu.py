@@ -67,6 +67,27 @@ def test_transposed_equals_torch(shape: tuple[int, int], dtype: torch.dtype) -> 
     assert torch.equal(cpu.transposed(a.t()), a)  # a column-major input is copied to row-major first
 
 
+@pytest.mark.parametrize("out_rows", [False, True])
+@pytest.mark.parametrize("b_layout", ["tokens_last", "row_major", "row_major_padded"])
+@pytest.mark.parametrize("side", ["fwd", "bwd"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_product_in_chunks_reads_and_writes_either_layout(dtype, side: str, b_layout: str, out_rows: bool) -> None:
+    """A row-major operand or result is transposed chunk by chunk inside the kernel: 300 tokens in chunks of 64
+    (four whole chunks and one of 44, no multiple of a strip) give masked dense's product in every layout."""
+    torch.manual_seed(0)
+    mask = banded_mask(96, 24, 7)
+    weight, bias = torch.randn(96, 24, dtype=dtype), torch.randn(96, dtype=dtype)
+    p = cpu.plan(mask)
+    t, a, m, bias = (p.fwd, weight, mask, bias) if side == "fwd" else (p.bwd, weight.t(), mask.t(), None)
+    b = torch.randn(300, a.shape[1] + 6, dtype=dtype)[:, 3 : 3 + a.shape[1]]  # rows further apart than columns
+    if b_layout != "row_major_padded":
+        b = b.contiguous() if b_layout == "row_major" else _tokens_last(b)
+    got = cpu.product(t, cpu.pack(a, m, t), b, bias, out_rows, chunk=64)
+    assert got.is_contiguous() == out_rows and cpu.is_tokens_last(got) != out_rows
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-12}
+    torch.testing.assert_close(got, F.linear(b, a * m, bias), **tol)
+
+
 def _case(out_features: int, in_features: int, width: int, tokens: int, dtype: torch.dtype):
     torch.manual_seed(0)
     mask = banded_mask(out_features, in_features, width)
