@@ -27,7 +27,9 @@
  *              FC1 bt = dyᵀ, v = x and g = dW; for FC2 bt = xᵀ, v = dy and g = dWᵀ). Blocks of 8 rows x up to
  *              4 half vectors of columns, accumulated over DW_CHUNK tokens in registers; each thread keeps its
  *              own range of tiles and walks the tokens chunk by chunk, so the columns it reads stay in cache.
- *              `sums`, if given, gets bt's row sums (db for FC1).
+ *              A tile whose halves (rows 0-3, 4-7) each fit 2 half vectors from their own first column, where
+ *              its hull needs more (a band about 15 channels wide: hull 17, halves 16), runs a split block
+ *              instead: 16 lanes per row rather than 24. `sums`, if given, gets bt's row sums (db for FC1).
  *   transpose  dst (cols, rows) = src (rows, cols)ᵀ, in 8 x 8 register transposes, 8 rows of the side with the
  *              longer rows walked along 256 columns at a time (dW's operands given in one layout).
  *   banded_advise_huge  transparent huge pages for an output not touched yet (cpu.py's new_output).
@@ -69,6 +71,43 @@
       for (int64_t k = 0; k < nc; k++) {                                                                        \
         const int64_t l = c - c1 + k;                                                                           \
         out[r][k] = acc[r][l / HALF_##SUF][l % HALF_##SUF];                                                     \
+      }                                                                                                         \
+  }
+
+/* A value kept in a register: without it GCC folds a vector's load into each FMA that reads it (a memory operand
+ * each), and dw's loops, which read each vector for 4 or 8 rows, become bound by loads. */
+#if defined(__x86_64__) || defined(__i386__)
+#define IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define IN_REGISTER(v) ((void)0)
+#endif
+
+/* dw's split block, for an 8-row tile whose halves (rows 0-3, rows 4-7) each fit two half vectors from their own
+ * first column (ca, cb) where the tile's hull needs more: acc[r][u] += b[r][j] * v[j, c_r + u·HALF], the vectors
+ * at ca serving rows 0-3 and those at cb rows 4-7; then added to g on the mask's entries. */
+#define DW_SPLIT2(T, SUF)                                                                                        \
+  {                                                                                                             \
+    half_##SUF a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};          \
+    half_##SUF a40 = {0}, a41 = {0}, a50 = {0}, a51 = {0}, a60 = {0}, a61 = {0}, a70 = {0}, a71 = {0};          \
+    const T *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3], *b4 = b[4], *b5 = b[5], *b6 = b[6], *b7 = b[7];      \
+    for (int64_t j = j0; j < j1; j++) {                                                                         \
+      half_##SUF xa0 = *(const half_##SUF *)(v + j * ldv + ca), xa1 = *(const half_##SUF *)(v + j * ldv + ca + HALF_##SUF);\
+      half_##SUF xb0 = *(const half_##SUF *)(v + j * ldv + cb), xb1 = *(const half_##SUF *)(v + j * ldv + cb + HALF_##SUF);\
+      IN_REGISTER(xa0);                                                                                         \
+      IN_REGISTER(xa1);                                                                                         \
+      IN_REGISTER(xb0);                                                                                         \
+      IN_REGISTER(xb1);                                                                                         \
+      a00 += b0[j] * xa0, a01 += b0[j] * xa1, a10 += b1[j] * xa0, a11 += b1[j] * xa1;                           \
+      a20 += b2[j] * xa0, a21 += b2[j] * xa1, a30 += b3[j] * xa0, a31 += b3[j] * xa1;                           \
+      a40 += b4[j] * xb0, a41 += b4[j] * xb1, a50 += b5[j] * xb0, a51 += b5[j] * xb1;                           \
+      a60 += b6[j] * xb0, a61 += b6[j] * xb1, a70 += b7[j] * xb0, a71 += b7[j] * xb1;                           \
+    }                                                                                                           \
+    const half_##SUF acc[ROWS][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31},                           \
+                                     {a40, a41}, {a50, a51}, {a60, a61}, {a70, a71}};                           \
+    for (int32_t r = 0; r < nr; r++)                                                                            \
+      for (int32_t l = 0; l < 2 * HALF_##SUF; l++) {                                                            \
+        const int64_t row = row0[t] + r, col = (r < ROWS / 2 ? ca : cb) + l;                                    \
+        if (mask[row * m_rs + col * m_cs]) g[row * g_rs + col * g_cs] += acc[r][l / HALF_##SUF][l % HALF_##SUF];\
       }                                                                                                         \
   }
 
@@ -193,7 +232,8 @@
   void banded_dw_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,                    \
                        const int32_t *col0, const int32_t *width, const T *bt, const T *v, int64_t n_v,         \
                        int64_t ldv, const uint8_t *mask, int64_t m_rs, int64_t m_cs, T *g, int64_t g_rs,         \
-                       int64_t g_cs, T *sums, int32_t threads) {                                                \
+                       int64_t g_cs, T *sums, const int32_t *split_a, const int32_t *split_b,                   \
+                       const int32_t *split_span, int32_t threads) {                                            \
     const int64_t span = 4 * HALF_##SUF;                                                                        \
     _Pragma("omp parallel num_threads(threads)") {                                                             \
       const int32_t n = omp_get_num_threads(), id = omp_get_thread_num();                                      \
@@ -214,6 +254,12 @@
               for (; j < j1; j++) s += b[r][j];                                                                 \
               sums[row0[t] + r] += s;                                                                           \
             }                                                                                                   \
+          if (split_span[t] <= 2 * HALF_##SUF && width[t] > 2 * HALF_##SUF && 2 * HALF_##SUF <= n_v) {          \
+            const int64_t ca = split_a[t] + 2 * HALF_##SUF <= n_v ? split_a[t] : n_v - 2 * HALF_##SUF;          \
+            const int64_t cb = split_b[t] + 2 * HALF_##SUF <= n_v ? split_b[t] : n_v - 2 * HALF_##SUF;          \
+            DW_SPLIT2(T, SUF);                                                                                  \
+            continue;                                                                                           \
+          }                                                                                                     \
           for (int64_t q = 0; q * span < width[t]; q++) {                                                       \
             const int64_t c = col0[t] + q * span;                                                               \
             const int64_t nc = width[t] - q * span < span ? width[t] - q * span : span;                         \

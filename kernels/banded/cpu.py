@@ -49,7 +49,7 @@ _TILING = [_I32, _P, _P, _P, _P]  # tiles, row0, nrows, col0, width
 SIGNATURES = {  # cpu.c's functions, per dtype suffix
     "pack": [*_TILING, _P, _I32, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
     "product": [_I64, *_TILING, _P, _I32, _P, _I64, _I64, _P, _I32, _I64, _P, _P, _I32, _I64, _I32],
-    "dw": [_I64, *_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
+    "dw": [_I64, *_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _P, _I32],
     "transpose": [_I64, _I64, _P, _I64, _P, _I32],
 }
 
@@ -148,6 +148,9 @@ class Tiling:
     width: torch.Tensor
     offset: torch.Tensor  # int64 (tiles,)
     panel: int  # values in the packed weights
+    # dW's split blocks (8-row tiles): each half's first kept column (rows 0-3, rows 4-7) and the wider half's
+    # span, int32 (tiles,); the span is NO_SPLIT for 4-row tiles. cpu.c uses them where that takes fewer vectors.
+    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
     @property
     def tiles(self) -> int:
@@ -181,25 +184,36 @@ def tiling(mask: torch.Tensor, rows: int | None = None) -> Tiling:
     tiles = -(-rows_total // rows)
     padded = torch.zeros(tiles * rows, cols_total, dtype=torch.bool)
     padded[:rows_total] = mask.cpu()
-    kept = padded.view(tiles, rows, cols_total).any(1).to(torch.int8)  # (tiles, cols): columns a tile reads
-    some = kept.any(1)
-    first = kept.argmax(1)  # the first maximum: the first kept column
-    last = cols_total - 1 - kept.flip(1).argmax(1)
-    width = torch.where(some, last - first + 1, 0)
+    first, width = _hulls(padded.view(tiles, rows, cols_total))
+    halves = _hulls(padded.view(2 * tiles, rows // 2, cols_total))
     row0 = torch.arange(tiles) * rows
     offset = torch.cumsum(width * rows, 0) - width * rows
     i32 = lambda t: t.to(torch.int32).contiguous()  # noqa: E731
+    span = halves[1].view(tiles, 2).amax(1) if rows == ROWS[1] else torch.full((tiles,), NO_SPLIT)
     return Tiling(
         rows_total,
         cols_total,
         rows,
         i32(row0),
         i32((rows_total - row0).clamp(max=rows)),
-        i32(torch.where(some, first, 0)),
+        i32(first),
         i32(width),
         offset.to(torch.int64).contiguous(),
         int(width.sum()) * rows,
+        (i32(halves[0][0::2]), i32(halves[0][1::2]), i32(span)),
     )
+
+
+NO_SPLIT = 1 << 30
+
+
+def _hulls(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first, width) of each group's hull of kept columns; ``groups`` bool (n, rows, cols); (0, 0) if none."""
+    kept = groups.any(1).to(torch.int8)  # (n, cols): columns the group reads
+    some = kept.any(1)
+    first = kept.argmax(1)  # the first maximum: the first kept column
+    last = kept.shape[1] - 1 - kept.flip(1).argmax(1)
+    return torch.where(some, first, 0), torch.where(some, last - first + 1, 0)
 
 
 @dataclass(frozen=True)
@@ -295,7 +309,7 @@ def outer_band(
     (M, n_v) row-major; ``sums`` (n_b,), if given: ``bt``'s row sums."""
     _fn("dw", v.dtype)(
         bt.shape[1], *t.args(), _ptr(bt), _ptr(v), v.shape[1], v.stride(0), _ptr(mask), *mask.stride(), _ptr(g),
-        *g.stride(), _ptr(sums), torch.get_num_threads(),
+        *g.stride(), _ptr(sums), *(_ptr(a) for a in t.split), torch.get_num_threads(),
     )  # fmt: skip
 
 

@@ -35,12 +35,16 @@ def test_tiling_by_hand() -> None:
     assert t.width.tolist() == [4, 0, 9]
     assert t.offset.tolist() == [0, 32, 32] and t.panel == (4 + 9) * 8
     assert t.density == (8 * 4 + 4 * 9) / (20 * 9)
+    # dW's split blocks: each half's first kept column and the wider half's span (tile 0: rows 0-3 from column
+    # 2, 4 wide, rows 4-7 from 3, 1 wide; tile 2: rows 16-19 from 0, 9 wide; empty halves from 0)
+    assert [a.tolist() for a in t.split] == [[2, 0, 0], [3, 0, 0], [4, 0, 9]]
     t = cpu.tiling(mask.t())  # (9, 20): rows 0-3, 4-7, 8
     assert t.rows == 4
     assert t.row0.tolist() == [0, 4, 8] and t.nrows.tolist() == [4, 4, 1]
     # columns 0-3 keep rows 19, 0 and 7; columns 4-7 row 3 only; column 8 row 17
     assert t.col0.tolist() == [0, 3, 17] and t.width.tolist() == [20, 1, 1]
     assert t.offset.tolist() == [0, 80, 84]
+    assert t.split[2].tolist() == [cpu.NO_SPLIT] * 3  # 4-row tiles are never split
     with pytest.raises(ValueError, match="6 rows per tile; one of"):
         cpu.tiling(mask, 6)
 
@@ -86,6 +90,23 @@ def test_product_in_chunks_reads_and_writes_either_layout(dtype, side: str, b_la
     assert got.is_contiguous() == out_rows and cpu.is_tokens_last(got) != out_rows
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-12}
     torch.testing.assert_close(got, F.linear(b, a * m, bias), **tol)
+
+
+@pytest.mark.parametrize("shape", [(512, 128, 62), (128, 512, 62), (260, 65, 60)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dw_split_blocks_on_a_narrow_band(shape: tuple[int, int, int], dtype: torch.dtype) -> None:
+    """A band about 15 channels wide: an 8-row tile's hull is 17 columns (three 8-lane vectors), each half's
+    16 (two), so dW runs split blocks (260 rows: the last tile has 4); dW equals masked dense's, zero off the band."""
+    out_features, in_features, width = shape
+    mask, weight, bias, x, dy = _case(out_features, in_features, width, 37, dtype)
+    p = cpu.plan(mask)
+    t = p.fwd if out_features >= in_features else p.bwd  # the tiles over the wide side, 8 rows each
+    assert t.rows == 8 and ((t.split[2] <= 16) & (t.width > 16)).float().mean() > 0.5
+    x, w = x.requires_grad_(), weight.clone().requires_grad_()
+    cpu.cpu_banded_linear(x if out_features >= in_features else _tokens_last(x), w, bias, p).backward(dy)
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-11, "rtol": 1e-10}
+    torch.testing.assert_close(w.grad, (dy.t() @ x.detach()) * mask, **tol)
+    assert not w.grad[~mask].any()
 
 
 def _case(out_features: int, in_features: int, width: int, tokens: int, dtype: torch.dtype):
