@@ -47,27 +47,59 @@
 #include <omp.h>
 
 #define ROWS 8          /* dw's rows per tile (at most): kernels/banded/cpu.py ROWS */
-#define VEC_BYTES 64
+
+/* Vector width and register blocking per instruction set: the products keep R x V vectors of accumulators and
+ * dw R x NV half vectors, which must fit the registers (16 with AVX2 or SSE, 32 with AVX-512 or NEON) with room
+ * for the loaded operands; vectors wider than the registers would be split and spilled (measured here: an
+ * AVX2 build with AVX-512's blocking ran 10x slower). */
+#if defined(__AVX512F__)
+#define VEC_BYTES 64    /* zmm */
+#define HALF_BYTES 32   /* dw's vectors: ymm */
+#define WIDE_REGS 1
+#elif defined(__AVX__)
+#define VEC_BYTES 32    /* ymm, for both */
+#define HALF_BYTES 32
+#define WIDE_REGS 0
+#elif defined(__aarch64__)
+#define VEC_BYTES 16    /* NEON q registers, 32 of them */
+#define HALF_BYTES 16
+#define WIDE_REGS 1
+#else
+#define VEC_BYTES 16
+#define HALF_BYTES 16
+#define WIDE_REGS 0
+#endif
+#if WIDE_REGS           /* 32 registers: products 8 x 2 and 4 x 4 (16 accumulators), dw 8 rows x 1-4 */
+#define V8 2
+#define V4 4
+#define DW_R 8
+#define DW_NV 4
+#else                   /* 16 registers: products 8 x 1 and 4 x 2, dw 4 rows x 1-2 (8 accumulators; measured */
+#define V8 1            /* on an AVX2 build here: 4 x 3 and 4 rows x 3 spilled and ran up to 1.4x slower) */
+#define V4 2
+#define DW_R 4
+#define DW_NV 2
+#endif
 #define CHUNK 1024      /* product's tokens per unit of work (units go chunk by chunk: the chunk's columns
                            stay in cache from one tile to the next) */
 #define DW_CHUNK 512    /* dw's tokens per pass over a thread's tiles: the columns they read stay in cache */
 #define TRANSPOSE_LONG 256 /* transpose's unit: 256 x 64 (see banded_transpose) */
 #define TRANSPOSE_SHORT 64
 
-/* dw's block of NV half vectors of columns from c1 on, for ROWS broadcast rows: acc[r][u] += b[r][j] * v[j, u]
+/* dw's block of NV half vectors of columns from c1 on, for R broadcast rows: acc[r][u] += bg[r][j] * v[j, u]
  * over every token j, then the block's columns [c - c1, c - c1 + nc) copied to out. */
-#define DW_BLOCK(SUF, NV)                                                                                       \
+#define DW_BLOCK(SUF, R, NV)                                                                                     \
   {                                                                                                             \
-    half_##SUF acc[ROWS][NV];                                                                                   \
-    for (int32_t r = 0; r < ROWS; r++)                                                                          \
+    half_##SUF acc[R][NV];                                                                                      \
+    for (int32_t r = 0; r < R; r++)                                                                             \
       for (int32_t u = 0; u < NV; u++) acc[r][u] = (half_##SUF){0};                                             \
     for (int64_t j = j0; j < j1; j++) {                                                                         \
       half_##SUF xv[NV];                                                                                        \
       for (int32_t u = 0; u < NV; u++) xv[u] = *(const half_##SUF *)(v + j * ldv + c1 + u * HALF_##SUF);        \
-      for (int32_t r = 0; r < ROWS; r++)                                                                        \
-        for (int32_t u = 0; u < NV; u++) acc[r][u] += b[r][j] * xv[u];                                          \
+      for (int32_t r = 0; r < R; r++)                                                                           \
+        for (int32_t u = 0; u < NV; u++) acc[r][u] += bg[r][j] * xv[u];                                       \
     }                                                                                                           \
-    for (int32_t r = 0; r < ROWS; r++)                                                                          \
+    for (int32_t r = 0; r < R; r++)                                                                             \
       for (int64_t k = 0; k < nc; k++) {                                                                        \
         const int64_t l = c - c1 + k;                                                                           \
         out[r][k] = acc[r][l / HALF_##SUF][l % HALF_##SUF];                                                     \
@@ -111,6 +143,22 @@
       }                                                                                                         \
   }
 
+#if DW_NV == 4
+#define DW_SWITCH(SUF)                                                                                          \
+  switch (nv) {                                                                                                 \
+    case 1: DW_BLOCK(SUF, DW_R, 1); break;                                                                      \
+    case 2: DW_BLOCK(SUF, DW_R, 2); break;                                                                      \
+    case 3: DW_BLOCK(SUF, DW_R, 3); break;                                                                      \
+    default: DW_BLOCK(SUF, DW_R, 4); break;                                                                     \
+  }
+#else
+#define DW_SWITCH(SUF)                                                                                          \
+  switch (nv) {                                                                                                 \
+    case 1: DW_BLOCK(SUF, DW_R, 1); break;                                                                      \
+    default: DW_BLOCK(SUF, DW_R, 2); break;                                                                     \
+  }
+#endif
+
 /* product's strips of V vectors of tokens from j on, for a tile of R rows (R x V = 16 accumulators): for every
  * column k of the tile, R packed weights broadcast against V vectors of b's row k. */
 #define PRODUCT_STRIPS(T, SUF, R, V)                                                                               \
@@ -131,8 +179,8 @@
 
 #define DEFINE_KERNELS(T, SUF)                                                                                   \
   typedef T vec_##SUF __attribute__((vector_size(VEC_BYTES), aligned(sizeof(T))));                             \
-  typedef T half_##SUF __attribute__((vector_size(VEC_BYTES / 2), aligned(sizeof(T))));                         \
-  enum { LANES_##SUF = VEC_BYTES / sizeof(T), HALF_##SUF = VEC_BYTES / 2 / sizeof(T) };                         \
+  typedef T half_##SUF __attribute__((vector_size(HALF_BYTES), aligned(sizeof(T))));                           \
+  enum { LANES_##SUF = VEC_BYTES / sizeof(T), HALF_##SUF = HALF_BYTES / sizeof(T) };                               \
                                                                                                                 \
   void banded_pack_##SUF(int32_t tiles, const int32_t *row0, const int32_t *nrows, const int32_t *col0,        \
                          const int32_t *width, const int64_t *offset, int32_t rows, const T *a, int64_t a_rs,  \
@@ -155,9 +203,9 @@
   static inline void product_tile_##SUF(int32_t rows, int32_t w, int32_t nr, const T *p, const T *init,        \
                                         const T *bt, int64_t ldb, T *o, int64_t ldo, int64_t j, int64_t end) { \
     if (rows == 4)                                                                                              \
-      PRODUCT_STRIPS(T, SUF, 4, 4)                                                                              \
+      PRODUCT_STRIPS(T, SUF, 4, V4)                                                                             \
     else                                                                                                        \
-      PRODUCT_STRIPS(T, SUF, 8, 2)                                                                              \
+      PRODUCT_STRIPS(T, SUF, 8, V8)                                                                             \
     for (; j < end; j++) /* the last tokens, fewer than one strip */                                            \
       for (int32_t r = 0; r < nr; r++) {                                                                        \
         T s = init[r];                                                                                          \
@@ -234,7 +282,7 @@
                        int64_t ldv, const uint8_t *mask, int64_t m_rs, int64_t m_cs, T *g, int64_t g_rs,         \
                        int64_t g_cs, T *sums, const int32_t *split_a, const int32_t *split_b,                   \
                        const int32_t *split_span, int32_t threads) {                                            \
-    const int64_t span = 4 * HALF_##SUF;                                                                        \
+    const int64_t span = DW_NV * HALF_##SUF;                                                                      \
     _Pragma("omp parallel num_threads(threads)") {                                                             \
       const int32_t n = omp_get_num_threads(), id = omp_get_thread_num();                                      \
       const int32_t first = (int32_t)((int64_t)tiles * id / n), last = (int32_t)((int64_t)tiles * (id + 1) / n);\
@@ -254,37 +302,36 @@
               for (; j < j1; j++) s += b[r][j];                                                                 \
               sums[row0[t] + r] += s;                                                                           \
             }                                                                                                   \
-          if (split_span[t] <= 2 * HALF_##SUF && width[t] > 2 * HALF_##SUF && 2 * HALF_##SUF <= n_v) {          \
+          if (WIDE_REGS && split_span[t] <= 2 * HALF_##SUF && width[t] > 2 * HALF_##SUF && 2 * HALF_##SUF <= n_v) {\
             const int64_t ca = split_a[t] + 2 * HALF_##SUF <= n_v ? split_a[t] : n_v - 2 * HALF_##SUF;          \
             const int64_t cb = split_b[t] + 2 * HALF_##SUF <= n_v ? split_b[t] : n_v - 2 * HALF_##SUF;          \
             DW_SPLIT2(T, SUF);                                                                                  \
             continue;                                                                                           \
           }                                                                                                     \
-          for (int64_t q = 0; q * span < width[t]; q++) {                                                       \
-            const int64_t c = col0[t] + q * span;                                                               \
-            const int64_t nc = width[t] - q * span < span ? width[t] - q * span : span;                         \
-            T out[ROWS][4 * 8];                                                                                 \
-            const int32_t nv = (int32_t)((nc + HALF_##SUF - 1) / HALF_##SUF); /* half vectors: 1-4 */           \
-            if (nv * HALF_##SUF <= n_v) { /* moved left to end at the row's end if need be */                   \
-              const int64_t c1 = c + nv * HALF_##SUF <= n_v ? c : n_v - nv * HALF_##SUF;                        \
-              switch (nv) {                                                                                     \
-                case 1: DW_BLOCK(SUF, 1); break;                                                                \
-                case 2: DW_BLOCK(SUF, 2); break;                                                                \
-                case 3: DW_BLOCK(SUF, 3); break;                                                                \
-                default: DW_BLOCK(SUF, 4); break;                                                               \
-              }                                                                                                 \
-            } else /* a matrix narrower than the block: element by element */                                  \
-              for (int32_t r = 0; r < nr; r++)                                                                  \
+          for (int32_t r0 = 0; r0 < nr; r0 += DW_R) { /* groups of DW_R rows */                                \
+            const T *const *bg = b + r0;                                                                        \
+            const int32_t ng = nr - r0 < DW_R ? nr - r0 : DW_R;                                                 \
+            for (int64_t q = 0; q * span < width[t]; q++) {                                                     \
+              const int64_t c = col0[t] + q * span;                                                             \
+              const int64_t nc = width[t] - q * span < span ? width[t] - q * span : span;                       \
+              T out[DW_R][4 * 8];                                                                               \
+              const int32_t nv = (int32_t)((nc + HALF_##SUF - 1) / HALF_##SUF); /* half vectors: 1-DW_NV */     \
+              if (nv * HALF_##SUF <= n_v) { /* moved left to end at the row's end if need be */                 \
+                const int64_t c1 = c + nv * HALF_##SUF <= n_v ? c : n_v - nv * HALF_##SUF;                      \
+                DW_SWITCH(SUF)                                                                                  \
+              } else /* a matrix narrower than the block: element by element */                                \
+                for (int32_t r = 0; r < ng; r++)                                                                \
+                  for (int64_t k = 0; k < nc; k++) {                                                            \
+                    T s = 0;                                                                                    \
+                    for (int64_t j = j0; j < j1; j++) s += bg[r][j] * v[j * ldv + c + k];                       \
+                    out[r][k] = s;                                                                              \
+                  }                                                                                             \
+              for (int32_t r = 0; r < ng; r++)                                                                  \
                 for (int64_t k = 0; k < nc; k++) {                                                              \
-                  T s = 0;                                                                                      \
-                  for (int64_t j = j0; j < j1; j++) s += b[r][j] * v[j * ldv + c + k];                          \
-                  out[r][k] = s;                                                                                \
+                  const int64_t row = row0[t] + r0 + r, col = c + k;                                            \
+                  if (mask[row * m_rs + col * m_cs]) g[row * g_rs + col * g_cs] += out[r][k];                  \
                 }                                                                                               \
-            for (int32_t r = 0; r < nr; r++)                                                                    \
-              for (int64_t k = 0; k < nc; k++) {                                                                \
-                const int64_t row = row0[t] + r, col = c + k;                                                   \
-                if (mask[row * m_rs + col * m_cs]) g[row * g_rs + col * g_cs] += out[r][k];                    \
-              }                                                                                                 \
+            }                                                                                                   \
           }                                                                                                     \
         }                                                                                                       \
       }                                                                                                         \

@@ -79,12 +79,12 @@ def library_path(cc: str) -> Path:
     return cache_root() / "banded_cpu" / f"banded-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 
-def build(cc: str, path: Path) -> None:
+def build(cc: str, path: Path, flags: tuple[str, ...] = FLAGS) -> None:
     """Compile ``cpu.c`` into ``path`` (atomically); raises RuntimeError with the compiler's output."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
-    cmd = [cc, *FLAGS, str(SOURCE), "-o", tmp]
+    cmd = [cc, *flags, str(SOURCE), "-o", tmp]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
@@ -94,6 +94,17 @@ def build(cc: str, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def bind(path: Path) -> ctypes.CDLL:
+    """The library at ``path`` with its functions' signatures set."""
+    lib = ctypes.CDLL(str(path))
+    for suffix in DTYPES.values():
+        for name, argtypes in SIGNATURES.items():
+            fn = getattr(lib, f"banded_{name}_{suffix}")
+            fn.argtypes, fn.restype = argtypes, (_I32 if name == "product" else None)
+    lib.banded_advise_huge.argtypes, lib.banded_advise_huge.restype = [_P, _I64], _I32
+    return lib
 
 
 @functools.cache
@@ -106,15 +117,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     try:
         if not path.exists():
             build(cc, path)
-        lib = ctypes.CDLL(str(path))
+        return bind(path), None
     except (RuntimeError, OSError) as err:
         return None, str(err)
-    for suffix in DTYPES.values():
-        for name, argtypes in SIGNATURES.items():
-            fn = getattr(lib, f"banded_{name}_{suffix}")
-            fn.argtypes, fn.restype = argtypes, (_I32 if name == "product" else None)
-    lib.banded_advise_huge.argtypes, lib.banded_advise_huge.restype = [_P, _I64], _I32
-    return lib, None
 
 
 def unavailable() -> str | None:

@@ -135,6 +135,41 @@ CASES = [(96, 24, 7, 37), (24, 96, 7, 101), (512, 128, 60, 64), (128, 512, 60, 5
 def test_every_layout_matches_masked_dense(case, dtype, x_tokens_last: bool, dy_tokens_last: bool) -> None:
     """y comes back in the layout x did not have, dx in the one it had; values, dW (zero off the mask) and db
     equal masked dense's."""
+    _check_layer(case, dtype, x_tokens_last, dy_tokens_last)
+
+
+def _has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return {"avx2", "fma"} <= set(flags)
+
+
+@pytest.fixture(scope="module")
+def avx2_library(tmp_path_factory):
+    """The kernel built for AVX2 (16 vector registers: cpu.c's narrower blocking) instead of this machine."""
+    if not _has_avx2():
+        pytest.skip("the AVX2 build runs on an x86 CPU with AVX2 and FMA; this one has none")
+    path = tmp_path_factory.mktemp("avx2") / "banded-avx2.so"
+    cpu.build(cpu.compiler(), path, tuple("-march=haswell" if f == "-march=native" else f for f in cpu.FLAGS))
+    return cpu.bind(path)
+
+
+@pytest.mark.parametrize("case", [*CASES, (512, 128, 62, 77), (128, 512, 62, 45)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_avx2_build_matches_masked_dense(avx2_library, monkeypatch, case, dtype) -> None:
+    """The blocking for 16 vector registers (AVX2; products 8 x 1 and 4 x 2 vectors, dW in groups of 4 rows, no
+    split blocks) computes what the wide one does: every layer in both layouts its MLP gives it."""
+    monkeypatch.setattr(cpu, "_load", lambda: (avx2_library, None))
+    out_features, in_features = case[:2]
+    fc1 = out_features >= in_features
+    _check_layer(case, dtype, x_tokens_last=not fc1, dy_tokens_last=fc1)
+    _check_layer(case, dtype, x_tokens_last=fc1, dy_tokens_last=fc1)
+
+
+def _check_layer(case, dtype, x_tokens_last: bool, dy_tokens_last: bool) -> None:
     mask, weight, bias, x, dy = _case(*case, dtype)
     x = (_tokens_last(x) if x_tokens_last else x).requires_grad_()
     w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
