@@ -363,22 +363,27 @@
  * rounds of two-input shuffles on 8-lane vectors), double element by element. */
 typedef float vec8_f32 __attribute__((vector_size(32), aligned(4)));
 typedef int32_t idx8 __attribute__((vector_size(32)));
+#if defined(__clang__) /* lanes i of the 16 of (a, b) */
+#define SHUFFLE8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, (idx8){__VA_ARGS__})
+#endif
 static inline void transpose8_f32(const float *s, int64_t ls, float *d, int64_t ld) {
   vec8_f32 r[8], t[8];
   for (int i = 0; i < 8; i++) r[i] = *(const vec8_f32 *)(s + i * ls);
   for (int i = 0; i < 4; i++) { /* interleave row pairs: (a0 b0 a1 b1 | a4 b4 a5 b5), (a2 b2 a3 b3 | ...) */
-    t[2 * i] = __builtin_shuffle(r[2 * i], r[2 * i + 1], (idx8){0, 8, 1, 9, 4, 12, 5, 13});
-    t[2 * i + 1] = __builtin_shuffle(r[2 * i], r[2 * i + 1], (idx8){2, 10, 3, 11, 6, 14, 7, 15});
+    t[2 * i] = SHUFFLE8(r[2 * i], r[2 * i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[2 * i + 1] = SHUFFLE8(r[2 * i], r[2 * i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
   }
   for (int i = 0; i < 2; i++) { /* pairs of pairs: four consecutive rows per 128-bit half */
-    r[4 * i] = __builtin_shuffle(t[4 * i], t[4 * i + 2], (idx8){0, 1, 8, 9, 4, 5, 12, 13});
-    r[4 * i + 1] = __builtin_shuffle(t[4 * i], t[4 * i + 2], (idx8){2, 3, 10, 11, 6, 7, 14, 15});
-    r[4 * i + 2] = __builtin_shuffle(t[4 * i + 1], t[4 * i + 3], (idx8){0, 1, 8, 9, 4, 5, 12, 13});
-    r[4 * i + 3] = __builtin_shuffle(t[4 * i + 1], t[4 * i + 3], (idx8){2, 3, 10, 11, 6, 7, 14, 15});
+    r[4 * i] = SHUFFLE8(t[4 * i], t[4 * i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[4 * i + 1] = SHUFFLE8(t[4 * i], t[4 * i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    r[4 * i + 2] = SHUFFLE8(t[4 * i + 1], t[4 * i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[4 * i + 3] = SHUFFLE8(t[4 * i + 1], t[4 * i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
   }
   for (int i = 0; i < 4; i++) { /* halves: rows 0-3 with rows 4-7 */
-    *(vec8_f32 *)(d + i * ld) = __builtin_shuffle(r[i], r[i + 4], (idx8){0, 1, 2, 3, 8, 9, 10, 11});
-    *(vec8_f32 *)(d + (i + 4) * ld) = __builtin_shuffle(r[i], r[i + 4], (idx8){4, 5, 6, 7, 12, 13, 14, 15});
+    *(vec8_f32 *)(d + i * ld) = SHUFFLE8(r[i], r[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    *(vec8_f32 *)(d + (i + 4) * ld) = SHUFFLE8(r[i], r[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
 }
 static inline void transpose8_f64(const double *s, int64_t ls, double *d, int64_t ld) {

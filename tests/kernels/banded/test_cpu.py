@@ -4,6 +4,8 @@ against masked dense, gradcheck, the build cache, and the fallback where it cann
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -288,6 +290,18 @@ def test_a_failing_build_names_the_compiler_error(tmp_path, monkeypatch: pytest.
     with pytest.raises(RuntimeError, match="broken.c.* failed: .*error"):
         cpu.build(cpu.compiler(), tmp_path / "out" / "lib.so")
     assert not (tmp_path / "out" / "lib.so").exists() and not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="no clang here")
+def test_clang_builds_the_kernel(tmp_path) -> None:
+    """The source is GCC and Clang C (vector extensions, shuffles through SHUFFLE8): Clang builds it and the
+    library exports every function (not loaded here: it would bring LLVM's OpenMP runtime beside torch's)."""
+    path = tmp_path / "banded-clang.so"
+    cpu.build(shutil.which("clang"), path)
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(path)], capture_output=True, text=True).stdout
+    for suffix in cpu.DTYPES.values():
+        for name in cpu.SIGNATURES:
+            assert f"banded_{name}_{suffix}" in symbols
 
 
 def test_without_bias_and_with_only_some_gradients() -> None:
