@@ -86,6 +86,21 @@
 #define TRANSPOSE_LONG 256 /* transpose's unit: 256 x 64 (see banded_transpose) */
 #define TRANSPOSE_SHORT 64
 
+/* Buffer `which` (0 or 1) of the calling thread, at least `bytes` long (64-byte aligned; NULL where out of
+ * memory). Kept from call to call and grown when too small: OpenMP's threads persist, so the products' chunk
+ * buffers are allocated (and their pages first touched) once per thread, not on every call (a fresh 256 KiB
+ * buffer cost a product of 16 tokens 117 us, nearly all of it). */
+static void *thread_buffer(int which, size_t bytes) {
+  static __thread void *buffer[2];
+  static __thread size_t capacity[2];
+  if (capacity[which] < bytes) {
+    free(buffer[which]);
+    buffer[which] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    capacity[which] = buffer[which] ? bytes : 0;
+  }
+  return buffer[which];
+}
+
 /* dw's block of NV half vectors of columns from c1 on, for R broadcast rows: acc[r][u] += bg[r][j] * v[j, u]
  * over every token j, then the block's columns [c - c1, c - c1 + nc) copied to out. */
 #define DW_BLOCK(SUF, R, NV)                                                                                     \
@@ -180,6 +195,8 @@
 #define DEFINE_KERNELS(T, SUF)                                                                                   \
   typedef T vec_##SUF __attribute__((vector_size(VEC_BYTES), aligned(sizeof(T))));                             \
   typedef T half_##SUF __attribute__((vector_size(HALF_BYTES), aligned(sizeof(T))));                           \
+  typedef T rows4_##SUF __attribute__((vector_size(4 * sizeof(T)), aligned(sizeof(T))));                       \
+  typedef T rows8_##SUF __attribute__((vector_size(8 * sizeof(T)), aligned(sizeof(T))));                       \
   enum { LANES_##SUF = VEC_BYTES / sizeof(T), HALF_##SUF = HALF_BYTES / sizeof(T) };                               \
                                                                                                                 \
   void banded_pack_##SUF(int32_t tiles, const int32_t *row0, const int32_t *nrows, const int32_t *col0,        \
@@ -206,11 +223,19 @@
       PRODUCT_STRIPS(T, SUF, 4, V4)                                                                             \
     else                                                                                                        \
       PRODUCT_STRIPS(T, SUF, 8, V8)                                                                             \
-    for (; j < end; j++) /* the last tokens, fewer than one strip */                                            \
-      for (int32_t r = 0; r < nr; r++) {                                                                        \
-        T s = init[r];                                                                                          \
-        for (int32_t k = 0; k < w; k++) s += p[(int64_t)k * rows + r] * bt[k * ldb + j];                        \
-        o[r * ldo + j] = s;                                                                                     \
+    /* The last tokens, fewer than one strip (all of them for a short input, as in decoding): one token at a    \
+       time, a vector over the tile's rows (the packed weights of column k are adjacent) times b[k, j]. */      \
+    if (rows == 4)                                                                                              \
+      for (; j < end; j++) {                                                                                    \
+        rows4_##SUF acc = *(const rows4_##SUF *)init;                                                           \
+        for (int32_t k = 0; k < w; k++) acc += *(const rows4_##SUF *)(p + (int64_t)k * 4) * bt[k * ldb + j];     \
+        for (int32_t r = 0; r < nr; r++) o[r * ldo + j] = acc[r];                                               \
+      }                                                                                                         \
+    else                                                                                                        \
+      for (; j < end; j++) {                                                                                    \
+        rows8_##SUF acc = *(const rows8_##SUF *)init;                                                           \
+        for (int32_t k = 0; k < w; k++) acc += *(const rows8_##SUF *)(p + (int64_t)k * 8) * bt[k * ldb + j];     \
+        for (int32_t r = 0; r < nr; r++) o[r * ldo + j] = acc[r];                                               \
       }                                                                                                         \
   }                                                                                                             \
                                                                                                                 \
@@ -245,11 +270,12 @@
     /* A row-major side is transposed chunk by chunk through a buffer of its thread, in cache: a row-major b    \
        into (cols_total, chunk) before the tiles read it, the tiles' (rows_total, chunk) output into a         \
        row-major out after. Each thread takes whole chunks. */                                                  \
+    if (chunk > m) chunk = m; /* the buffers' rows: chunk tokens */                                             \
     const int64_t chunks = (m + chunk - 1) / chunk;                                                             \
     int32_t failed = 0;                                                                                         \
     _Pragma("omp parallel num_threads(threads) reduction(|:failed)") {                                         \
-      T *bl = b_rows ? aligned_alloc(64, (size_t)(cols_total * chunk * sizeof(T) + 63) / 64 * 64) : NULL;      \
-      T *ol = out_rows ? aligned_alloc(64, (size_t)(rows_total * chunk * sizeof(T) + 63) / 64 * 64) : NULL;    \
+      T *bl = b_rows ? thread_buffer(0, (size_t)(cols_total * chunk) * sizeof(T)) : NULL;                       \
+      T *ol = out_rows ? thread_buffer(1, (size_t)(rows_total * chunk) * sizeof(T)) : NULL;                     \
       failed = (b_rows && !bl) || (out_rows && !ol);                                                            \
       _Pragma("omp for schedule(static)")                                                                      \
       for (int64_t c = 0; c < chunks; c++) {                                                                    \
@@ -271,8 +297,6 @@
         }                                                                                                       \
         if (out_rows) transpose_serial_##SUF(rows_total, nj, ol, chunk, out + j0 * rows_total, rows_total);     \
       }                                                                                                         \
-      free(bl);                                                                                                 \
-      free(ol);                                                                                                 \
     }                                                                                                           \
     return failed; /* 1: a thread had no memory for its buffer (cpu.py raises MemoryError) */                   \
   }                                                                                                             \
