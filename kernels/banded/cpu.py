@@ -31,7 +31,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -166,8 +166,13 @@ class Tiling:
         """Fraction of the dense product's FLOPs the tiles compute."""
         return int((self.nrows.long() * self.width.long()).sum()) / max(1, self.rows_total * self.cols_total)
 
-    def args(self) -> list:
-        return [self.tiles, *(_P(t.data_ptr()) for t in (self.row0, self.nrows, self.col0, self.width))]
+    @functools.cached_property
+    def _args(self) -> tuple:
+        return (self.tiles, *(t.data_ptr() for t in (self.row0, self.nrows, self.col0, self.width)))
+
+    def args(self) -> tuple:
+        """The tiling's arguments of ``cpu.c``'s functions: the tile count and four arrays."""
+        return self._args
 
 
 def tile_rows(rows_total: int, cols_total: int) -> int:
@@ -223,11 +228,27 @@ def _hulls(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass(frozen=True)
 class CpuPlan(TwoTilings):
-    """The C kernel's tilings of one (out, in) ``mask``."""
+    """The C kernel's tilings of one (out, in) ``mask``, and the weights packed for them (:meth:`panel`)."""
 
     fwd: Tiling
     bwd: Tiling
     mask: torch.Tensor  # bool (out, in), contiguous, on the CPU
+    packed: dict = field(default_factory=dict, compare=False, repr=False)  # side -> (weight's key, panel)
+
+    def panel(self, weight: torch.Tensor, side: str, keep: bool = False) -> torch.Tensor:
+        """``weight ⊙ mask`` packed for the ``"fwd"`` tiles (the forward) or the ``"bwd"`` ones (dX, from Wᵀ).
+        With ``keep`` (inference: no gradient) the packed weights are kept and packed again only when the weight
+        changed (another tensor, or written in place: its version), so decoding reads only the band's weights
+        per token, not all of them to pack them; a weight written through ``.data`` bumps no version and would
+        not be seen. Without it (autograd: training, gradcheck's perturbations) they are packed every call."""
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.stride())
+        if keep and side in self.packed and self.packed[side][0] == key:
+            return self.packed[side][1]
+        t, w, m = (self.fwd, weight, self.mask) if side == "fwd" else (self.bwd, weight.t(), self.mask.t())
+        panel = pack(w.detach(), m, t)
+        if keep:
+            self.packed[side] = key, panel
+        return panel
 
 
 @torch.no_grad()
@@ -243,8 +264,9 @@ def _fn(name: str, dtype: torch.dtype):
     return getattr(lib, f"banded_{name}_{DTYPES[dtype]}")
 
 
-def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
-    return _P(None if t is None else t.data_ptr())
+def _ptr(t: torch.Tensor | None) -> int | None:
+    """A tensor's address as ctypes takes it for a ``void *`` (None: NULL)."""
+    return None if t is None else t.data_ptr()
 
 
 HUGE_OUTPUT = 4 << 20  # bytes: outputs this large are advised to use transparent huge pages
@@ -369,13 +391,10 @@ class CpuBandedLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, p.in_features)
-        ctx.x_tokens_last = is_tokens_last(x2)
-        y = product(p.fwd, pack(weight, p.mask, p.fwd), x2, bias, out_rows=ctx.x_tokens_last)
+        y, x2, ctx.x_tokens_last = _forward(x, weight, bias, p)
         ctx.save_for_backward(x2, weight)
-        ctx.plan, ctx.lead, ctx.has_bias = p, lead, bias is not None
-        return y.reshape(*lead, p.out_features)
+        ctx.plan, ctx.lead, ctx.has_bias = p, x.shape[:-1], bias is not None
+        return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
@@ -384,7 +403,7 @@ class CpuBandedLinearFunction(torch.autograd.Function):
         dy2 = dy.reshape(-1, p.out_features)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = product(p.bwd, pack(weight.t(), p.mask.t(), p.bwd), dy2, None, out_rows=not ctx.x_tokens_last)
+            dx = product(p.bwd, p.panel(weight, "bwd"), dy2, None, out_rows=not ctx.x_tokens_last)
             dx = dx.reshape(*ctx.lead, p.in_features)
         want_db = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:
@@ -394,9 +413,24 @@ class CpuBandedLinearFunction(torch.autograd.Function):
         return dx, dw, db, None
 
 
+def _forward(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan, keep: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(y, x as (M, in), whether it is tokens last): y (..., out) in the layout x did not have; ``keep``: the
+    packed weights are kept for the next call (:meth:`CpuPlan.panel`)."""
+    x2 = x.reshape(-1, p.in_features)
+    tokens_last = is_tokens_last(x2)
+    y = product(p.fwd, p.panel(weight, "fwd", keep), x2, bias, out_rows=tokens_last)
+    return y.reshape(*x.shape[:-1], p.out_features), x2, tokens_last
+
+
 def cpu_banded_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan) -> torch.Tensor:
-    """``x (W ⊙ M)ᵀ + b`` through the CPU kernel, differentiable; see :func:`runs_on` for what it takes."""
+    """``x (W ⊙ M)ᵀ + b`` through the CPU kernel, differentiable; see :func:`runs_on` for what it takes. Without
+    a gradient to compute (inference, as in decoding) it runs the forward directly, without autograd's
+    bookkeeping."""
     if not runs_on(x, weight, bias):
         why = unavailable() or f"x {x.dtype} on {x.device}, weight {weight.dtype}: CPU float32 or float64, one dtype"
         raise ValueError(f"banded CPU kernel cannot run: {why}")
-    return CpuBandedLinearFunction.apply(x, weight, bias, p)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return CpuBandedLinearFunction.apply(x, weight, bias, p)
+    return _forward(x, weight, bias, p, keep=True)[0]

@@ -190,6 +190,42 @@ def _check_layer(case, dtype, x_tokens_last: bool, dy_tokens_last: bool) -> None
     assert not w.grad[~mask].any()
 
 
+def test_packed_weights_are_kept_until_the_weight_changes() -> None:
+    """Inference packs the weights once; a weight written in place (as an optimizer step writes it) or another
+    weight tensor is packed again, so outputs follow the weights; with autograd every call packs, and three SGD
+    steps on the banded layer land where three on masked dense land."""
+    mask, weight, bias, x, dy = _case(96, 24, 7, 5, torch.float32)
+    p = cpu.plan(mask)
+    w = weight.clone()
+    with torch.no_grad():
+        cpu.cpu_banded_linear(x, w, bias, p)
+        first = p.panel(w, "fwd", keep=True)
+        cpu.cpu_banded_linear(x, w, bias, p)
+        assert p.panel(w, "fwd", keep=True) is first
+        w.mul_(2)
+        torch.testing.assert_close(cpu.cpu_banded_linear(x, w, bias, p), F.linear(x, w * mask, bias))
+        assert p.panel(w, "fwd", keep=True) is not first
+        w3 = weight * 3  # another tensor
+        torch.testing.assert_close(cpu.cpu_banded_linear(x, w3, bias, p), F.linear(x, w3 * mask, bias))
+    assert p.panel(w3, "fwd") is not p.panel(w3, "fwd")  # packed on every call with autograd
+    runs = []
+    for banded in (True, False):
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        opt = torch.optim.SGD([w, b], lr=0.1)
+        for _ in range(3):
+            opt.zero_grad()
+            y = cpu.cpu_banded_linear(x, w, b, p) if banded else F.linear(x, w * mask, b)
+            y.backward(dy)
+            if not banded:
+                w.grad.mul_(mask)
+            opt.step()
+        x_leaf = x.clone().requires_grad_()
+        (cpu.cpu_banded_linear(x_leaf, w, b, p) if banded else F.linear(x_leaf, w * mask, b)).backward(dy)
+        runs.append((w.detach(), b.detach(), x_leaf.grad))
+    for got, expected in zip(*runs, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_gradcheck_in_float64() -> None:
     mask, weight, bias, x, _ = _case(40, 10, 5, 11, torch.float64)
     p = cpu.plan(mask)
