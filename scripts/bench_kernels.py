@@ -11,6 +11,8 @@ On the CPU (always):
 - ``gpt2_small_banded_step``: one training step (forward, backward, AdamW step) of GPT-2 small with every MLP
   Linear banded at density near 0.12, with ``KERNELS_BANDED`` (the default CPU path) against the same model
   computing its masked Linears densely (as training runs without the kernel). Reported, no target.
+- ``banded_linear_decode``: one banded MLP Linear at a decoding step (1 or 4 tokens, no gradient) on the C kernel
+  against ``F.linear`` on the masked weights (``make sample`` without the kernel), density near 0.12. Reported.
 
 On a GPU (when CUDA is present): every kernel package's ``gpu_rows`` (``GPU_BENCHES``): the Triton and CUDA
 banded matmuls against cuBLAS (target ``0.7 / density``), the activation-sparse GEMV against dense ``torch``
@@ -51,6 +53,8 @@ DENSITIES = (0.44, 0.24, 0.12)
 STEP_DENSITY = 0.12
 CPU_OPS = {"c": "banded_linear_fwd_bwd", "torch": "banded_linear_fwd_bwd_torch"}  # BANDED_KERNEL_CPU -> op
 STEP_OPS = {"c": "gpt2_small_banded_step", "torch": "gpt2_small_banded_step_torch"}
+DECODE_BATCHES = (1, 4)  # tokens per decoding step (one per sequence)
+DECODE_OP = "banded_linear_decode"
 # modules with gpu_rows(quick) -> rows (op, shape, density, speedup, target, ...), run when CUDA is present
 GPU_BENCHES = (
     "kernels.banded.bench",
@@ -126,6 +130,46 @@ def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block:
         "kernel_ms": round(1e3 * banded_s, 3),
         "speedup": round(ratio, 3),
         "target": round(0.5 / achieved, 3),
+    }
+
+
+def bench_decode(c: int, fc: str, batch: int, rounds: int) -> dict:
+    """One banded MLP Linear at a decoding step (``batch`` tokens, no gradient) on the C kernel, against
+    ``F.linear`` on the masked weights (what ``make sample`` runs without the kernel: the masks multiplied in),
+    interleaved; band density near ``STEP_DENSITY``. Reported, no target."""
+    out_features, in_features = (4 * c, c) if fc == "fc1" else (c, 4 * c)
+    width, achieved = band_width_for(out_features, in_features, STEP_DENSITY)
+    dense = _masked_linear(out_features, in_features, width)
+    banded = BandedLinear(dense, auto_block(width), cpu="c")
+    x = torch.randn(batch, in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # both sides compute the same thing
+        torch.testing.assert_close(banded(x), nn.functional.linear(x, dense.weight, dense.bias), rtol=1e-4, atol=1e-5)
+
+    def timed(fn: Callable[[], torch.Tensor]) -> Callable[[], float]:
+        def run() -> float:
+            tick = time.perf_counter()
+            with torch.no_grad():
+                fn()
+            return time.perf_counter() - tick
+
+        return run
+
+    times = interleaved(
+        {"dense": timed(lambda: nn.functional.linear(x, dense.weight, dense.bias)), "banded": timed(lambda: banded(x))},
+        rounds,
+        warmup=10,
+    )
+    return {
+        "op": DECODE_OP,
+        "shape": f"{fc} {batch}x{in_features}->{out_features}",
+        "model": next(k for k, v in SHAPES.items() if v == c),
+        "dtype": "fp32",
+        "bandwidth": width,
+        "density": round(achieved, 4),
+        "dense_ms": round(1e3 * statistics.median(times["dense"]), 4),
+        "kernel_ms": round(1e3 * statistics.median(times["banded"]), 4),
+        "speedup": round(statistics.median(d / k for d, k in zip(times["dense"], times["banded"], strict=True)), 3),
+        "target": "",
     }
 
 
@@ -259,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--step-batch", type=int, default=4, help="sequences of 512 tokens per GPT-2 small step")
     parser.add_argument(
+        "--decode-rounds", type=int, default=300, help="rounds of decoding steps per layer, C kernel (0: skip)"
+    )
+    parser.add_argument(
         "--block", type=int, default=0, help="tile extent on the wide side (BANDED_KERNEL_BLOCK; 0: per layer)"
     )
     parser.add_argument("--cpu-path", action="append", choices=CPU_OPS, help="only this CPU path's rows (repeatable)")
@@ -286,6 +333,13 @@ def main(argv: list[str] | None = None) -> int:
             for fc in ("fc1", "fc2")
             for d in DENSITIES
         ]
+        if args.decode_rounds and "c" in (args.cpu_path or CPU_OPS):
+            rows += [
+                bench_decode(c, fc, batch, args.decode_rounds)
+                for c in SHAPES.values()
+                for fc in ("fc1", "fc2")
+                for batch in DECODE_BATCHES
+            ]
         if args.step_rounds:
             rows += bench_gpt2_step(args.step_batch, args.step_rounds, args.block, tuple(args.cpu_path or CPU_OPS))
     stamp = {"torch": torch.__version__, "git_sha": sha}
@@ -308,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         " fp32, tokens and tile extent in the shape and block columns; masked dense is the same nn.Linear"
         " computing x (W ⊙ M)ᵀ + b with autograd; the speedup is the median of the per-pair ratios of ABBA pairs"
         " (--pairs, 20 by default); GPT-2 small steps: dense and each CPU path interleaved, the median per-round"
-        " ratio (--step-rounds, 8). GPU rows: CUDA events, the L2 flushed"
+        " ratio (--step-rounds, 8); decoding (banded_linear_decode: 1 or 4 tokens, no gradient, against F.linear"
+        " on the masked weights): interleaved, the median per-round ratio (--decode-rounds, 300)."
+        " GPU rows: CUDA events, the L2 flushed"
         " before every call, medians, each side"
         " replayed from a CUDA graph (`timing` cuda-graph; `eager` where capture failed: both sides eager then);"
         " kernels.csv also holds the eager medians. Targets (issue 15): banded layer on the CPU >= 0.5 / density;"

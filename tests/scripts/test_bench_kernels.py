@@ -4,7 +4,7 @@ per-(device, op) count of rows that reach their target."""
 from __future__ import annotations
 
 from scripts.bench_common import write_rows
-from scripts.bench_kernels import merged, targets_met
+from scripts.bench_kernels import DECODE_OP, bench_decode, merged, targets_met
 
 
 def _row(device: str, op: str, speedup: float, target: float | str = "") -> dict:
@@ -39,3 +39,10 @@ def test_targets_are_counted_per_device_and_op() -> None:
         _row("H200", "banded", "0.5", "1.0"),  # read back from the CSV: strings
     ]
     assert targets_met(rows) == [("cpu", "banded", 1, 2), ("H200", "banded", 0, 1)]
+
+
+def test_a_decoding_row_times_one_banded_layer_against_dense() -> None:
+    """A real (short) measurement: the kernel's output checked against dense's first, then both timed."""
+    row = bench_decode(128, "fc2", 4, rounds=3)
+    assert (row["op"], row["shape"], row["model"], row["target"]) == (DECODE_OP, "fc2 4x512->128", "gpt2-tiny", "")
+    assert abs(row["density"] - 0.12) < 0.01 and row["dense_ms"] > 0 and row["kernel_ms"] > 0 and row["speedup"] > 0
