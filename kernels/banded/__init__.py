@@ -113,7 +113,7 @@ class BandedLinear(nn.Module):
             return triton_banded_linear(x, self.weight, self.bias, self.ranges())
         if self.cpu == "c" and x.device.type == "cpu":
             if cpu_kernel.runs_on(x, self.weight, self.bias):
-                return cpu_kernel.cpu_banded_linear(x, self.weight, self.bias, self.cpu_plan())
+                return cpu_kernel.banded_linear_unchecked(x, self.weight, self.bias, self.cpu_plan())
             _warn_once(cpu_kernel.unavailable())
         return banded_linear(x, self.weight, self.bias, self.plan())
 

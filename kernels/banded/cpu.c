@@ -254,6 +254,7 @@ static void *thread_buffer(int which, size_t bytes) {
                             const T *panel, int64_t rows_total, int64_t cols_total, const T *b, int32_t b_rows, \
                             int64_t ldb, const T *bias, T *out, int32_t out_rows, int64_t chunk,               \
                             int32_t threads) {                                                                  \
+    if (m <= 0) return 0; /* no tokens: an empty output */                                                      \
     if (!b_rows && !out_rows) { /* tokens last in and out: (tile, chunk) pairs, chunk by chunk */               \
       const int64_t chunks = (m + CHUNK - 1) / CHUNK;                                                           \
       _Pragma("omp parallel for schedule(static) num_threads(threads)")                                        \

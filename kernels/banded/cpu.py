@@ -261,7 +261,13 @@ def _fn(name: str, dtype: torch.dtype):
     lib, why = _load()
     if lib is None:
         raise RuntimeError(f"banded CPU kernel: {why}")
-    return getattr(lib, f"banded_{name}_{DTYPES[dtype]}")
+    key = (id(lib), name, dtype)
+    if key not in _FUNCTIONS:
+        _FUNCTIONS[key] = getattr(lib, f"banded_{name}_{DTYPES[dtype]}")
+    return _FUNCTIONS[key]
+
+
+_FUNCTIONS: dict = {}  # (library, name, dtype) -> its ctypes function: looked up once, not on every call
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -312,7 +318,6 @@ def product(
     if b_rows and b.stride(1) != 1:
         b = b.contiguous()
     m = b.shape[0]
-    src = b if b_rows else b.t()
     out = new_output(b, m, t.rows_total) if out_rows else new_output(b, t.rows_total, m)
     if b_rows or out_rows:
         chunk = chunk or chunk_tokens(
@@ -320,7 +325,7 @@ def product(
         )
     bias = None if bias is None else bias.contiguous()
     failed = _fn("product", b.dtype)(
-        m, *t.args(), _ptr(t.offset), t.rows, _ptr(panel), t.rows_total, t.cols_total, _ptr(src), int(b_rows),
+        m, *t.args(), _ptr(t.offset), t.rows, _ptr(panel), t.rows_total, t.cols_total, _ptr(b), int(b_rows),
         b.stride(0) if b_rows else m, _ptr(bias), _ptr(out), int(out_rows), chunk, torch.get_num_threads(),
     )  # fmt: skip
     if failed:
@@ -364,8 +369,10 @@ def weight_grad(
 
 
 def is_tokens_last(a: torch.Tensor) -> bool:
-    """``a`` (M, n) is the transposed view of a contiguous (n, M) matrix."""
-    return a.t().is_contiguous()
+    """``a`` (M, n) is the transposed view of a contiguous (n, M) matrix (read from the strides: this runs on
+    every call, and a view would cost more than the test)."""
+    m, n = a.shape
+    return (m <= 1 or a.stride(0) == 1) and (n <= 1 or a.stride(1) == m)
 
 
 def transposed(a: torch.Tensor) -> torch.Tensor:
@@ -431,6 +438,14 @@ def cpu_banded_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     if not runs_on(x, weight, bias):
         why = unavailable() or f"x {x.dtype} on {x.device}, weight {weight.dtype}: CPU float32 or float64, one dtype"
         raise ValueError(f"banded CPU kernel cannot run: {why}")
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+    return banded_linear_unchecked(x, weight, bias, p)
+
+
+def banded_linear_unchecked(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan
+) -> torch.Tensor:
+    """:func:`cpu_banded_linear` for a caller that has checked :func:`runs_on` itself."""
+    grads = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    if grads and torch.is_grad_enabled():
         return CpuBandedLinearFunction.apply(x, weight, bias, p)
     return _forward(x, weight, bias, p, keep=True)[0]

@@ -226,6 +226,18 @@ def test_packed_weights_are_kept_until_the_weight_changes() -> None:
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("x_tokens_last", [False, True])
+def test_no_tokens(x_tokens_last: bool) -> None:
+    """An input of no tokens gives an empty output and zero gradients (it once divided by a chunk of 0)."""
+    mask, weight, bias, x, dy = _case(96, 24, 7, 0, torch.float32)
+    x = (_tokens_last(x) if x_tokens_last else x).requires_grad_()
+    w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    y = cpu.cpu_banded_linear(x, w, b, cpu.plan(mask))
+    assert y.shape == (0, 96)
+    y.backward(dy)
+    assert x.grad.shape == (0, 24) and not w.grad.any() and not b.grad.any()
+
+
 def test_gradcheck_in_float64() -> None:
     mask, weight, bias, x, _ = _case(40, 10, 5, 11, torch.float64)
     p = cpu.plan(mask)
