@@ -261,13 +261,7 @@ def _fn(name: str, dtype: torch.dtype):
     lib, why = _load()
     if lib is None:
         raise RuntimeError(f"banded CPU kernel: {why}")
-    key = (id(lib), name, dtype)
-    if key not in _FUNCTIONS:
-        _FUNCTIONS[key] = getattr(lib, f"banded_{name}_{DTYPES[dtype]}")
-    return _FUNCTIONS[key]
-
-
-_FUNCTIONS: dict = {}  # (library, name, dtype) -> its ctypes function: looked up once, not on every call
+    return getattr(lib, f"banded_{name}_{DTYPES[dtype]}")  # ctypes keeps each function as an attribute
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
