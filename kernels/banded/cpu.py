@@ -13,35 +13,26 @@ transpose chunk by chunk in cache (:class:`CpuBandedLinearFunction`). docs/kerne
 Exact for any mask (the hulls come from the mask, the weights are packed as ``W ⊙ M``), in float32 and float64;
 other dtypes (an autocast bf16 input, say) take the reference. OpenMP threads: ``torch.get_num_threads()``.
 
-How it is built. ``cc`` (``$CC`` if set) compiles ``cpu.c`` with ``-O3 -march=native -fopenmp`` into
-``$XDG_CACHE_HOME/sparsity-lab/banded_cpu/`` (default ``~/.cache``), one library per source, flags, compiler
-and CPU (a home directory shared by different machines gets one per machine): about a second, once per
-machine; it is written under a temporary name and renamed, so processes building at once do not collide.
-Where it cannot be built (no compiler, say), :func:`unavailable` says why, and :class:`~kernels.banded.BandedLinear`
-logs that once and runs the reference.
+How it is built: :mod:`kernels.clib` (``cc -O3 -march=native -fopenmp`` on first use, into
+``$XDG_CACHE_HOME/sparsity-lab/banded_cpu/``, once per machine). Where it cannot be built (no compiler, say),
+:func:`unavailable` says why, and :class:`~kernels.banded.BandedLinear` logs that once and runs the reference.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from kernels import clib
 from kernels.banded.reference import TwoTilings
-from kernels.runtime import cache_root
 
 ROWS = (4, 8)  # rows per tile cpu.c's product takes; dW's tiles are at most 8 rows (cpu.c's ROWS)
 SOURCE = Path(__file__).resolve().parent / "cpu.c"
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
+FLAGS = clib.FLAGS
 DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 _I32, _I64, _P = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
@@ -54,72 +45,32 @@ SIGNATURES = {  # cpu.c's functions, per dtype suffix
 }
 
 
-def compiler() -> str | None:
-    """The C compiler: ``$CC`` when set (its path, or None when it is not found), else ``cc`` or ``gcc``."""
-    if os.environ.get("CC"):
-        return shutil.which(os.environ["CC"])
-    return shutil.which("cc") or shutil.which("gcc")
-
-
-def _cpu_identity() -> str:
-    """The machine and its CPU's feature flags (what ``-march=native`` compiles for)."""
-    lines = []
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [line for line in f if line.split(":")[0].strip() in ("flags", "Features", "model name")][:2]
-    except OSError:
-        pass
-    return platform.machine() + "".join(lines)
+compiler = clib.compiler
 
 
 def library_path(cc: str) -> Path:
     """Where the library built by ``cc`` for this source, these flags and this CPU lives."""
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    key = "\n".join([SOURCE.read_text(), " ".join(FLAGS), cc, version, _cpu_identity()])
-    return cache_root() / "banded_cpu" / f"banded-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+    return clib.library_path("banded", SOURCE, cc)
 
 
 def build(cc: str, path: Path, flags: tuple[str, ...] = FLAGS) -> None:
     """Compile ``cpu.c`` into ``path`` (atomically); raises RuntimeError with the compiler's output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(fd)
-    cmd = [cc, *flags, str(SOURCE), "-o", tmp]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip())
-            raise RuntimeError(f"{' '.join(cmd)} failed: {first}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    clib.build(SOURCE, cc, path, flags)
 
 
 def bind(path: Path) -> ctypes.CDLL:
     """The library at ``path`` with its functions' signatures set."""
-    lib = ctypes.CDLL(str(path))
-    for suffix in DTYPES.values():
-        for name, argtypes in SIGNATURES.items():
-            fn = getattr(lib, f"banded_{name}_{suffix}")
-            fn.argtypes, fn.restype = argtypes, (_I32 if name == "product" else None)
-    lib.banded_advise_huge.argtypes, lib.banded_advise_huge.restype = [_P, _I64], _I32
-    return lib
+    signatures = {
+        f"banded_{name}_{suffix}": (argtypes, _I32 if name == "product" else None)
+        for suffix in DTYPES.values()
+        for name, argtypes in SIGNATURES.items()
+    }
+    return clib.bind(path, {**signatures, "banded_advise_huge": ([_P, _I64], _I32)})
 
 
 @functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
-    cc = compiler()
-    if cc is None:
-        wanted = f"CC={os.environ['CC']} is not" if os.environ.get("CC") else "no C compiler (cc or gcc) is"
-        return None, f"{wanted} on PATH; install gcc (or set CC) for the compiled CPU kernel"
-    path = library_path(cc)
-    try:
-        if not path.exists():
-            build(cc, path)
-        return bind(path), None
-    except (RuntimeError, OSError) as err:
-        return None, str(err)
+    return clib.load(library_path, build, bind)
 
 
 def unavailable() -> str | None:
