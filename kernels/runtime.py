@@ -105,3 +105,16 @@ def compare(dense: Callable[[], object], kernel: Callable[[], object], reps: int
         "dense_eager_ms": round(dense_eager, 4),
         "kernel_eager_ms": round(kernel_eager, 4),
     }
+
+
+def interleaved(steps: dict[str, Callable[[], float]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Each step's times over ``rounds`` rounds, every round running all of them, in reverse order every other
+    round (ABC CBA ...), so drifts of a shared machine fall on every side alike."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for k in range(rounds):
+        for name in list(steps)[:: -1 if k % 2 else 1]:
+            times[name].append(steps[name]())
+    return times

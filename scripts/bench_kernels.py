@@ -13,6 +13,8 @@ On the CPU (always):
   computing its masked Linears densely (as training runs without the kernel). Reported, no target.
 - ``banded_linear_decode``: one banded MLP Linear at a decoding step (1 or 4 tokens, no gradient) on the C kernel
   against ``F.linear`` on the masked weights (``make sample`` without the kernel), density near 0.12. Reported.
+- ``sparse_gemv``: the activation-sparse GEMV's C kernel at batch 1, fp32, against dense ``F.linear``
+  (:func:`kernels.sparse_gemv.bench.cpu_rows`): the GPU rows' shapes and sparsities, target ``0.8 / (1 - s)``.
 
 On a GPU (when CUDA is present): every kernel package's ``gpu_rows`` (``GPU_BENCHES``): the Triton and CUDA
 banded matmuls against cuBLAS (target ``0.7 / density``), the activation-sparse GEMV against dense ``torch``
@@ -40,6 +42,8 @@ from torch import nn
 
 from kernels.banded import BandedKernel, BandedLinear, auto_block
 from kernels.banded import cpu as cpu_kernel
+from kernels.runtime import interleaved
+from kernels.sparse_gemv import bench as sparse_gemv_bench
 from lib.config import ROOT
 from lib.errors import UserError, run_cli
 from lib.pruning.patterns import band_width_for, banded_mask
@@ -173,19 +177,6 @@ def bench_decode(c: int, fc: str, batch: int, rounds: int) -> dict:
     }
 
 
-def interleaved(steps: dict[str, Callable[[], float]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Each step's times over ``rounds`` rounds, every round running all of them, in reverse order every other
-    round (ABC CBA ...), so drifts of a shared machine fall on every side alike."""
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for k in range(rounds):
-        for name in list(steps)[:: -1 if k % 2 else 1]:
-            times[name].append(steps[name]())
-    return times
-
-
 def bench_gpt2_step(batch: int, rounds: int, block: int, paths: tuple[str, ...]) -> list[dict]:
     """GPT-2 small (the ``small`` preset: 8 layers, C = 512, T = 512) with every MLP Linear banded near
     ``STEP_DENSITY``: one AdamW training step with ``KERNELS_BANDED`` on each CPU path of ``paths`` and with
@@ -305,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--decode-rounds", type=int, default=300, help="rounds of decoding steps per layer, C kernel (0: skip)"
     )
+    parser.add_argument("--gemv-rounds", type=int, default=40, help="rounds of the sparse GEMV's CPU rows (0: skip)")
     parser.add_argument(
         "--block", type=int, default=0, help="tile extent on the wide side (BANDED_KERNEL_BLOCK; 0: per layer)"
     )
@@ -340,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                 for fc in ("fc1", "fc2")
                 for batch in DECODE_BATCHES
             ]
+        if args.gemv_rounds:
+            rows += sparse_gemv_bench.cpu_rows(args.gemv_rounds)
         if args.step_rounds:
             rows += bench_gpt2_step(args.step_batch, args.step_rounds, args.block, tuple(args.cpu_path or CPU_OPS))
     stamp = {"torch": torch.__version__, "git_sha": sha}
@@ -363,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         " computing x (W ⊙ M)ᵀ + b with autograd; the speedup is the median of the per-pair ratios of ABBA pairs"
         " (--pairs, 20 by default); GPT-2 small steps: dense and each CPU path interleaved, the median per-round"
         " ratio (--step-rounds, 8); decoding (banded_linear_decode: 1 or 4 tokens, no gradient, against F.linear"
-        " on the masked weights): interleaved, the median per-round ratio (--decode-rounds, 300)."
+        " on the masked weights): interleaved, the median per-round ratio (--decode-rounds, 300); sparse_gemv on"
+        " the CPU: batch 1, fp32, dense F.linear and the C kernel interleaved, the median per-round ratio"
+        " (--gemv-rounds, 40)."
         " GPU rows: CUDA events, the L2 flushed"
         " before every call, medians, each side"
         " replayed from a CUDA graph (`timing` cuda-graph; `eager` where capture failed: both sides eager then);"

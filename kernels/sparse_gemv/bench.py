@@ -1,4 +1,5 @@
-"""Activation-sparse GEMV against dense ``F.linear`` on the GPU (CUDA only: the caller checks).
+"""Activation-sparse GEMV against dense ``F.linear``: on the GPU (:func:`gpu_rows`, CUDA only: the caller checks)
+and on the CPU (:func:`cpu_rows`, the C kernel).
 
 Each row is one decoding GEMV in fp16, with bias: ``x`` (B, K) of standard normal activations and a threshold
 ``t`` = the ``s``-quantile of ``|x|`` (:func:`threshold_for`), so each row of ``x`` drops a fraction ``s`` of its
@@ -18,11 +19,15 @@ reference ``sparse_linear`` in fp32 on the same fp16 operands (the kernel's outp
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
+
 import torch
 from torch.nn import functional as F
 
-from kernels.runtime import compare
-from kernels.sparse_gemv.reference import sparse_linear, sparsify, threshold_for
+from kernels.runtime import compare, interleaved
+from kernels.sparse_gemv.reference import as_fp32, sparse_linear, sparsify, threshold_for
 
 SPARSITIES = (0.4, 0.5, 0.7, 0.9)
 FEATURES = ((4096, 4096), (4096, 11008), (11008, 4096))  # (K in, N out)
@@ -66,3 +71,67 @@ def gpu_rows(quick: bool = False) -> list[dict]:
     reps, warmup = (10, 3) if quick else (50, 10)
     batches = (1,) if quick else (1, 4)
     return [bench(b, k, n, s, reps, warmup) for b in batches for k, n in FEATURES for s in SPARSITIES]
+
+
+def _timed(fn: Callable[[], object]) -> Callable[[], float]:
+    def run() -> float:
+        tick = time.perf_counter()
+        fn()
+        return time.perf_counter() - tick
+
+    return run
+
+
+def cpu_rows(rounds: int = 40) -> list[dict]:
+    """The C kernel (:mod:`kernels.sparse_gemv.cpu`) at batch 1 in fp32 against ``F.linear`` on the
+    unthresholded input, the shapes and sparsities of :func:`gpu_rows` plus ``s`` = 0 (threshold 0: every
+    channel kept, so the kernel reads all of ``Wᵀ``: how fast it streams the weights against torch's dense
+    GEMV; reported, no target); interleaved ``rounds`` times (:func:`kernels.runtime.interleaved`), the median
+    per-round ratio. The weights (64-172 MiB) are larger than this machine's last-level cache: they come from
+    memory, as in decoding."""
+    from kernels.sparse_gemv import cpu
+
+    if why := cpu.unavailable():
+        raise RuntimeError(f"the sparse GEMV C kernel cannot run here: {why}")
+    rows = []
+    for k, n in FEATURES:
+        gen = torch.Generator().manual_seed(0)
+        weight = torch.randn(n, k, generator=gen) / k**0.5
+        bias = torch.randn(n, generator=gen)
+        x = torch.randn(1, k, generator=gen)
+        rows += [_cpu_row(x, weight, bias, s, rounds) for s in (0.0, *SPARSITIES)]
+    return rows
+
+
+@torch.no_grad()
+def _cpu_row(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sparsity: float, rounds: int) -> dict:
+    from kernels.sparse_gemv import cpu
+
+    (n, k), weight_t = weight.shape, weight.t().contiguous()
+    t = as_fp32(threshold_for(x.abs(), sparsity))
+    y, kept = cpu.cpu_sparse_gemv(x, weight_t, bias, t)
+    err = (y - sparse_linear(x.double(), weight.double(), bias.double(), t)).abs().max().item()
+    times = interleaved(
+        {
+            "dense": _timed(lambda: F.linear(x, weight, bias)),
+            "kernel": _timed(lambda: cpu.cpu_sparse_gemv(x, weight_t, bias, t)),
+        },
+        rounds,
+        warmup=3,
+    )
+    ratios = [d / c for d, c in zip(times["dense"], times["kernel"], strict=True)]
+    return {
+        "op": "sparse_gemv",
+        "shape": f"{k}->{n}",
+        "batch": 1,
+        "dtype": "float32",
+        "density": round(1 - sparsity, 3),
+        "sparsity": sparsity,
+        "rows_read": round(kept / k, 4),
+        "dense_ms": round(1e3 * statistics.median(times["dense"]), 4),
+        "kernel_ms": round(1e3 * statistics.median(times["kernel"]), 4),
+        "speedup": round(statistics.median(ratios), 3),
+        "target": round(0.8 / (1 - sparsity), 3) if sparsity else "",
+        "ideal": round(1 / (1 - sparsity), 3),
+        "max_err": err,
+    }

@@ -16,6 +16,8 @@ calibration runs the model as it is (dense) once, with forward pre-hooks on the 
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 
 import numpy as np
@@ -24,6 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from kernels.runtime import use_triton
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH = 4  # rows the Triton GEMV takes (a decoding batch); more rows are a prefill: reference math
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # what the Triton GEMV takes
@@ -95,6 +99,13 @@ def calibrate(
     return {name: threshold_for(seen[name], sparsity) for name in layers}
 
 
+@functools.cache
+def _warn_once(why: str | None) -> None:
+    """One log line per reason a decoding step on the CPU took the reference instead of the C kernel."""
+    if why is not None:
+        logger.warning("sparse_gemv: the compiled CPU kernel cannot run (%s); using dense PyTorch math", why)
+
+
 class SparseGemvLinear(nn.Module):
     """An ``nn.Linear`` for decoding with its inputs thresholded: ``sparsify(x, threshold) Wᵀ + b``.
 
@@ -103,8 +114,9 @@ class SparseGemvLinear(nn.Module):
     of :data:`DTYPES` and the weight's dtype, without autograd, on a device Triton runs on
     (:func:`kernels.runtime.use_triton`) go to the Triton GEMV, which reads a transposed contiguous copy of
     the weight (made on first use, remade when the weight changes in place or moves; it doubles the layer's
-    weight memory on that device). Everything else (the CPU, a prefill of many tokens, training) is
-    :func:`sparse_linear`: the same semantics in dense math.
+    weight memory on that device). On the CPU the same inputs in float32 or float64 go to the C kernel
+    (:mod:`kernels.sparse_gemv.cpu`), which reads the same copy. Everything else (a prefill of many tokens,
+    training, other dtypes on the CPU) is :func:`sparse_linear`: the same semantics in dense math.
     """
 
     def __init__(self, linear: nn.Linear, threshold: float, sparsity: float) -> None:
@@ -115,6 +127,7 @@ class SparseGemvLinear(nn.Module):
         self.sparsity = sparsity  # the calibrated target: the kernel's autotune bin (a host constant)
         self._weight_t: torch.Tensor | None = None
         self._key: tuple | None = None
+        self.kept: int | None = None  # input channels the last call of the CPU kernel kept
 
     def weight_t(self) -> torch.Tensor:
         """Wᵀ (K, N), contiguous, as the kernel reads it."""
@@ -142,6 +155,13 @@ class SparseGemvLinear(nn.Module):
 
             y = sparse_gemv(x2, self.weight_t(), self.bias, self.threshold, self.sparsity)
             return y.reshape(*x.shape[:-1], self.out_features)
+        from kernels.sparse_gemv import cpu  # the C kernel's module (it imports this one)
+
+        if cpu.runs_on(x2, self.weight, self.bias):
+            y, self.kept = cpu.cpu_sparse_gemv(x2, self.weight_t(), self.bias, self.threshold)
+            return y.reshape(*x.shape[:-1], self.out_features)
+        if x2.device.type == "cpu":
+            _warn_once(cpu.unavailable())
         return sparse_linear(x, self.weight, self.bias, self.threshold)
 
     def extra_repr(self) -> str:

@@ -3,6 +3,8 @@ per-(device, op) count of rows that reach their target."""
 
 from __future__ import annotations
 
+import pytest
+
 from scripts.bench_common import write_rows
 from scripts.bench_kernels import DECODE_OP, bench_decode, merged, targets_met
 
@@ -46,3 +48,20 @@ def test_a_decoding_row_times_one_banded_layer_against_dense() -> None:
     row = bench_decode(128, "fc2", 4, rounds=3)
     assert (row["op"], row["shape"], row["model"], row["target"]) == (DECODE_OP, "fc2 4x512->128", "gpt2-tiny", "")
     assert abs(row["density"] - 0.12) < 0.01 and row["dense_ms"] > 0 and row["kernel_ms"] > 0 and row["speedup"] > 0
+
+
+def test_a_sparse_gemv_cpu_row_measures_the_c_kernel() -> None:
+    """The CPU rows' measurement on a small layer: rows read, error against the fp64 reference, both timings."""
+    import torch
+
+    from kernels.sparse_gemv import bench as gemv_bench
+    from kernels.sparse_gemv import cpu
+
+    if cpu.unavailable():
+        pytest.skip("no C compiler here: cpu_rows refuses to run")
+    gen = torch.Generator().manual_seed(0)
+    x, weight, bias = torch.randn(1, 256, generator=gen), torch.randn(96, 256, generator=gen), torch.randn(96)
+    row = gemv_bench._cpu_row(x, weight, bias, 0.7, rounds=3)
+    assert (row["op"], row["shape"], row["batch"], row["target"]) == ("sparse_gemv", "256->96", 1, round(0.8 / 0.3, 3))
+    assert abs(row["rows_read"] - 0.3) < 0.01 and row["max_err"] < 1e-4
+    assert row["dense_ms"] > 0 and row["kernel_ms"] > 0 and row["speedup"] > 0
