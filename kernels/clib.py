@@ -23,6 +23,7 @@ from pathlib import Path
 from kernels.runtime import cache_root
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
+HEADER = Path(__file__).resolve().parent / "clib.h"  # what the kernels' sources share (their "../clib.h")
 
 # a function's ctypes signature: (argument types, result type or None)
 Signature = tuple[list, type | None]
@@ -47,9 +48,10 @@ def cpu_identity() -> str:
 
 
 def library_path(name: str, source: Path, cc: str, flags: tuple[str, ...] = FLAGS) -> Path:
-    """Where the library ``name`` built by ``cc`` from ``source`` with ``flags`` for this CPU lives."""
+    """Where the library ``name`` built by ``cc`` from ``source`` (and :data:`HEADER`) with ``flags`` for this
+    CPU lives."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    key = "\n".join([source.read_text(), " ".join(flags), cc, version, cpu_identity()])
+    key = "\n".join([source.read_text(), HEADER.read_text(), " ".join(flags), cc, version, cpu_identity()])
     return cache_root() / f"{name}_cpu" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 

@@ -46,29 +46,16 @@
 
 #include <omp.h>
 
+#include "../clib.h"
+
 #define ROWS 8          /* dw's rows per tile (at most): kernels/banded/cpu.py ROWS */
 
-/* Vector width and register blocking per instruction set: the products keep R x V vectors of accumulators and
- * dw R x NV half vectors, which must fit the registers (16 with AVX2 or SSE, 32 with AVX-512 or NEON) with room
- * for the loaded operands; vectors wider than the registers would be split and spilled (measured here: an
- * AVX2 build with AVX-512's blocking ran 10x slower). */
-#if defined(__AVX512F__)
-#define VEC_BYTES 64    /* zmm */
-#define HALF_BYTES 32   /* dw's vectors: ymm */
-#define WIDE_REGS 1
-#elif defined(__AVX__)
-#define VEC_BYTES 32    /* ymm, for both */
-#define HALF_BYTES 32
-#define WIDE_REGS 0
-#elif defined(__aarch64__)
-#define VEC_BYTES 16    /* NEON q registers, 32 of them */
-#define HALF_BYTES 16
-#define WIDE_REGS 1
-#else
-#define VEC_BYTES 16
-#define HALF_BYTES 16
-#define WIDE_REGS 0
-#endif
+/* Register blocking per instruction set (VEC_BYTES, VEC_REGS: ../clib.h): the products keep R x V vectors of
+ * accumulators and dw R x NV half vectors, which must fit the registers with room for the loaded operands
+ * (measured here: an AVX2 build with AVX-512's blocking ran 10x slower). dw's vectors are 32 bytes (ymm) with
+ * AVX-512, as wide as the registers elsewhere. */
+#define HALF_BYTES (VEC_BYTES == 64 ? 32 : VEC_BYTES)
+#define WIDE_REGS (VEC_REGS >= 32)
 #if WIDE_REGS           /* 32 registers: products 8 x 2 and 4 x 4 (16 accumulators), dw 8 rows x 1-4 */
 #define V8 2
 #define V4 4
@@ -85,21 +72,6 @@
 #define DW_CHUNK 512    /* dw's tokens per pass over a thread's tiles: the columns they read stay in cache */
 #define TRANSPOSE_LONG 256 /* transpose's unit: 256 x 64 (see banded_transpose) */
 #define TRANSPOSE_SHORT 64
-
-/* Buffer `which` (0 or 1) of the calling thread, at least `bytes` long (64-byte aligned; NULL where out of
- * memory). Kept from call to call and grown when too small: OpenMP's threads persist, so the products' chunk
- * buffers are allocated (and their pages first touched) once per thread, not on every call (a fresh 256 KiB
- * buffer cost a product of 16 tokens 117 us, nearly all of it). */
-static void *thread_buffer(int which, size_t bytes) {
-  static __thread void *buffer[2];
-  static __thread size_t capacity[2];
-  if (capacity[which] < bytes) {
-    free(buffer[which]);
-    buffer[which] = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    capacity[which] = buffer[which] ? bytes : 0;
-  }
-  return buffer[which];
-}
 
 /* dw's block of NV half vectors of columns from c1 on, for R broadcast rows: acc[r][u] += bg[r][j] * v[j, u]
  * over every token j, then the block's columns [c - c1, c - c1 + nc) copied to out. */

@@ -19,27 +19,10 @@
 
 #include <omp.h>
 
+#include "../clib.h"
+
 #define MAX_B 4 /* rows of a decoding batch: kernels/sparse_gemv/reference.py MAX_BATCH */
 #define KB 4    /* kept rows of Wᵀ per pass over a thread's columns */
-#if defined(__AVX512F__)
-#define VEC_BYTES 64
-#elif defined(__AVX__)
-#define VEC_BYTES 32
-#else
-#define VEC_BYTES 16
-#endif
-
-/* Buffer of the calling thread, at least `bytes` long (NULL where out of memory): kept from call to call. */
-static void *thread_buffer(size_t bytes) {
-  static __thread void *buffer;
-  static __thread size_t capacity;
-  if (capacity < bytes) {
-    free(buffer);
-    buffer = malloc(bytes);
-    capacity = buffer ? bytes : 0;
-  }
-  return buffer;
-}
 
 #define DEFINE_GEMV(T, SUF, ABS)                                                                                 \
   typedef T vec_##SUF __attribute__((vector_size(VEC_BYTES), aligned(sizeof(T))));                             \
@@ -50,7 +33,7 @@ static void *thread_buffer(size_t bytes) {
   int64_t sparse_gemv_##SUF(int64_t B, int64_t K, int64_t N, const T *x, int64_t x_bs, int64_t x_ks,          \
                             const T *wt, const T *bias, double threshold, T *y, int32_t threads) {             \
     const T t = (T)threshold;                                                                                   \
-    int64_t *kept = thread_buffer((size_t)K * (sizeof(int64_t) + MAX_B * sizeof(T)));                          \
+    int64_t *kept = thread_buffer(0, (size_t)K * (sizeof(int64_t) + MAX_B * sizeof(T)));                          \
     if (!kept) return -1;                                                                                       \
     T *xs = (T *)(kept + K); /* xs[i * MAX_B + b]: row b's value of the i-th kept channel, 0 where dropped */   \
     int64_t nk = 0;                                                                                             \
