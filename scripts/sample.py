@@ -15,7 +15,8 @@ The model is handed to the kernels the run selects (:func:`kernels.prepare`, pur
 the run's own settings (2:4 Linears need a run pruned 2:4); the rest of ``SET=`` only finds the run. When one
 of them calibrates (``KERNELS_SPARSE_GEMV``: activation thresholds), it observes the model on a few windows of
 the run's validation text, and one line on stderr gives the validation perplexity of the model with and without
-the kernels' approximation, measured on other validation windows just before it.
+the kernels' approximation, measured on other validation windows just before it. Another gives the sampling
+speed (tokens per second, and the device), so the effect of a kernel on decoding shows there.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -192,9 +194,13 @@ def sample(
     generator = torch.Generator().manual_seed(seed)  # on the CPU: generate draws there, on any device
     device = next(model.parameters()).device
     out = []
+    tick = time.perf_counter()
     for _ in range(num):
         ids = model.generate(torch.tensor([start], device=device), tokens, temperature, top_k, generator=generator)
-        out.append(prompt + tokenizer.decode(ids[0, len(start) :].tolist()))
+        out.append(prompt + tokenizer.decode(ids[0, len(start) :].tolist()))  # (the list waits for the device)
+    seconds = time.perf_counter() - tick
+    logger.info("sampled %d x %d tokens in %.2f s on %s: %.1f tokens/s", num, tokens, seconds, device.type,
+                num * tokens / seconds)  # fmt: skip
     return out
 
 

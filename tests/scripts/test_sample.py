@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from lib import config as cfgmod
@@ -31,13 +34,17 @@ def _run_dir(tmp_path: Path, *extra: str) -> tuple[Path, GPT2]:
     return run, model
 
 
-def test_sample_rebuilds_the_run_and_is_reproducible(tmp_path: Path):
+def test_sample_rebuilds_the_run_and_is_reproducible(tmp_path: Path, caplog):
     run, model = _run_dir(tmp_path, "ATTN_GATE_NONE=n", "ATTN_GATE_CONST=y")
     loaded, tokenizer = sample.load_model(run)
     assert loaded.config.attn_gate == "const" and loaded.config.vocab_size == 320
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    a = sample.sample(run, "def ", tokens=20, seed=5)
+    with caplog.at_level(logging.INFO, logger="scripts.sample"):
+        a = sample.sample(run, "def ", tokens=20, seed=5)
+    (speed,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sampled ")]  # how fast
+    seconds, rate = re.fullmatch(r"sampled 1 x 20 tokens in ([0-9.]+) s on cpu: ([0-9.]+) tokens/s", speed).groups()
+    assert float(seconds) < 0.1 or float(rate) == pytest.approx(20 / float(seconds), rel=0.06)
     assert a == sample.sample(run, "def ", tokens=20, seed=5) and a[0].startswith("def ")
     assert a != sample.sample(run, "def ", tokens=20, seed=6)
 
