@@ -40,7 +40,7 @@ _TILING = [_I32, _P, _P, _P, _P]  # tiles, row0, nrows, col0, width
 SIGNATURES = {  # cpu.c's functions, per dtype suffix
     "pack": [*_TILING, _P, _I32, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
     "product": [_I64, *_TILING, _P, _I32, _P, _I64, _I64, _P, _I32, _I64, _P, _P, _I32, _I64, _I32],
-    "dw": [_I64, *_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _P, _I32],
+    "dw": [_I64, *_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _I32],
     "transpose": [_I64, _I64, _P, _I64, _P, _I32],
 }
 
@@ -278,15 +278,13 @@ def product(
     return out if out_rows else out.t()
 
 
-def outer_band(
-    t: Tiling, bt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, sums: torch.Tensor | None
-) -> None:
+def outer_band(t: Tiling, bt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, g: torch.Tensor) -> None:
     """``g[i, k] = Σ_j bt[i, j] · v[j, k]`` on the entries of ``mask`` (n_b, n_v) inside ``t``'s tiles (over
     ``bt``'s rows), the others of ``g`` (n_b, n_v, any strides) untouched; ``bt`` (n_b, M) contiguous, ``v``
-    (M, n_v) row-major; ``sums`` (n_b,), if given: ``bt``'s row sums."""
+    (M, n_v) row-major."""
     _fn("dw", v.dtype)(
         bt.shape[1], *t.args(), _ptr(bt), _ptr(v), v.shape[1], v.stride(0), _ptr(mask), *mask.stride(), _ptr(g),
-        *g.stride(), _ptr(sums), *(_ptr(a) for a in t.split), torch.get_num_threads(),
+        *g.stride(), *(_ptr(a) for a in t.split), torch.get_num_threads(),
     )  # fmt: skip
 
 
@@ -305,11 +303,10 @@ def weight_grad(
         else:
             dy2 = transposed(dy2.t()) if is_tokens_last(dy2) else transposed(dy2).t()
     if not is_tokens_last(x2):  # dW[o, i] = Σ_j dyᵀ[o, j] x[j, i]: tiles over output rows
-        db = dy2.new_zeros(p.out_features) if bias else None
-        outer_band(p.fwd, dy2.t(), x2.contiguous(), p.mask, dw, db)
-        return dw, db
-    dy2 = dy2.contiguous()  # dWᵀ[i, o] = Σ_j xᵀ[i, j] dy[j, o]: tiles over input rows
-    outer_band(p.bwd, x2.t(), dy2, p.mask.t(), dw.t(), None)
+        outer_band(p.fwd, dy2.t(), x2.contiguous(), p.mask, dw)
+    else:  # dWᵀ[i, o] = Σ_j xᵀ[i, j] dy[j, o]: tiles over input rows
+        dy2 = dy2.contiguous()
+        outer_band(p.bwd, x2.t(), dy2, p.mask.t(), dw.t())
     return dw, (dy2.sum(0) if bias else None)
 
 
