@@ -3,10 +3,10 @@ libraries), and a real LeNet-5 run's summary and time line, also across a stop a
 
 from __future__ import annotations
 
-import gc
 import importlib.metadata
 import logging
 import math
+import mmap
 import sys
 import threading
 import time
@@ -14,6 +14,7 @@ import types
 from itertools import chain, repeat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -152,18 +153,14 @@ def test_interval_zero_keeps_no_time_line_but_the_peaks():
 
 
 def test_rss_follows_a_touched_allocation():
-    # The collector is run first and held off while measuring: a collection between the two readings (the
-    # allocation can trigger one) frees an earlier test's garbage and takes that off the difference (seen once:
-    # 62.5 MiB measured for the 64 MiB block).
-    gc.collect()
-    gc.disable()
-    try:
-        before = rss_bytes()
-        block = torch.ones(16 * MIB)  # 64 MiB, every page written
-        assert rss_bytes() - before >= 63 * MIB
-    finally:
-        gc.enable()
-    del block
+    # A fresh anonymous mapping, every page written: its 64 MiB are new resident pages whatever the allocator's
+    # state. (A 64 MiB torch tensor was not: malloc can carve it from free heap memory an earlier test left
+    # resident, and two fresh-clone runs measured 62.5 MiB and 0 for it.)
+    block = mmap.mmap(-1, 64 * MIB)
+    before = rss_bytes()
+    np.frombuffer(block, dtype=np.uint8)[:: mmap.PAGESIZE] = 1
+    assert rss_bytes() - before >= 63 * MIB
+    block.close()
 
 
 def _fake_nvml(per_device: list[list[tuple[int, int | None]]], fail: bool = False) -> types.ModuleType:
