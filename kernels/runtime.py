@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,3 +119,20 @@ def interleaved(steps: dict[str, Callable[[], float]], rounds: int, warmup: int 
         for name in list(steps)[:: -1 if k % 2 else 1]:
             times[name].append(steps[name]())
     return times
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    """``fn`` as a step of :func:`interleaved`: a call runs it and returns its seconds."""
+
+    def run() -> float:
+        tick = time.perf_counter()
+        fn()
+        return time.perf_counter() - tick
+
+    return run
+
+
+def median_ratio(slow: list[float], fast: list[float]) -> float:
+    """The median of the per-round ratios ``slow / fast`` of two sides of :func:`interleaved`: how many times
+    faster ``fast`` is."""
+    return statistics.median(s / f for s, f in zip(slow, fast, strict=True))

@@ -42,7 +42,7 @@ from torch import nn
 
 from kernels.banded import BandedKernel, BandedLinear, auto_block
 from kernels.banded import cpu as cpu_kernel
-from kernels.runtime import interleaved
+from kernels.runtime import interleaved, median_ratio, timed
 from kernels.sparse_gemv import bench as sparse_gemv_bench
 from lib.config import ROOT
 from lib.errors import UserError, run_cli
@@ -81,8 +81,7 @@ def abba(a: Callable[[], float], b: Callable[[], float], pairs: int, warmup: int
     """(median time of a, of b, median of the per-pair ratios a / b), each pair in alternating order
     (:func:`interleaved` of the two)."""
     times = interleaved({"a": a, "b": b}, pairs, warmup)
-    ratios = [x / y for x, y in zip(times["a"], times["b"], strict=True)]
-    return statistics.median(times["a"]), statistics.median(times["b"]), statistics.median(ratios)
+    return statistics.median(times["a"]), statistics.median(times["b"]), median_ratio(times["a"], times["b"])
 
 
 def bench_layer(c: int, fc: str, density: float, tokens: int, pairs: int, block: int, path: str) -> dict:
@@ -149,20 +148,15 @@ def bench_decode(c: int, fc: str, batch: int, rounds: int) -> dict:
     with torch.no_grad():  # both sides compute the same thing
         torch.testing.assert_close(banded(x), nn.functional.linear(x, dense.weight, dense.bias), rtol=1e-4, atol=1e-5)
 
-    def timed(fn: Callable[[], torch.Tensor]) -> Callable[[], float]:
-        def run() -> float:
-            tick = time.perf_counter()
-            with torch.no_grad():
-                fn()
-            return time.perf_counter() - tick
-
-        return run
-
-    times = interleaved(
-        {"dense": timed(lambda: nn.functional.linear(x, dense.weight, dense.bias)), "banded": timed(lambda: banded(x))},
-        rounds,
-        warmup=10,
-    )
+    with torch.no_grad():
+        times = interleaved(
+            {
+                "dense": timed(lambda: nn.functional.linear(x, dense.weight, dense.bias)),
+                "banded": timed(lambda: banded(x)),
+            },
+            rounds,
+            warmup=10,
+        )
     return {
         "op": DECODE_OP,
         "shape": f"{fc} {batch}x{in_features}->{out_features}",
@@ -172,7 +166,7 @@ def bench_decode(c: int, fc: str, batch: int, rounds: int) -> dict:
         "density": round(achieved, 4),
         "dense_ms": round(1e3 * statistics.median(times["dense"]), 4),
         "kernel_ms": round(1e3 * statistics.median(times["banded"]), 4),
-        "speedup": round(statistics.median(d / k for d, k in zip(times["dense"], times["banded"], strict=True)), 3),
+        "speedup": round(median_ratio(times["dense"], times["banded"]), 3),
         "target": "",
     }
 
@@ -229,7 +223,7 @@ def bench_gpt2_step(batch: int, rounds: int, block: int, paths: tuple[str, ...])
             "density": round(achieved, 4),
             "dense_ms": round(1e3 * statistics.median(times["dense"]), 1),
             "kernel_ms": round(1e3 * statistics.median(times[path]), 1),
-            "speedup": round(statistics.median(d / k for d, k in zip(times["dense"], times[path], strict=True)), 3),
+            "speedup": round(median_ratio(times["dense"], times[path]), 3),
             "target": "",
         }
         for path in paths

@@ -20,13 +20,11 @@ reference ``sparse_linear`` in fp32 on the same fp16 operands (the kernel's outp
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
 
-from kernels.runtime import compare, interleaved
+from kernels.runtime import compare, interleaved, median_ratio, timed
 from kernels.sparse_gemv.reference import as_fp32, sparse_linear, sparsify, threshold_for
 
 SPARSITIES = (0.4, 0.5, 0.7, 0.9)
@@ -73,15 +71,6 @@ def gpu_rows(quick: bool = False) -> list[dict]:
     return [bench(b, k, n, s, reps, warmup) for b in batches for k, n in FEATURES for s in SPARSITIES]
 
 
-def _timed(fn: Callable[[], object]) -> Callable[[], float]:
-    def run() -> float:
-        tick = time.perf_counter()
-        fn()
-        return time.perf_counter() - tick
-
-    return run
-
-
 def cpu_rows(rounds: int = 40) -> list[dict]:
     """The C kernel (:mod:`kernels.sparse_gemv.cpu`) at batch 1 in fp32 against ``F.linear`` on the
     unthresholded input, the shapes and sparsities of :func:`gpu_rows` plus ``s`` = 0 (threshold 0: every
@@ -113,13 +102,12 @@ def _cpu_row(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sparsity
     err = (y - sparse_linear(x.double(), weight.double(), bias.double(), t)).abs().max().item()
     times = interleaved(
         {
-            "dense": _timed(lambda: F.linear(x, weight, bias)),
-            "kernel": _timed(lambda: cpu.cpu_sparse_gemv(x, weight_t, bias, t)),
+            "dense": timed(lambda: F.linear(x, weight, bias)),
+            "kernel": timed(lambda: cpu.cpu_sparse_gemv(x, weight_t, bias, t)),
         },
         rounds,
         warmup=3,
     )
-    ratios = [d / c for d, c in zip(times["dense"], times["kernel"], strict=True)]
     return {
         "op": "sparse_gemv",
         "shape": f"{k}->{n}",
@@ -130,7 +118,7 @@ def _cpu_row(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sparsity
         "rows_read": round(kept / k, 4),
         "dense_ms": round(1e3 * statistics.median(times["dense"]), 4),
         "kernel_ms": round(1e3 * statistics.median(times["kernel"]), 4),
-        "speedup": round(statistics.median(ratios), 3),
+        "speedup": round(median_ratio(times["dense"], times["kernel"]), 3),
         "target": round(0.8 / (1 - sparsity), 3) if sparsity else "",
         "ideal": round(1 / (1 - sparsity), 3),
         "max_err": err,
