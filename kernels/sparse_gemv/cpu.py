@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from kernels import clib
-from kernels.sparse_gemv.reference import MAX_BATCH
 
 SOURCE = Path(__file__).resolve().parent / "cpu.c"
 DTYPES = {torch.float32: "f32", torch.float64: "f64"}
@@ -47,19 +46,11 @@ def unavailable() -> str | None:
     return _load()[1]
 
 
-def runs_on(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """The kernel takes ``x2`` (B, K): CPU, 1 <= B <= MAX_BATCH, float32 or float64 shared with the weight and
-    bias, no gradient to compute; and it is built."""
-    grad = torch.is_grad_enabled() and (x2.requires_grad or weight.requires_grad)
-    return (
-        not grad
-        and x2.device.type == "cpu"
-        and 1 <= x2.shape[0] <= MAX_BATCH
-        and x2.dtype in DTYPES
-        and weight.dtype == x2.dtype
-        and (bias is None or bias.dtype == x2.dtype)
-        and unavailable() is None
-    )
+def runs_on(x2: torch.Tensor) -> bool:
+    """The kernel takes ``x2``, a decoding step (:meth:`SparseGemvLinear._decoding
+    <kernels.sparse_gemv.reference.SparseGemvLinear._decoding>`: 1-4 rows, no gradient, one dtype): on the CPU,
+    in float32 or float64, and the kernel is built."""
+    return x2.device.type == "cpu" and x2.dtype in DTYPES and unavailable() is None
 
 
 def cpu_sparse_gemv(

@@ -137,29 +137,30 @@ class SparseGemvLinear(nn.Module):
             self._weight_t, self._key = w.detach().t().contiguous(), key
         return self._weight_t
 
-    def _triton(self, x2: torch.Tensor) -> bool:
+    def _decoding(self, x2: torch.Tensor) -> bool:
+        """``x2`` is a step the GEMV kernels take (Triton's and the CPU's): 1 to ``MAX_BATCH`` rows, no gradient
+        to compute, x, W and b of one dtype."""
         grad = torch.is_grad_enabled() and (x2.requires_grad or self.weight.requires_grad)
         return (
             not grad
             and 1 <= x2.shape[0] <= MAX_BATCH
-            and x2.dtype in DTYPES
             and x2.dtype == self.weight.dtype
             and (self.bias is None or self.bias.dtype == x2.dtype)
-            and use_triton(x2)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, self.in_features)
-        if self._triton(x2):
-            from kernels.sparse_gemv.kernel import sparse_gemv  # imports Triton: only where it runs
-
-            y = sparse_gemv(x2, self.weight_t(), self.bias, self.threshold, self.sparsity)
-            return y.reshape(*x.shape[:-1], self.out_features)
         from kernels.sparse_gemv import cpu  # the C kernel's module (it imports this one)
 
-        if cpu.runs_on(x2, self.weight, self.bias):
-            y, self.kept = cpu.cpu_sparse_gemv(x2, self.weight_t(), self.bias, self.threshold)
-            return y.reshape(*x.shape[:-1], self.out_features)
+        x2 = x.reshape(-1, self.in_features)
+        if self._decoding(x2):
+            if x2.dtype in DTYPES and use_triton(x2):
+                from kernels.sparse_gemv.kernel import sparse_gemv  # imports Triton: only where it runs
+
+                y = sparse_gemv(x2, self.weight_t(), self.bias, self.threshold, self.sparsity)
+                return y.reshape(*x.shape[:-1], self.out_features)
+            if cpu.runs_on(x2):
+                y, self.kept = cpu.cpu_sparse_gemv(x2, self.weight_t(), self.bias, self.threshold)
+                return y.reshape(*x.shape[:-1], self.out_features)
         if x2.device.type == "cpu":
             _warn_once(cpu.unavailable())
         return sparse_linear(x, self.weight, self.bias, self.threshold)
