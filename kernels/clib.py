@@ -12,7 +12,9 @@ collide. Where it cannot be built (no compiler, say), :func:`load` says why and 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -96,3 +98,11 @@ def load(path_of, build_at, bind_at) -> tuple[ctypes.CDLL | None, str | None]:
         return bind_at(path), None
     except (RuntimeError, OSError) as err:
         return None, str(err)
+
+
+@functools.cache
+def warn_unavailable(log: logging.Logger, kernel: str, fallback: str, why: str | None) -> None:
+    """One warning on ``log`` per reason (``why``; None: nothing to say) that ``kernel``'s compiled CPU kernel
+    cannot run and ``fallback`` runs instead."""
+    if why is not None:
+        log.warning("%s: the compiled CPU kernel cannot run (%s); using %s", kernel, why, fallback)

@@ -14,7 +14,6 @@ logged and left dense. Where it runs:
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kernels import KERNELS, Kernel
+from kernels import KERNELS, Kernel, clib
 from kernels.banded import cpu as cpu_kernel
 from kernels.banded.reference import BandPlan, banded_linear, plan
 from kernels.runtime import use_triton
@@ -45,13 +44,6 @@ def band_width_of(mask: torch.Tensor) -> int | None:
         if width and torch.equal(banded_mask(out_features, in_features, width), mask.cpu()):
             return width
     return None
-
-
-@functools.cache
-def _warn_once(why: str | None) -> None:
-    """One log line per reason a CPU tensor took the reference instead of the C kernel."""
-    if why is not None:
-        logger.warning("banded kernel: the compiled CPU kernel cannot run (%s); using the PyTorch path", why)
 
 
 GPU_PATHS = ("triton", "cuda")  # BANDED_KERNEL_GPU
@@ -114,7 +106,7 @@ class BandedLinear(nn.Module):
         if self.cpu == "c" and x.device.type == "cpu":
             if cpu_kernel.runs_on(x, self.weight, self.bias):
                 return cpu_kernel.banded_linear_unchecked(x, self.weight, self.bias, self.cpu_plan())
-            _warn_once(cpu_kernel.unavailable())
+            clib.warn_unavailable(logger, "banded kernel", "the PyTorch path", cpu_kernel.unavailable())
         return banded_linear(x, self.weight, self.bias, self.plan())
 
     def extra_repr(self) -> str:

@@ -16,7 +16,6 @@ calibration runs the model as it is (dense) once, with forward pre-hooks on the 
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kernels import clib
 from kernels.runtime import use_triton
 
 logger = logging.getLogger(__name__)
@@ -99,13 +99,6 @@ def calibrate(
     return {name: threshold_for(seen[name], sparsity) for name in layers}
 
 
-@functools.cache
-def _warn_once(why: str | None) -> None:
-    """One log line per reason a decoding step on the CPU took the reference instead of the C kernel."""
-    if why is not None:
-        logger.warning("sparse_gemv: the compiled CPU kernel cannot run (%s); using dense PyTorch math", why)
-
-
 class SparseGemvLinear(nn.Module):
     """An ``nn.Linear`` for decoding with its inputs thresholded: ``sparsify(x, threshold) Wᵀ + b``.
 
@@ -162,7 +155,7 @@ class SparseGemvLinear(nn.Module):
                 y, self.kept = cpu.cpu_sparse_gemv(x2, self.weight_t(), self.bias, self.threshold)
                 return y.reshape(*x.shape[:-1], self.out_features)
         if x2.device.type == "cpu":
-            _warn_once(cpu.unavailable())
+            clib.warn_unavailable(logger, "sparse_gemv", "dense PyTorch math", cpu.unavailable())
         return sparse_linear(x, self.weight, self.bias, self.threshold)
 
     def extra_repr(self) -> str:

@@ -302,33 +302,23 @@ def test_the_library_is_built_once_per_machine_and_reused(tmp_path, monkeypatch:
 
 
 def test_without_a_compiler_the_reference_runs_and_says_why_once(
-    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    without_c_compiler, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from kernels import banded as package
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("CC", "no-such-compiler")
-    cpu._load.cache_clear()
-    package._warn_once.cache_clear()
-    try:
-        why = "CC=no-such-compiler is not on PATH; install gcc (or set CC) for the compiled CPU kernel"
-        assert cpu.unavailable() == why
-        linear = nn.Linear(16, 64)
-        linear.register_buffer("weight_mask", banded_mask(64, 16, 8))
-        banded = BandedLinear(linear, block=16)
-        x = torch.randn(5, 16)
-        with caplog.at_level(logging.WARNING, logger="kernels.banded"):
-            y = banded(x)
-            banded(x)
-        torch.testing.assert_close(y, F.linear(x, linear.weight * linear.weight_mask, linear.bias))
-        assert "plan" in banded._cache and "cpu_plan" not in banded._cache
-        warnings = [r.getMessage() for r in caplog.records if "compiled CPU kernel cannot run" in r.getMessage()]
-        assert len(warnings) == 1 and "no-such-compiler" in warnings[0]
-        with pytest.raises(ValueError, match="banded CPU kernel cannot run: CC=no-such-compiler"):
-            cpu.cpu_banded_linear(x, linear.weight, linear.bias, cpu.plan(linear.weight_mask))
-    finally:
-        cpu._load.cache_clear()
-        package._warn_once.cache_clear()
+    why = "CC=no-such-compiler is not on PATH; install gcc (or set CC) for the compiled CPU kernel"
+    assert cpu.unavailable() == why
+    linear = nn.Linear(16, 64)
+    linear.register_buffer("weight_mask", banded_mask(64, 16, 8))
+    banded = BandedLinear(linear, block=16)
+    x = torch.randn(5, 16)
+    with caplog.at_level(logging.WARNING, logger="kernels.banded"):
+        y = banded(x)
+        banded(x)
+    torch.testing.assert_close(y, F.linear(x, linear.weight * linear.weight_mask, linear.bias))
+    assert "plan" in banded._cache and "cpu_plan" not in banded._cache
+    warnings = [r.getMessage() for r in caplog.records if "compiled CPU kernel cannot run" in r.getMessage()]
+    assert len(warnings) == 1 and "no-such-compiler" in warnings[0]
+    with pytest.raises(ValueError, match="banded CPU kernel cannot run: CC=no-such-compiler"):
+        cpu.cpu_banded_linear(x, linear.weight, linear.bias, cpu.plan(linear.weight_mask))
 
 
 def test_a_failing_build_names_the_compiler_error(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from kernels.sparse_gemv import cpu
-from kernels.sparse_gemv import reference as ref
 from kernels.sparse_gemv.reference import SparseGemvLinear, as_fp32, sparse_linear, sparsify
 
 pytestmark = pytest.mark.skipif(cpu.unavailable() is not None, reason="no C compiler (cc, gcc or $CC) here")
@@ -78,23 +77,15 @@ def test_the_layer_takes_the_kernel_for_decoding_on_the_cpu() -> None:
 
 
 def test_without_a_compiler_the_layer_runs_the_reference_and_says_why_once(
-    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    without_c_compiler, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("CC", "no-such-compiler")
-    cpu._load.cache_clear()
-    ref._warn_once.cache_clear()
-    try:
-        assert "CC=no-such-compiler is not on PATH" in cpu.unavailable()
-        linear = nn.Linear(16, 8)
-        layer = SparseGemvLinear(linear, threshold=0.5, sparsity=0.5)
-        x = torch.randn(1, 16)
-        with torch.no_grad(), caplog.at_level(logging.WARNING, logger="kernels.sparse_gemv"):
-            y = layer(x)
-            layer(x)
-        torch.testing.assert_close(y, sparse_linear(x, linear.weight, linear.bias, layer.threshold))
-        warnings = [r.getMessage() for r in caplog.records if "compiled CPU kernel cannot run" in r.getMessage()]
-        assert len(warnings) == 1 and "no-such-compiler" in warnings[0]
-    finally:
-        cpu._load.cache_clear()
-        ref._warn_once.cache_clear()
+    assert "CC=no-such-compiler is not on PATH" in cpu.unavailable()
+    linear = nn.Linear(16, 8)
+    layer = SparseGemvLinear(linear, threshold=0.5, sparsity=0.5)
+    x = torch.randn(1, 16)
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="kernels.sparse_gemv"):
+        y = layer(x)
+        layer(x)
+    torch.testing.assert_close(y, sparse_linear(x, linear.weight, linear.bias, layer.threshold))
+    warnings = [r.getMessage() for r in caplog.records if "compiled CPU kernel cannot run" in r.getMessage()]
+    assert len(warnings) == 1 and "no-such-compiler" in warnings[0]
