@@ -156,13 +156,17 @@
       for (int32_t u = 0; u < V; u++) acc[r][u] = (vec_##SUF){0} + init[r];                                     \
     for (int32_t k = 0; k < w; k++) {                                                                           \
       vec_##SUF xv[V];                                                                                          \
-      for (int32_t u = 0; u < V; u++) xv[u] = *(const vec_##SUF *)(bt + k * ldb + j + u * LANES_##SUF);           \
+      for (int32_t u = 0; u < V; u++) {                                                                       \
+        xv[u] = *(const vec_##SUF *)(bt + k * ldb + j + u * LANES_##SUF);                                       \
+        IN_REGISTER(xv[u]);                                                                                     \
+      }                                                                                                         \
       const T *pk = p + (int64_t)k * R;                                                                         \
       for (int32_t r = 0; r < R; r++)                                                                           \
         for (int32_t u = 0; u < V; u++) acc[r][u] += pk[r] * xv[u];                                             \
     }                                                                                                           \
-    for (int32_t r = 0; r < nr; r++)                                                                            \
-      for (int32_t u = 0; u < V; u++) *(vec_##SUF *)(o + r * ldo + j + u * LANES_##SUF) = acc[r][u];            \
+    for (int32_t r = 0; r < R; r++) /* unrolled, so the accumulators stay in registers */                     \
+      if (r < nr)                                                                                               \
+        for (int32_t u = 0; u < V; u++) *(vec_##SUF *)(o + r * ldo + j + u * LANES_##SUF) = acc[r][u];          \
   }
 
 #define DEFINE_KERNELS(T, SUF)                                                                                   \
