@@ -42,7 +42,14 @@ SIGNATURES = {  # cpu.c's functions, per dtype suffix
     "product": [_I64, *_TILING, _P, _I32, _P, _I64, _I64, _P, _I32, _I64, _P, _P, _I32, _I64, _I32],
     "dw": [_I64, *_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _I32],
     "transpose": [_I64, _I64, _P, _I64, _P, _I32],
-}
+    # a layer's steps (cpu.c's DEFINE_STEPS): the forward's and dX's tilings, each with offset and rows
+    "forward": [_I64, *_TILING, _P, _I32, _P, _I32, *_TILING, _P, _I32, _P, _P, _I64, _I64, _P, _I64, _I64,
+                _I64, _I64, _P, _I32, _I64, _P, _P, _I32, _I64, _I32],
+    "backward": [_I64, *_TILING, _P, _I32, _P, _I64, _I64, _P, _I32, _I64, _P, _I32, _I64,
+                 *_TILING, _P, _P, _P, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _I64,
+                 _P, _P, _I32, _I64, _I64, _I32],
+}  # fmt: skip
+STATUS = ("product", "forward", "backward")  # functions returning 1 where a thread had no memory for its buffers
 
 
 compiler = clib.compiler
@@ -61,7 +68,7 @@ def build(cc: str, path: Path, flags: tuple[str, ...] = FLAGS) -> None:
 def bind(path: Path) -> ctypes.CDLL:
     """The library at ``path`` with its functions' signatures set."""
     signatures = {
-        f"banded_{name}_{suffix}": (argtypes, _I32 if name == "product" else None)
+        f"banded_{name}_{suffix}": (argtypes, _I32 if name in STATUS else None)
         for suffix in DTYPES.values()
         for name, argtypes in SIGNATURES.items()
     }
@@ -124,6 +131,16 @@ class Tiling:
     def args(self) -> tuple:
         """The tiling's arguments of ``cpu.c``'s functions: the tile count and four arrays."""
         return self._args
+
+    @functools.cached_property
+    def packed_args(self) -> tuple:
+        """:meth:`args`, then the packed weights' offsets and the rows per tile (pack's and the products')."""
+        return (*self._args, self.offset.data_ptr(), self.rows)
+
+    @functools.cached_property
+    def dw_args(self) -> tuple:
+        """:meth:`args`, then the split blocks' three arrays (dW's)."""
+        return (*self._args, *(a.data_ptr() for a in self.split))
 
 
 def tile_rows(rows_total: int, cols_total: int) -> int:
@@ -238,7 +255,7 @@ def pack(a: torch.Tensor, mask: torch.Tensor, t: Tiling) -> torch.Tensor:
     """``a ⊙ mask`` ((rows_total, cols_total) each, any strides) packed tile by tile, (width, rows) per tile."""
     panel = a.new_empty(t.panel)
     _fn("pack", a.dtype)(
-        *t.args(), _ptr(t.offset), t.rows, _ptr(a), *a.stride(), _ptr(mask), *mask.stride(), _ptr(panel),
+        *t.packed_args, _ptr(a), *a.stride(), _ptr(mask), *mask.stride(), _ptr(panel),
         torch.get_num_threads(),
     )  # fmt: skip
     return panel
@@ -253,61 +270,113 @@ def chunk_tokens(channels: int, itemsize: int) -> int:
     return max(64, CHUNK_BYTES // (channels * itemsize) // 64 * 64)
 
 
+def _product_operands(
+    t: Tiling, b: torch.Tensor, out_rows: bool, chunk: int = 0, out: bool = True
+) -> tuple[tuple, torch.Tensor, torch.Tensor | None, int]:
+    """What a product over ``t`` of ``b`` (M, cols_total, tokens last or row-major) needs: (its arguments of
+    ``cpu.c`` from ``rows_total`` to ``ldb``, the tensor they point at (``b``, or a row-major copy where its
+    rows are not contiguous: the caller keeps it alive through the call), a new output (row-major when
+    ``out_rows``, else tokens last; None without ``out``), the tokens per chunk of a row-major side (``chunk``;
+    0: :func:`chunk_tokens`))."""
+    b_rows = not is_tokens_last(b)
+    if b_rows and b.stride(1) != 1:
+        b = b.contiguous()
+    m = b.shape[0]
+    result = None
+    if out:
+        result = new_output(b, m, t.rows_total) if out_rows else new_output(b, t.rows_total, m)
+    if b_rows or out_rows:
+        chunk = chunk or chunk_tokens(
+            max(t.cols_total if b_rows else 1, t.rows_total if out_rows else 1), b.element_size()
+        )
+    return (t.rows_total, t.cols_total, _ptr(b), int(b_rows), b.stride(0) if b_rows else m), b, result, chunk
+
+
+def _succeeded(failed: int, chunk: int) -> None:
+    if failed:
+        raise MemoryError(f"banded CPU kernel: no memory for a product's buffers of {chunk} tokens")
+
+
 def product(
     t: Tiling, panel: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, out_rows: bool, chunk: int = 0
 ) -> torch.Tensor:
     """(M, rows_total): ``b`` (M, cols_total, tokens last or row-major) times the packed ``Aᵀ`` (:func:`pack`),
     plus ``bias``; returned row-major when ``out_rows``, else tokens last. A row-major side is transposed chunk
     by chunk inside the kernel (``chunk`` tokens at a time; 0: :func:`chunk_tokens`), never in memory."""
-    b_rows = not is_tokens_last(b)
-    if b_rows and b.stride(1) != 1:
-        b = b.contiguous()
-    m = b.shape[0]
-    out = new_output(b, m, t.rows_total) if out_rows else new_output(b, t.rows_total, m)
-    if b_rows or out_rows:
-        chunk = chunk or chunk_tokens(
-            max(t.cols_total if b_rows else 1, t.rows_total if out_rows else 1), b.element_size()
-        )
+    operands, b, out, chunk = _product_operands(t, b, out_rows, chunk)
     bias = None if bias is None else bias.contiguous()
     failed = _fn("product", b.dtype)(
-        m, *t.args(), _ptr(t.offset), t.rows, _ptr(panel), t.rows_total, t.cols_total, _ptr(b), int(b_rows),
-        b.stride(0) if b_rows else m, _ptr(bias), _ptr(out), int(out_rows), chunk, torch.get_num_threads(),
+        b.shape[0], *t.packed_args, _ptr(panel), *operands, _ptr(bias), _ptr(out), int(out_rows), chunk,
+        torch.get_num_threads(),
     )  # fmt: skip
-    if failed:
-        raise MemoryError(f"banded CPU kernel: no memory for a product's buffers of {chunk} tokens")
+    _succeeded(failed, chunk)
     return out if out_rows else out.t()
 
 
-def outer_band(t: Tiling, bt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, g: torch.Tensor) -> None:
-    """``g[i, k] = Σ_j bt[i, j] · v[j, k]`` on the entries of ``mask`` (n_b, n_v) inside ``t``'s tiles (over
-    ``bt``'s rows), the others of ``g`` (n_b, n_v, any strides) untouched; ``bt`` (n_b, M) contiguous, ``v``
-    (M, n_v) row-major."""
-    _fn("dw", v.dtype)(
-        bt.shape[1], *t.args(), _ptr(bt), _ptr(v), v.shape[1], v.stride(0), _ptr(mask), *mask.stride(), _ptr(g),
-        *g.stride(), *(_ptr(a) for a in t.split), torch.get_num_threads(),
-    )  # fmt: skip
-
-
-def weight_grad(
-    p: CpuPlan, x2: torch.Tensor, dy2: torch.Tensor, bias: bool
+def forward(
+    p: CpuPlan, weight: torch.Tensor, x2: torch.Tensor, bias: torch.Tensor | None, keep: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(dW, db): dW (out, in) is ``dyᵀ x`` on the mask's entries and zero elsewhere, db (out,) the sum of ``dy``
-    over the tokens when ``bias``; ``x2`` (M, in) and ``dy2`` (M, out) in any layout. The kernel reads one
-    operand tokens last (broadcast, one token at a time) and the other row-major (vectors of channels): FC1 has
-    ``x`` row-major and ``dy`` tokens last, FC2 the other way round, as GPT-2's MLP hands them over; a layer given
-    both in one layout transposes the narrower one."""
-    dw = new_output(dy2, p.out_features, p.in_features).zero_()
-    if is_tokens_last(x2) == is_tokens_last(dy2):
-        if p.in_features <= p.out_features:  # x goes row-major when dy is tokens last, tokens last otherwise
-            x2 = transposed(x2.t()) if is_tokens_last(x2) else transposed(x2).t()
-        else:
-            dy2 = transposed(dy2.t()) if is_tokens_last(dy2) else transposed(dy2).t()
-    if not is_tokens_last(x2):  # dW[o, i] = Σ_j dyᵀ[o, j] x[j, i]: tiles over output rows
-        outer_band(p.fwd, dy2.t(), x2.contiguous(), p.mask, dw)
-    else:  # dWᵀ[i, o] = Σ_j xᵀ[i, j] dy[j, o]: tiles over input rows
-        dy2 = dy2.contiguous()
-        outer_band(p.bwd, x2.t(), dy2, p.mask.t(), dw.t())
-    return dw, (dy2.sum(0) if bias else None)
+    """(y, dX's packed weights or None): ``y = x2 (W ⊙ M)ᵀ + bias`` (M, out) in the layout ``x2`` (M, in) does
+    not have, in one call of ``cpu.c`` with the packing. ``keep`` (inference): the forward's packed weights are
+    kept (:meth:`CpuPlan.panel`) and dX's are not packed; otherwise both are packed (dX's for
+    :func:`backward`)."""
+    t, out_rows = p.fwd, is_tokens_last(x2)
+    operands, b, out, chunk = _product_operands(t, x2, out_rows)
+    panel = p.panel(weight, "fwd", keep=True) if keep else weight.new_empty(t.panel)
+    dx_panel = None if keep else weight.new_empty(p.bwd.panel)
+    bias = None if bias is None else bias.contiguous()
+    failed = _fn("forward", b.dtype)(
+        x2.shape[0], *t.packed_args, _ptr(panel), int(not keep), *p.bwd.packed_args, _ptr(dx_panel), _ptr(weight),
+        *weight.stride(), _ptr(p.mask), *p.mask.stride(), *operands, _ptr(bias), _ptr(out), int(out_rows), chunk,
+        torch.get_num_threads(),
+    )  # fmt: skip
+    _succeeded(failed, chunk)
+    return (out if out_rows else out.t()), dx_panel
+
+
+_NO_DW = (0, *[None] * 9, 0, 0, None, 0, 0, None, 0, 0, 0)  # backward's dW arguments for no dW
+
+
+def backward(
+    p: CpuPlan, dx_panel: torch.Tensor, x2: torch.Tensor, dy2: torch.Tensor, dx: bool, dw: bool, db: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(dX, dW, dB), each only where asked for (else None), in one call of ``cpu.c``: dX (M, in) in ``x2``'s
+    layout, from dX's packed weights (:func:`forward`); dW (out, in) ``dyᵀ x`` on the mask's entries, zero
+    elsewhere; dB (out,) the sums of ``dy`` over the tokens. ``x2`` (M, in) and ``dy2`` (M, out) in any layout.
+
+    dW's kernel reads one operand tokens last (broadcast, one token at a time) and the other row-major (vectors
+    of channels): FC1 has ``x`` row-major and ``dy`` tokens last, FC2 the other way round, as GPT-2's MLP hands
+    them over; a layer given both in one layout transposes the narrower one first."""
+    dx_rows = not is_tokens_last(x2)
+    operands, b, dx_out, chunk = _product_operands(p.bwd, dy2, dx_rows, out=dx)
+    dw_out, dw_args = None, _NO_DW
+    if dw:
+        dw_out = new_output(dy2, p.out_features, p.in_features)
+        xw, dyw = x2, dy2
+        if is_tokens_last(xw) == is_tokens_last(dyw):
+            if p.in_features <= p.out_features:  # x goes row-major when dy is tokens last, tokens last otherwise
+                xw = transposed(xw.t()) if is_tokens_last(xw) else transposed(xw).t()
+            else:
+                dyw = transposed(dyw.t()) if is_tokens_last(dyw) else transposed(dyw).t()
+        if not is_tokens_last(xw):  # dW[o, i] = Σ_j dyᵀ[o, j] x[j, i]: tiles over output rows
+            t, bt, v, mask, g = p.fwd, dyw.t(), xw.contiguous(), p.mask, dw_out
+        else:  # dWᵀ[i, o] = Σ_j xᵀ[i, j] dy[j, o]: tiles over input rows
+            t, bt, v, mask, g = p.bwd, xw.t(), dyw.contiguous(), p.mask.t(), dw_out.t()
+        dw_args = (*t.dw_args, _ptr(bt), _ptr(v), v.shape[1], v.stride(0), _ptr(mask), *mask.stride(), _ptr(g),
+                   *g.stride(), dw_out.numel())  # fmt: skip
+    db_out, sums = None, (None, 0, 0, 0)
+    if db:  # dy's channels as rows (tokens last) or columns (row-major) of a matrix with unit stride along them
+        db_out = dy2.new_empty(p.out_features)
+        s = dy2.t() if is_tokens_last(dy2) else (dy2 if dy2.stride(1) == 1 else dy2.contiguous())
+        sums = (_ptr(s), int(is_tokens_last(dy2)), p.out_features, s.stride(0))
+    failed = _fn("backward", b.dtype)(
+        dy2.shape[0], *p.bwd.packed_args, _ptr(dx_panel), *operands, _ptr(dx_out), int(dx_rows), chunk, *dw_args,
+        _ptr(db_out), *sums, torch.get_num_threads(),
+    )  # fmt: skip
+    _succeeded(failed, chunk)
+    if dx_out is not None and not dx_rows:
+        dx_out = dx_out.t()
+    return dx_out, dw_out, db_out
 
 
 def is_tokens_last(a: torch.Tensor) -> bool:
@@ -336,41 +405,24 @@ class CpuBandedLinearFunction(torch.autograd.Function):
     tokens-last ``y`` (4C wide), FC2 gives the residual stream a row-major ``y``; backward mirrors it (FC2's
     row-major ``dy``, its tokens-last ``dx`` through GELU to FC1, FC1's row-major ``dx`` for LayerNorm). The
     products transpose a row-major side chunk by chunk in cache (:func:`product`), and dW reads one operand in
-    each layout (:func:`weight_grad`), so none of these is ever transposed in memory."""
+    each layout (:func:`backward`), so none of these is ever transposed in memory. The weights are packed for
+    both the forward's and dX's tiles in the forward (dX's kept for the backward), each step one call of
+    ``cpu.c``."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan) -> torch.Tensor:
-        y, x2, ctx.x_tokens_last = _forward(x, weight, bias, p)
-        ctx.save_for_backward(x2, weight)
-        ctx.plan, ctx.lead, ctx.has_bias = p, x.shape[:-1], bias is not None
-        return y
+        x2 = x.reshape(-1, p.in_features)
+        y, dx_panel = forward(p, weight, x2, bias)
+        ctx.save_for_backward(x2, dx_panel)
+        ctx.plan, ctx.lead = p, x.shape[:-1]
+        return y.reshape(*x.shape[:-1], p.out_features)
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        x2, weight = ctx.saved_tensors
-        p = ctx.plan
-        dy2 = dy.reshape(-1, p.out_features)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = product(p.bwd, p.panel(weight, "bwd"), dy2, None, out_rows=not ctx.x_tokens_last)
-            dx = dx.reshape(*ctx.lead, p.in_features)
-        want_db = ctx.has_bias and ctx.needs_input_grad[2]
-        if ctx.needs_input_grad[1]:
-            dw, db = weight_grad(p, x2, dy2, want_db)
-        elif want_db:
-            db = dy2.sum(0)
-        return dx, dw, db, None
-
-
-def _forward(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan, keep: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """(y, x as (M, in), whether it is tokens last): y (..., out) in the layout x did not have; ``keep``: the
-    packed weights are kept for the next call (:meth:`CpuPlan.panel`)."""
-    x2 = x.reshape(-1, p.in_features)
-    tokens_last = is_tokens_last(x2)
-    y = product(p.fwd, p.panel(weight, "fwd", keep), x2, bias, out_rows=tokens_last)
-    return y.reshape(*x.shape[:-1], p.out_features), x2, tokens_last
+        x2, dx_panel = ctx.saved_tensors
+        p, (want_dx, want_dw, want_db, _) = ctx.plan, ctx.needs_input_grad
+        dx, dw, db = backward(p, dx_panel, x2, dy.reshape(-1, p.out_features), want_dx, want_dw, want_db)
+        return (None if dx is None else dx.reshape(*ctx.lead, p.in_features)), dw, db, None
 
 
 def cpu_banded_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan) -> torch.Tensor:
@@ -390,4 +442,5 @@ def banded_linear_unchecked(
     grads = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     if grads and torch.is_grad_enabled():
         return CpuBandedLinearFunction.apply(x, weight, bias, p)
-    return _forward(x, weight, bias, p, keep=True)[0]
+    y = forward(p, weight, x.reshape(-1, p.in_features), bias, keep=True)[0]
+    return y.reshape(*x.shape[:-1], p.out_features)
