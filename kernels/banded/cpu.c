@@ -29,8 +29,8 @@
  *              own range of tiles and walks the tokens chunk by chunk, so the columns it reads stay in cache.
  *              A tile whose halves (rows 0-3, 4-7) each fit 2 half vectors from their own first column, where
  *              its hull needs more (a band about 15 channels wide: hull 17, halves 16), runs a split block
- *              instead: 16 lanes per row rather than 24. (db is torch's sum: summed here, one accumulator per
- *              row made it latency-bound, 0.17 ms against torch's 0.07 on GPT-2 tiny.)
+ *              instead: 16 lanes per row rather than 24. (db is not summed here: one accumulator per row made
+ *              that latency-bound, 0.17 ms against torch's 0.07 on GPT-2 tiny; see bias_grad.)
  *   transpose  dst (cols, rows) = src (rows, cols)ᵀ, in 8 x 8 register transposes, 8 rows of the side with the
  *              longer rows walked along 256 columns at a time (dW's operands given in one layout).
  *   banded_advise_huge  transparent huge pages for an output not touched yet (cpu.py's new_output).
@@ -98,7 +98,8 @@
   }
 
 /* A value kept in a register: without it GCC folds a vector's load into each FMA that reads it (a memory operand
- * each), and dw's loops, which read each vector for 4 or 8 rows, become bound by loads. */
+ * each), and loops that read each vector for 4 or 8 rows become bound by loads (dw's; the products' 4-row tiles,
+ * 1.1-1.4x faster with it). */
 #if defined(__x86_64__) || defined(__i386__)
 #define IN_REGISTER(v) __asm__("" : "+v"(v))
 #else
