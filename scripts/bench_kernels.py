@@ -8,9 +8,10 @@ On the CPU (always):
   ``x (W ⊙ M)ᵀ + b`` with autograd), for the GPT-2 tiny (C = 128) and small (C = 512, the published banded
   work's "GPT-2 small") MLP shapes with r = 4, FC1 (C -> 4C) and FC2 (4C -> C), at band densities near 0.44,
   0.24 and 0.12. Target (issue 15): ``0.5 / density``.
-- ``gpt2_small_banded_step``: one training step (forward, backward, AdamW step) of GPT-2 small with every MLP
-  Linear banded at density near 0.12, with ``KERNELS_BANDED`` (the default CPU path) against the same model
-  computing its masked Linears densely (as training runs without the kernel). Reported, no target.
+- ``gpt2_small_banded_step``, ``gpt2_tiny_banded_step``: one training step (forward, backward, AdamW step) of
+  GPT-2 small or tiny (the presets, GPT-2's vocabulary) with every MLP Linear banded at density near 0.12, with
+  ``KERNELS_BANDED`` (the default CPU path) against the same model computing its masked Linears densely (as
+  training runs without the kernel). Reported, no target.
 - ``banded_linear_decode``: one banded MLP Linear at a decoding step (1 or 4 tokens, no gradient) on the C kernel
   against ``F.linear`` on the masked weights (``make sample`` without the kernel), density near 0.12. Reported.
 - ``sparse_gemv``: the activation-sparse GEMV's C kernel at batch 1, fp32, against dense ``F.linear``
@@ -56,7 +57,8 @@ SHAPES = {"gpt2-tiny": 128, "gpt2-small": 512}  # n_embd C; MLP ratio r = 4
 DENSITIES = (0.44, 0.24, 0.12)
 STEP_DENSITY = 0.12
 CPU_OPS = {"c": "banded_linear_fwd_bwd", "torch": "banded_linear_fwd_bwd_torch"}  # BANDED_KERNEL_CPU -> op
-STEP_OPS = {"c": "gpt2_small_banded_step", "torch": "gpt2_small_banded_step_torch"}
+STEP_PRESETS = ("tiny", "small")  # GPT-2 presets of the training-step rows
+STEP_OPS = {"c": "gpt2_{}_banded_step", "torch": "gpt2_{}_banded_step_torch"}  # BANDED_KERNEL_CPU -> op
 DECODE_BATCHES = (1, 4)  # tokens per decoding step (one per sequence)
 DECODE_OP = "banded_linear_decode"
 # modules with gpu_rows(quick) -> rows (op, shape, density, speedup, target, ...), run when CUDA is present
@@ -171,11 +173,13 @@ def bench_decode(c: int, fc: str, batch: int, rounds: int) -> dict:
     }
 
 
-def bench_gpt2_step(batch: int, rounds: int, block: int, paths: tuple[str, ...]) -> list[dict]:
-    """GPT-2 small (the ``small`` preset: 8 layers, C = 512, T = 512) with every MLP Linear banded near
-    ``STEP_DENSITY``: one AdamW training step with ``KERNELS_BANDED`` on each CPU path of ``paths`` and with
-    masked dense, interleaved (:func:`interleaved`); a row per path, its speedup the median per-round ratio."""
-    cfg = GPT2Config.preset("small", vocab_size=padded_vocab(50257), dropout=0.0)
+def bench_gpt2_step(preset: str, tokens: int, rounds: int, block: int, paths: tuple[str, ...]) -> list[dict]:
+    """GPT-2 of ``preset`` (small: 8 layers, C = 512, T = 512; tiny: 4 layers, C = 128, T = 256) with every MLP
+    Linear banded near ``STEP_DENSITY``, ``tokens`` per step in whole sequences: one AdamW training step with
+    ``KERNELS_BANDED`` on each CPU path of ``paths`` and with masked dense, interleaved (:func:`interleaved`); a
+    row per path, its speedup the median per-round ratio."""
+    cfg = GPT2Config.preset(preset, vocab_size=padded_vocab(50257), dropout=0.0)
+    batch = max(1, tokens // cfg.block_size)
     models = {}
     for side in ("dense", *paths):
         torch.manual_seed(0)
@@ -216,9 +220,9 @@ def bench_gpt2_step(batch: int, rounds: int, block: int, paths: tuple[str, ...])
     times = interleaved({side: stepper(model, side == "dense") for side, model in models.items()}, rounds)
     return [
         {
-            "op": STEP_OPS[path],
+            "op": STEP_OPS[path].format(preset),
             "shape": f"{batch}x{cfg.block_size} tokens, {cfg.n_layer} layers, C={cfg.n_embd}",
-            "model": "gpt2-small",
+            "model": f"gpt2-{preset}",
             "dtype": "fp32",
             "density": round(achieved, 4),
             "dense_ms": round(1e3 * statistics.median(times["dense"]), 1),
@@ -283,10 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=16 * 256, help="rows of the input (batch x sequence)")
     parser.add_argument("--pairs", type=int, default=20, help="ABBA-alternated (dense, banded) layer measurements")
+    parser.add_argument("--step-rounds", type=int, default=8, help="rounds of GPT-2 steps, one per side each (0: skip)")
     parser.add_argument(
-        "--step-rounds", type=int, default=8, help="rounds of GPT-2 small steps, one per side each (0: skip)"
+        "--step-tokens", type=int, default=2048, help="tokens per GPT-2 training step, in whole sequences"
     )
-    parser.add_argument("--step-batch", type=int, default=4, help="sequences of 512 tokens per GPT-2 small step")
     parser.add_argument(
         "--decode-rounds", type=int, default=300, help="rounds of decoding steps per layer, C kernel (0: skip)"
     )
@@ -329,7 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.gemv_rounds:
             rows += sparse_gemv_bench.cpu_rows(args.gemv_rounds)
         if args.step_rounds:
-            rows += bench_gpt2_step(args.step_batch, args.step_rounds, args.block, tuple(args.cpu_path or CPU_OPS))
+            rows += [
+                row
+                for preset in STEP_PRESETS
+                for row in bench_gpt2_step(
+                    preset, args.step_tokens, args.step_rounds, args.block, tuple(args.cpu_path or CPU_OPS)
+                )
+            ]
     stamp = {"torch": torch.__version__, "git_sha": sha}
     gpu, failures = [], []
     if args.report_only:
@@ -349,9 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         " Each row names its device; kernels.csv adds the torch version and git SHA that measured it. CPU rows:"
         " fp32, tokens and tile extent in the shape and block columns; masked dense is the same nn.Linear"
         " computing x (W ⊙ M)ᵀ + b with autograd; the speedup is the median of the per-pair ratios of ABBA pairs"
-        " (--pairs, 20 by default); GPT-2 small steps: dense and each CPU path interleaved, the median per-round"
-        " ratio (--step-rounds, 8); decoding (banded_linear_decode: 1 or 4 tokens, no gradient, against F.linear"
-        " on the masked weights): interleaved, the median per-round ratio (--decode-rounds, 300); sparse_gemv on"
+        " (--pairs, 20 by default); GPT-2 tiny and small training steps (2048 tokens, --step-tokens): dense and each"
+        " CPU path interleaved, the median per-round ratio (--step-rounds, 8); decoding (banded_linear_decode: 1 or"
+        " 4 tokens, no gradient, against F.linear on the masked weights): interleaved, the median per-round ratio"
+        " (--decode-rounds, 300); sparse_gemv on"
         " the CPU: batch 1, fp32, dense F.linear and the C kernel interleaved, the median per-round ratio"
         " (--gemv-rounds, 40)."
         " GPU rows: CUDA events, the L2 flushed"
