@@ -204,7 +204,7 @@ mrproper: ## clean, and remove .config, ./defconfig and ./.venv (never an active
 clean-results: $(STAMP) ## Delete one matrix's results: MATRIX=<dir> (asks first; YES=1 skips the question)
 	@$(TIED) exec $(PY) -m lib.runner clean-results $(MATRIX_ARG) $(YES_ARG)
 
-bench-kernels: $(STAMP) ## Kernel speed vs dense (CPU: banded layer on both paths, GPT-2 small step); docs/benchmarks/kernels.{csv,md}
+bench-kernels: $(STAMP) ## Kernel speed vs dense (CPU: banded layer on both paths, GPT-2 tiny and small steps); docs/benchmarks/kernels.{csv,md}
 	@exec $(PY) -m scripts.bench_kernels
 
 help: ## List the targets
