@@ -47,7 +47,7 @@ SIGNATURES = {  # cpu.c's functions, per dtype suffix
                 _I64, _I64, _P, _I32, _I64, _P, _P, _I32, _I64, _I32],
     "backward": [_I64, *_TILING, _P, _I32, _P, _I64, _I64, _P, _I32, _I64, _P, _I32, _I64,
                  *_TILING, _P, _P, _P, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _I64,
-                 _P, _P, _I32, _I64, _I64, _I32],
+                 _P, _P, _I32, _I64, _I64, _I32, _I32],
 }  # fmt: skip
 STATUS = ("product", "forward", "backward")  # functions returning 1 where a thread had no memory for its buffers
 
@@ -349,7 +349,7 @@ def backward(
     them over; a layer given both in one layout transposes the narrower one first."""
     dx_rows = not is_tokens_last(x2)
     operands, b, dx_out, chunk = _product_operands(p.bwd, dy2, dx_rows, out=dx)
-    dw_out, dw_args = None, _NO_DW
+    dw_out, dw_args, by_rows = None, _NO_DW, False
     if dw:
         dw_out = new_output(dy2, p.out_features, p.in_features)
         xw, dyw = x2, dy2
@@ -360,6 +360,9 @@ def backward(
                 dyw = transposed(dyw.t()) if is_tokens_last(dyw) else transposed(dyw).t()
         if not is_tokens_last(xw):  # dW[o, i] = Σ_j dyᵀ[o, j] x[j, i]: tiles over output rows
             t, bt, v, mask, g = p.fwd, dyw.t(), xw.contiguous(), p.mask, dw_out
+            # dX's product reads the same dyᵀ and writes dx row-major (FC1): one pass over dyᵀ, each thread on
+            # its rows (cpu.c's backward_by_rows)
+            by_rows = dx and dx_rows and dyw is dy2
         else:  # dWᵀ[i, o] = Σ_j xᵀ[i, j] dy[j, o]: tiles over input rows
             t, bt, v, mask, g = p.bwd, xw.t(), dyw.contiguous(), p.mask.t(), dw_out.t()
         dw_args = (*t.dw_args, _ptr(bt), _ptr(v), v.shape[1], v.stride(0), _ptr(mask), *mask.stride(), _ptr(g),
@@ -371,7 +374,7 @@ def backward(
         sums = (_ptr(s), int(is_tokens_last(dy2)), p.out_features, s.stride(0))
     failed = _fn("backward", b.dtype)(
         dy2.shape[0], *p.bwd.packed_args, _ptr(dx_panel), *operands, _ptr(dx_out), int(dx_rows), chunk, *dw_args,
-        _ptr(db_out), *sums, torch.get_num_threads(),
+        _ptr(db_out), *sums, int(by_rows), torch.get_num_threads(),
     )  # fmt: skip
     _succeeded(failed, chunk)
     if dx_out is not None and not dx_rows:

@@ -190,6 +190,35 @@ def _check_layer(case, dtype, x_tokens_last: bool, dy_tokens_last: bool) -> None
     assert not w.grad[~mask].any()
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("mask_kind", ["band", "random"])
+def test_the_one_pass_backward_over_several_chunks_and_threads(threads: int, mask_kind: str) -> None:
+    """x row-major and dy tokens last (FC1 in GPT-2's MLP) take the backward in one pass over dy, each thread
+    on its own rows of dW, db and columns of dx: 1100 tokens are two whole passes of 512 and one of 76, and
+    dW, db and dx accumulate across them; with 3 threads the rows split unevenly; a random mask (rows with
+    nothing kept included) has dX tiles whose bands are not in order. All equal masked dense's."""
+    torch.manual_seed(1)
+    mask = banded_mask(96, 24, 9) if mask_kind == "band" else torch.rand(96, 24) < 0.2
+    mask[5] = False
+    weight, bias = torch.randn(96, 24, dtype=torch.float64), torch.randn(96, dtype=torch.float64)
+    x = torch.randn(1100, 24, dtype=torch.float64, requires_grad=True)
+    dy = _tokens_last(torch.randn(1100, 96, dtype=torch.float64))
+    w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cpu.cpu_banded_linear(x, w, b, cpu.plan(mask)).backward(dy)
+    finally:
+        torch.set_num_threads(before)
+    got = (x.grad, w.grad, b.grad)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    F.linear(leaves[0], leaves[1] * mask, leaves[2]).backward(dy)
+    expected = (leaves[0].grad, leaves[1].grad * mask, leaves[2].grad)
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-11, rtol=1e-10)
+    assert not w.grad[~mask].any()
+
+
 def test_packed_weights_are_kept_until_the_weight_changes() -> None:
     """Inference packs the weights once; a weight written in place (as an optimizer step writes it) or another
     weight tensor is packed again, so outputs follow the weights; with autograd every call packs, and three SGD
