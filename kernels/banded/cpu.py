@@ -346,7 +346,9 @@ def backward(
 
     dW's kernel reads one operand tokens last (broadcast, one token at a time) and the other row-major (vectors
     of channels): FC1 has ``x`` row-major and ``dy`` tokens last, FC2 the other way round, as GPT-2's MLP hands
-    them over; a layer given both in one layout transposes the narrower one first."""
+    them over; a layer given both in one layout transposes the narrower one first. Where dX's product and dW
+    both read ``dyᵀ`` and dx is row-major (FC1), ``cpu.c`` makes one pass over it, each thread on its own rows
+    (``backward_by_rows``)."""
     dx_rows = not is_tokens_last(x2)
     operands, b, dx_out, chunk = _product_operands(p.bwd, dy2, dx_rows, out=dx)
     dw_out, dw_args, by_rows = None, _NO_DW, False
