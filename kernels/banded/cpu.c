@@ -552,25 +552,23 @@ DEFINE_KERNELS(double, f64)
                                 int32_t s_tokens_last, int64_t n_s, int64_t lds, int32_t by_rows,              \
                                 int32_t threads) {                                                              \
     int32_t failed = 0;                                                                                         \
-    if (by_rows) { /* dy tokens last, x and dx row-major, dW over dy's rows: backward_by_rows */              \
-      const dw_job_##SUF d = {m, n_v, ldv, m_rs, m_cs, g_rs, g_cs, drow0, dnrows, dcol0, dwidth, split_a,       \
-                              split_b, split_span, bt, v, mask, g};                                             \
+    if (g) { /* dW is exactly zero off the mask: both paths below add on the mask's entries only */            \
       _Pragma("omp parallel for schedule(static) num_threads(threads)")                                        \
       for (int64_t i = 0; i < g_numel; i += 4096)                                                               \
         memset(g + i, 0, sizeof(T) * (size_t)(g_numel - i < 4096 ? g_numel - i : 4096));                       \
+    }                                                                                                           \
+    if (by_rows) { /* dy tokens last, x and dx row-major, dW over dy's rows: backward_by_rows */              \
+      const dw_job_##SUF d = {m, n_v, ldv, m_rs, m_cs, g_rs, g_cs, drow0, dnrows, dcol0, dwidth, split_a,       \
+                              split_b, split_span, bt, v, mask, g};                                             \
       return backward_by_rows_##SUF(m, tiles, row0, nrows, col0, width, offset, rows, bpanel, rows_total,      \
                                     cols_total, dy, dx, dtiles, &d, db, threads);                               \
     }                                                                                                           \
     if (dx)                                                                                                     \
       failed = banded_product_##SUF(m, tiles, row0, nrows, col0, width, offset, rows, bpanel, rows_total,      \
                                     cols_total, dy, dy_rows, lddy, NULL, dx, dx_rows, chunk, threads);          \
-    if (g) {                                                                                                    \
-      _Pragma("omp parallel for schedule(static) num_threads(threads)")                                        \
-      for (int64_t i = 0; i < g_numel; i += 4096)                                                               \
-        memset(g + i, 0, sizeof(T) * (size_t)(g_numel - i < 4096 ? g_numel - i : 4096));                       \
+    if (g)                                                                                                      \
       banded_dw_##SUF(m, dtiles, drow0, dnrows, dcol0, dwidth, bt, v, n_v, ldv, mask, m_rs, m_cs, g, g_rs,      \
                       g_cs, split_a, split_b, split_span, threads);                                             \
-    }                                                                                                           \
     if (db) bias_grad_##SUF(m, n_s, s, s_tokens_last, lds, db, threads);                                        \
     return failed;                                                                                              \
   }
