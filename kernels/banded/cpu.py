@@ -196,27 +196,24 @@ def _hulls(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass(frozen=True)
 class CpuPlan(TwoTilings):
-    """The C kernel's tilings of one (out, in) ``mask``, and the weights packed for them (:meth:`panel`)."""
+    """The C kernel's tilings of one (out, in) ``mask``, and the forward's packed weights at inference
+    (:meth:`kept_panel`)."""
 
     fwd: Tiling
     bwd: Tiling
     mask: torch.Tensor  # bool (out, in), contiguous, on the CPU
-    packed: dict = field(default_factory=dict, compare=False, repr=False)  # side -> (weight's key, panel)
+    packed: dict = field(default_factory=dict, compare=False, repr=False)  # "fwd" -> (weight's key, panel)
 
-    def panel(self, weight: torch.Tensor, side: str, keep: bool = False) -> torch.Tensor:
-        """``weight ⊙ mask`` packed for the ``"fwd"`` tiles (the forward) or the ``"bwd"`` ones (dX, from Wᵀ).
-        With ``keep`` (inference: no gradient) the packed weights are kept and packed again only when the weight
-        changed (another tensor, or written in place: its version), so decoding reads only the band's weights
-        per token, not all of them to pack them; a weight written through ``.data`` bumps no version and would
-        not be seen. Without it (autograd: training, gradcheck's perturbations) they are packed every call."""
+    def kept_panel(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight ⊙ mask`` packed for the forward's tiles, kept and packed again only when the weight changed
+        (another tensor, or written in place: its version), so decoding reads only the band's weights per token,
+        not all of them to pack them; a weight written through ``.data`` bumps no version and would not be
+        seen. Inference only: with autograd (training, gradcheck's perturbations) :func:`forward` packs the
+        weights on every call, inside ``cpu.c``."""
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.stride())
-        if keep and side in self.packed and self.packed[side][0] == key:
-            return self.packed[side][1]
-        t, w, m = (self.fwd, weight, self.mask) if side == "fwd" else (self.bwd, weight.t(), self.mask.t())
-        panel = pack(w.detach(), m, t)
-        if keep:
-            self.packed[side] = key, panel
-        return panel
+        if self.packed.get("fwd", (None,))[0] != key:
+            self.packed["fwd"] = key, pack(weight.detach(), self.mask, self.fwd)
+        return self.packed["fwd"][1]
 
 
 @torch.no_grad()
@@ -318,11 +315,11 @@ def forward(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(y, dX's packed weights or None): ``y = x2 (W ⊙ M)ᵀ + bias`` (M, out) in the layout ``x2`` (M, in) does
     not have, in one call of ``cpu.c`` with the packing. ``keep`` (inference): the forward's packed weights are
-    kept (:meth:`CpuPlan.panel`) and dX's are not packed; otherwise both are packed (dX's for
+    kept (:meth:`CpuPlan.kept_panel`) and dX's are not packed; otherwise both are packed (dX's for
     :func:`backward`)."""
     t, out_rows = p.fwd, is_tokens_last(x2)
     operands, b, out, chunk = _product_operands(t, x2, out_rows)
-    panel = p.panel(weight, "fwd", keep=True) if keep else weight.new_empty(t.panel)
+    panel = p.kept_panel(weight) if keep else weight.new_empty(t.panel)
     dx_panel = None if keep else weight.new_empty(p.bwd.panel)
     bias = None if bias is None else bias.contiguous()
     failed = _fn("forward", b.dtype)(
