@@ -40,7 +40,6 @@ _TILING = [_I32, _P, _P, _P, _P]  # tiles, row0, nrows, col0, width
 SIGNATURES = {  # cpu.c's functions, per dtype suffix
     "pack": [*_TILING, _P, _I32, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
     "product": [_I64, *_TILING, _P, _I32, _P, _I64, _I64, _P, _I32, _I64, _P, _P, _I32, _I64, _I32],
-    "dw": [_I64, *_TILING, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _I32],
     "transpose": [_I64, _I64, _P, _I64, _P, _I32],
     # a layer's steps (cpu.c's DEFINE_STEPS): the forward's and dX's tilings, each with offset and rows
     "forward": [_I64, *_TILING, _P, _I32, _P, _I32, *_TILING, _P, _I32, _P, _P, _I64, _I64, _P, _I64, _I64,
