@@ -436,6 +436,64 @@ DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
 
 
+/* One product's tiles as cpu.py's Tiling hands them over (Tiling.c_tiles): tile t writes rows [row0, row0 +
+ * nrows) of a (rows_total, cols_total) mask's written side, reads columns [col0, col0 + width), its packed weights
+ * at offset (rows per tile: rows); dW's split blocks in split_a, split_b, split_span. */
+typedef struct {
+  int64_t rows_total, cols_total;
+  int32_t tiles, rows;
+  const int32_t *row0, *nrows, *col0, *width;
+  const int64_t *offset;
+  const int32_t *split_a, *split_b, *split_span;
+} banded_tiles;
+
+/* banded_forward's arguments (cpu.py's ForwardArgs, field for field). Data pointers are of the call's dtype. */
+typedef struct {
+  int64_t m;                   /* tokens */
+  banded_tiles fwd, bwd;       /* the forward's tiles, dX's */
+  void *panel;                 /* the forward's packed W ⊙ M */
+  int32_t pack;                /* pack panel first (0: kept from an earlier call) */
+  void *bpanel;                /* dX's packed weights, to make here (NULL: none) */
+  const void *w;               /* the weight, (rows_total, cols_total) of fwd, strides w_rs, w_cs */
+  int64_t w_rs, w_cs;
+  const uint8_t *mask;         /* the mask, the weight's shape, strides m_rs, m_cs */
+  int64_t m_rs, m_cs;
+  const void *x;               /* the input, row-major (x_rows: row stride ldx) or tokens last (ldx = m) */
+  int32_t x_rows;
+  int64_t ldx;
+  const void *bias;            /* NULL: none */
+  void *out;                   /* row-major when out_rows, else tokens last */
+  int32_t out_rows;
+  int64_t chunk;               /* tokens per chunk of a row-major side */
+  int32_t threads;
+} banded_forward_args;
+
+/* banded_backward's arguments (cpu.py's BackwardArgs). */
+typedef struct {
+  int64_t m;                   /* tokens */
+  banded_tiles bwd;            /* dX's tiles */
+  const void *bpanel;          /* dX's packed weights (the forward's) */
+  const void *dy;              /* row-major (dy_rows: row stride lddy) or tokens last */
+  int32_t dy_rows;
+  int64_t lddy;
+  void *dx;                    /* NULL: no dX; row-major when dx_rows */
+  int32_t dx_rows;
+  int64_t chunk;
+  banded_tiles dw;             /* dW's tiles, over the rows of bt */
+  const void *bt, *v;          /* dW's operands: bt (rows, m) tokens last, v (m, n_v) row-major (row stride ldv) */
+  int64_t n_v, ldv;
+  const uint8_t *mask;         /* dW's mask, strides m_rs, m_cs */
+  int64_t m_rs, m_cs;
+  void *g;                     /* dW (NULL: none), strides g_rs, g_cs, g_numel values to zero */
+  int64_t g_rs, g_cs, g_numel;
+  void *db;                    /* NULL: no db */
+  const void *s;               /* db's operand: n_s channels, tokens last (s_tokens_last) or row-major, stride lds */
+  int32_t s_tokens_last;
+  int64_t n_s, lds;
+  int32_t by_rows;             /* one pass over dy for dX, dW and db (backward_by_rows) */
+  int32_t threads;
+} banded_backward_args;
+
 /* The layer's steps, one call each (cpu.py's forward and backward): packing, products, dW's zeroing and db run
  * here rather than as separate calls from Python, each of which costs more than its work right after another
  * layer has run (measured: a 64-token step after a dense one, 0.79 ms in five calls, 0.70 in two). */
@@ -515,61 +573,55 @@ DEFINE_KERNELS(double, f64)
     return failed;                                                                                              \
   }                                                                                                             \
                                                                                                                 \
-  /* The forward: pack W ⊙ M for the forward's tiles into panel (unless pack is 0: a panel kept from an        \
-     earlier call), and for dX's tiles into bpanel (from Wᵀ; NULL: none), then the product into out. Returns   \
-     the product's result. */                                                                                   \
-  int32_t banded_forward_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,            \
-                               const int32_t *col0, const int32_t *width, const int64_t *offset, int32_t rows, \
-                               T *panel, int32_t pack, int32_t btiles, const int32_t *brow0,                    \
-                               const int32_t *bnrows, const int32_t *bcol0, const int32_t *bwidth,             \
-                               const int64_t *boffset, int32_t brows, T *bpanel, const T *w, int64_t w_rs,      \
-                               int64_t w_cs, const uint8_t *mask, int64_t m_rs, int64_t m_cs,                   \
-                               int64_t rows_total, int64_t cols_total, const T *b, int32_t b_rows,             \
-                               int64_t ldb, const T *bias, T *out, int32_t out_rows, int64_t chunk,            \
-                               int32_t threads) {                                                               \
-    if (pack)                                                                                                   \
-      banded_pack_##SUF(tiles, row0, nrows, col0, width, offset, rows, w, w_rs, w_cs, mask, m_rs, m_cs, panel,  \
-                        threads);                                                                               \
-    if (bpanel)                                                                                                 \
-      banded_pack_##SUF(btiles, brow0, bnrows, bcol0, bwidth, boffset, brows, w, w_cs, w_rs, mask, m_cs, m_rs,  \
-                        bpanel, threads);                                                                       \
-    return banded_product_##SUF(m, tiles, row0, nrows, col0, width, offset, rows, panel, rows_total,           \
-                                cols_total, b, b_rows, ldb, bias, out, out_rows, chunk, threads);               \
+  /* The forward (a: banded_forward_args): pack W ⊙ M for the forward's tiles into a->panel (unless a->pack is \
+     0: a panel kept from an earlier call), and for dX's tiles into a->bpanel (from Wᵀ; NULL: none), then the   \
+     product into a->out. Returns the product's result. */                                                     \
+  int32_t banded_forward_##SUF(const banded_forward_args *a) {                                                  \
+    const banded_tiles *f = &a->fwd, *b = &a->bwd;                                                              \
+    const T *w = (const T *)a->w;                                                                               \
+    if (a->pack)                                                                                                \
+      banded_pack_##SUF(f->tiles, f->row0, f->nrows, f->col0, f->width, f->offset, f->rows, w, a->w_rs, a->w_cs, \
+                        a->mask, a->m_rs, a->m_cs, (T *)a->panel, a->threads);                                  \
+    if (a->bpanel)                                                                                              \
+      banded_pack_##SUF(b->tiles, b->row0, b->nrows, b->col0, b->width, b->offset, b->rows, w, a->w_cs, a->w_rs, \
+                        a->mask, a->m_cs, a->m_rs, (T *)a->bpanel, a->threads);                                 \
+    return banded_product_##SUF(a->m, f->tiles, f->row0, f->nrows, f->col0, f->width, f->offset, f->rows,       \
+                                (const T *)a->panel, f->rows_total, f->cols_total, (const T *)a->x, a->x_rows,  \
+                                a->ldx, (const T *)a->bias, (T *)a->out, a->out_rows, a->chunk, a->threads);    \
   }                                                                                                             \
                                                                                                                 \
-  /* The backward: dX, the product of dy and the packed Wᵀ (bpanel) over dX's tiles, into dx (NULL: none); dW  \
-     into g (NULL: none), its g_numel values zeroed first, then banded_dw over the tiles dtiles..; db, the sums \
-     of s over the tokens (bias_grad), into db (NULL: none). Returns the product's result. */                   \
-  int32_t banded_backward_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,           \
-                                const int32_t *col0, const int32_t *width, const int64_t *offset, int32_t rows, \
-                                const T *bpanel, int64_t rows_total, int64_t cols_total, const T *dy,          \
-                                int32_t dy_rows, int64_t lddy, T *dx, int32_t dx_rows, int64_t chunk,          \
-                                int32_t dtiles, const int32_t *drow0, const int32_t *dnrows,                    \
-                                const int32_t *dcol0, const int32_t *dwidth, const int32_t *split_a,           \
-                                const int32_t *split_b, const int32_t *split_span, const T *bt, const T *v,    \
-                                int64_t n_v, int64_t ldv, const uint8_t *mask, int64_t m_rs, int64_t m_cs,     \
-                                T *g, int64_t g_rs, int64_t g_cs, int64_t g_numel, T *db, const T *s,          \
-                                int32_t s_tokens_last, int64_t n_s, int64_t lds, int32_t by_rows,              \
-                                int32_t threads) {                                                              \
+  /* The backward (a: banded_backward_args): dX, the product of dy and the packed Wᵀ (a->bpanel) over dX's      \
+     tiles, into a->dx (NULL: none); dW into a->g (NULL: none), its g_numel values zeroed first, then          \
+     banded_dw over the tiles a->dw; db, the sums of a->s over the tokens (bias_grad), into a->db (NULL:       \
+     none). Returns the product's result. */                                                                    \
+  int32_t banded_backward_##SUF(const banded_backward_args *a) {                                                \
+    const banded_tiles *b = &a->bwd, *w = &a->dw;                                                               \
     int32_t failed = 0;                                                                                         \
+    T *g = (T *)a->g;                                                                                           \
     if (g) { /* dW is exactly zero off the mask: both paths below add on the mask's entries only */            \
-      _Pragma("omp parallel for schedule(static) num_threads(threads)")                                        \
+      const int64_t g_numel = a->g_numel;                                                                       \
+      _Pragma("omp parallel for schedule(static) num_threads(a->threads)")                                     \
       for (int64_t i = 0; i < g_numel; i += 4096)                                                               \
         memset(g + i, 0, sizeof(T) * (size_t)(g_numel - i < 4096 ? g_numel - i : 4096));                       \
     }                                                                                                           \
-    if (by_rows) { /* dy tokens last, x and dx row-major, dW over dy's rows: backward_by_rows */              \
-      const dw_job_##SUF d = {m, n_v, ldv, m_rs, m_cs, g_rs, g_cs, drow0, dnrows, dcol0, dwidth, split_a,       \
-                              split_b, split_span, bt, v, mask, g};                                             \
-      return backward_by_rows_##SUF(m, tiles, row0, nrows, col0, width, offset, rows, bpanel, rows_total,      \
-                                    cols_total, dy, dx, dtiles, &d, db, threads);                               \
+    if (a->by_rows) { /* dy tokens last, x and dx row-major, dW over dy's rows: backward_by_rows */           \
+      const dw_job_##SUF d = {a->m, a->n_v, a->ldv, a->m_rs, a->m_cs, a->g_rs, a->g_cs, w->row0, w->nrows,     \
+                              w->col0, w->width, w->split_a, w->split_b, w->split_span, (const T *)a->bt,      \
+                              (const T *)a->v, a->mask, g};                                                     \
+      return backward_by_rows_##SUF(a->m, b->tiles, b->row0, b->nrows, b->col0, b->width, b->offset, b->rows,  \
+                                    (const T *)a->bpanel, b->rows_total, b->cols_total, (const T *)a->dy,       \
+                                    (T *)a->dx, w->tiles, &d, (T *)a->db, a->threads);                          \
     }                                                                                                           \
-    if (dx)                                                                                                     \
-      failed = banded_product_##SUF(m, tiles, row0, nrows, col0, width, offset, rows, bpanel, rows_total,      \
-                                    cols_total, dy, dy_rows, lddy, NULL, dx, dx_rows, chunk, threads);          \
+    if (a->dx)                                                                                                  \
+      failed = banded_product_##SUF(a->m, b->tiles, b->row0, b->nrows, b->col0, b->width, b->offset, b->rows,   \
+                                    (const T *)a->bpanel, b->rows_total, b->cols_total, (const T *)a->dy,       \
+                                    a->dy_rows, a->lddy, NULL, (T *)a->dx, a->dx_rows, a->chunk, a->threads);   \
     if (g)                                                                                                      \
-      banded_dw_##SUF(m, dtiles, drow0, dnrows, dcol0, dwidth, bt, v, n_v, ldv, mask, m_rs, m_cs, g, g_rs,      \
-                      g_cs, split_a, split_b, split_span, threads);                                             \
-    if (db) bias_grad_##SUF(m, n_s, s, s_tokens_last, lds, db, threads);                                        \
+      banded_dw_##SUF(a->m, w->tiles, w->row0, w->nrows, w->col0, w->width, (const T *)a->bt, (const T *)a->v,  \
+                      a->n_v, a->ldv, a->mask, a->m_rs, a->m_cs, g, a->g_rs, a->g_cs, w->split_a, w->split_b,  \
+                      w->split_span, a->threads);                                                               \
+    if (a->db)                                                                                                  \
+      bias_grad_##SUF(a->m, a->n_s, (const T *)a->s, a->s_tokens_last, a->lds, (T *)a->db, a->threads);         \
     return failed;                                                                                              \
   }
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,17 +42,55 @@ SIGNATURES = {  # cpu.c's functions, per dtype suffix
     "pack": [*_TILING, _P, _I32, _P, _I64, _I64, _P, _I64, _I64, _P, _I32],
     "product": [_I64, *_TILING, _P, _I32, _P, _I64, _I64, _P, _I32, _I64, _P, _P, _I32, _I64, _I32],
     "transpose": [_I64, _I64, _P, _I64, _P, _I32],
-    # a layer's steps (cpu.c's DEFINE_STEPS): the forward's and dX's tilings, each with offset and rows
-    "forward": [_I64, *_TILING, _P, _I32, _P, _I32, *_TILING, _P, _I32, _P, _P, _I64, _I64, _P, _I64, _I64,
-                _I64, _I64, _P, _I32, _I64, _P, _P, _I32, _I64, _I32],
-    "backward": [_I64, *_TILING, _P, _I32, _P, _I64, _I64, _P, _I32, _I64, _P, _I32, _I64,
-                 *_TILING, _P, _P, _P, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _I64,
-                 _P, _P, _I32, _I64, _I64, _I32, _I32],
+    # a layer's steps (cpu.c's DEFINE_STEPS): one struct of arguments each (ForwardArgs, BackwardArgs)
+    "forward": [_P],
+    "backward": [_P],
 }  # fmt: skip
 STATUS = ("product", "forward", "backward")  # functions returning 1 where a thread had no memory for its buffers
 
 
 compiler = clib.compiler
+
+
+def _fields(spec: str, *structs: type[ctypes.Structure]) -> list[tuple[str, type]]:
+    """ctypes ``_fields_`` from "name:type ..." (i32, i64, p: ``void *``, s: the next of ``structs``)."""
+    nested = iter(structs)
+    types = {"i32": _I32, "i64": _I64, "p": _P}
+    return [(n, next(nested) if t == "s" else types[t]) for n, t in (f.split(":") for f in spec.split())]
+
+
+class Tiles(ctypes.Structure):
+    """``cpu.c``'s ``banded_tiles``: one product's tiles (:attr:`Tiling.c_tiles`)."""
+
+    _fields_ = _fields(
+        "rows_total:i64 cols_total:i64 tiles:i32 rows:i32 row0:p nrows:p col0:p width:p offset:p split_a:p "
+        "split_b:p split_span:p"
+    )
+
+
+class ForwardArgs(ctypes.Structure):
+    """``cpu.c``'s ``banded_forward_args``, field for field (described there): what :func:`forward` hands
+    ``banded_forward``."""
+
+    _fields_ = _fields(
+        "m:i64 fwd:s bwd:s panel:p pack:i32 bpanel:p w:p w_rs:i64 w_cs:i64 mask:p m_rs:i64 m_cs:i64 x:p x_rows:i32 "
+        "ldx:i64 bias:p out:p out_rows:i32 chunk:i64 threads:i32",
+        Tiles,
+        Tiles,
+    )
+
+
+class BackwardArgs(ctypes.Structure):
+    """``cpu.c``'s ``banded_backward_args``: what :func:`backward` hands ``banded_backward`` (a field left unset
+    is 0 or NULL: no dX, no dW or no db)."""
+
+    _fields_ = _fields(
+        "m:i64 bwd:s bpanel:p dy:p dy_rows:i32 lddy:i64 dx:p dx_rows:i32 chunk:i64 dw:s bt:p v:p n_v:i64 ldv:i64 "
+        "mask:p m_rs:i64 m_cs:i64 g:p g_rs:i64 g_cs:i64 g_numel:i64 db:p s:p s_tokens_last:i32 n_s:i64 lds:i64 "
+        "by_rows:i32 threads:i32",
+        Tiles,
+        Tiles,
+    )
 
 
 def library_path(cc: str) -> Path:
@@ -86,11 +125,12 @@ def unavailable() -> str | None:
 
 def runs_on(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """The kernel takes these operands: CPU tensors of one dtype it has (float32, float64), and it is built."""
+    dtype = x.dtype  # (each look-up here costs: this runs on every call, decoding steps included)
     return (
-        x.device.type == "cpu"
-        and x.dtype in DTYPES
-        and weight.dtype == x.dtype
-        and (bias is None or bias.dtype == x.dtype)
+        x.is_cpu
+        and dtype in DTYPES
+        and weight.dtype == dtype
+        and (bias is None or bias.dtype == dtype)
         and unavailable() is None
     )
 
@@ -124,22 +164,17 @@ class Tiling:
         return int((self.nrows.long() * self.width.long()).sum()) / max(1, self.rows_total * self.cols_total)
 
     @functools.cached_property
-    def _args(self) -> tuple:
-        return (self.tiles, *(t.data_ptr() for t in (self.row0, self.nrows, self.col0, self.width)))
-
-    def args(self) -> tuple:
-        """The tiling's arguments of ``cpu.c``'s functions: the tile count and four arrays."""
-        return self._args
-
-    @functools.cached_property
     def packed_args(self) -> tuple:
-        """:meth:`args`, then the packed weights' offsets and the rows per tile (pack's and the products')."""
-        return (*self._args, self.offset.data_ptr(), self.rows)
+        """The tiling's arguments of ``cpu.c``'s pack and product: the tile count, four arrays, the packed
+        weights' offsets and the rows per tile."""
+        arrays = (self.row0, self.nrows, self.col0, self.width, self.offset)
+        return (self.tiles, *(t.data_ptr() for t in arrays), self.rows)
 
     @functools.cached_property
-    def dw_args(self) -> tuple:
-        """:meth:`args`, then the split blocks' three arrays (dW's)."""
-        return (*self._args, *(a.data_ptr() for a in self.split))
+    def c_tiles(self) -> Tiles:
+        """The tiling as ``cpu.c``'s steps take it (a ``banded_tiles``; it points into this tiling's tensors)."""
+        arrays = (self.row0, self.nrows, self.col0, self.width, self.offset, *self.split)
+        return Tiles(self.rows_total, self.cols_total, self.tiles, self.rows, *(t.data_ptr() for t in arrays))
 
 
 def tile_rows(rows_total: int, cols_total: int) -> int:
@@ -195,13 +230,13 @@ def _hulls(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass(frozen=True)
 class CpuPlan(TwoTilings):
-    """The C kernel's tilings of one (out, in) ``mask``, and the forward's packed weights at inference
-    (:meth:`kept_panel`)."""
+    """The C kernel's tilings of one (out, in) ``mask``, and what inference keeps between calls: the forward's
+    packed weights (:meth:`kept_panel`) and its arguments (:meth:`infer`)."""
 
     fwd: Tiling
     bwd: Tiling
     mask: torch.Tensor  # bool (out, in), contiguous, on the CPU
-    packed: dict = field(default_factory=dict, compare=False, repr=False)  # "fwd" -> (weight's key, panel)
+    kept: dict = field(default_factory=dict, compare=False, repr=False)  # "panel", "args" -> (key, what)
 
     def kept_panel(self, weight: torch.Tensor) -> torch.Tensor:
         """``weight ⊙ mask`` packed for the forward's tiles, kept and packed again only when the weight changed
@@ -210,9 +245,31 @@ class CpuPlan(TwoTilings):
         seen. Inference only: with autograd (training, gradcheck's perturbations) :func:`forward` packs the
         weights on every call, inside ``cpu.c``."""
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.stride())
-        if self.packed.get("fwd", (None,))[0] != key:
-            self.packed["fwd"] = key, pack(weight.detach(), self.mask, self.fwd)
-        return self.packed["fwd"][1]
+        if self.kept.get("panel", (None,))[0] != key:
+            self.kept["panel"] = key, pack(weight.detach(), self.mask, self.fwd)
+        return self.kept["panel"][1]
+
+    def infer(self, weight: torch.Tensor, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``y = x2 (W ⊙ M)ᵀ + bias`` (M, out) without autograd (inference, decoding), in the layout ``x2`` (M,
+        in) does not have: :func:`forward` on the :meth:`kept_panel`, with its arguments kept too while the
+        input's shape and layout, the weight and the bias stay the same, so that a decoding step is one call of
+        ``cpu.c`` and a few checks (ctypes converts 34 separate arguments in 3 us, dense GPT-2 tiny's whole FC1
+        takes 8 us)."""
+        key = (x2.shape, x2.stride(), x2.dtype, weight.data_ptr(), weight._version, weight.stride(),
+               None if bias is None else (bias.data_ptr(), bias._version))  # fmt: skip
+        kept = self.kept.get("args")
+        if kept is None or kept[0] != key:
+            bias_c = None if bias is None else bias.contiguous()
+            a, b, out_rows = _forward_args(self, x2, bias_c, self.kept_panel(weight))
+            kept = self.kept["args"] = key, a, bias_c, b is not x2, out_rows
+        _, template, _, copy, out_rows = kept
+        a = ForwardArgs.from_buffer_copy(template)  # one per call: ctypes lets other threads run while cpu.c does
+        b = x2.contiguous() if copy else x2
+        m, n = x2.shape[0], self.out_features
+        out = new_output(b, m, n) if out_rows else new_output(b, n, m)
+        a.x, a.out, a.threads = _ptr(b), _ptr(out), torch.get_num_threads()
+        _succeeded(_fn("forward", b.dtype)(ctypes.byref(a)), a.chunk)
+        return out if out_rows else out.t()
 
 
 @torch.no_grad()
@@ -242,7 +299,7 @@ def new_output(like: torch.Tensor, *shape: int) -> torch.Tensor:
     outputs of 32 MiB and more out as fresh mappings every time, and their first touch page by page (4 KiB)
     cost as much as the product (measured: a fresh 32 MiB output written in 9.8 ms, 1.8 ms advised)."""
     out = like.new_empty(shape)
-    if out.numel() * out.element_size() >= HUGE_OUTPUT:
+    if math.prod(shape) * like.itemsize >= HUGE_OUTPUT:
         _load()[0].banded_advise_huge(_ptr(out), out.numel() * out.element_size())
     return out
 
@@ -268,12 +325,11 @@ def chunk_tokens(channels: int, itemsize: int) -> int:
 
 def _product_operands(
     t: Tiling, b: torch.Tensor, out_rows: bool, chunk: int = 0, out: bool = True
-) -> tuple[tuple, torch.Tensor, torch.Tensor | None, int]:
-    """What a product over ``t`` of ``b`` (M, cols_total, tokens last or row-major) needs: (its arguments of
-    ``cpu.c`` from ``rows_total`` to ``ldb``, the tensor they point at (``b``, or a row-major copy where its
-    rows are not contiguous: the caller keeps it alive through the call), a new output (row-major when
-    ``out_rows``, else tokens last; None without ``out``), the tokens per chunk of a row-major side (``chunk``;
-    0: :func:`chunk_tokens`))."""
+) -> tuple[torch.Tensor, bool, int, torch.Tensor | None, int]:
+    """What a product over ``t`` of ``b`` (M, cols_total, tokens last or row-major) needs: (the tensor to read,
+    ``b`` or a row-major copy where its rows are not contiguous (the caller keeps it alive through the call);
+    whether it is row-major; its leading dimension; a new output, row-major when ``out_rows``, else tokens last
+    (None without ``out``); the tokens per chunk of a row-major side (``chunk``; 0: :func:`chunk_tokens`))."""
     b_rows = not is_tokens_last(b)
     if b_rows and b.stride(1) != 1:
         b = b.contiguous()
@@ -285,7 +341,7 @@ def _product_operands(
         chunk = chunk or chunk_tokens(
             max(t.cols_total if b_rows else 1, t.rows_total if out_rows else 1), b.element_size()
         )
-    return (t.rows_total, t.cols_total, _ptr(b), int(b_rows), b.stride(0) if b_rows else m), b, result, chunk
+    return b, b_rows, b.stride(0) if b_rows else m, result, chunk
 
 
 def _succeeded(failed: int, chunk: int) -> None:
@@ -299,38 +355,44 @@ def product(
     """(M, rows_total): ``b`` (M, cols_total, tokens last or row-major) times the packed ``Aᵀ`` (:func:`pack`),
     plus ``bias``; returned row-major when ``out_rows``, else tokens last. A row-major side is transposed chunk
     by chunk inside the kernel (``chunk`` tokens at a time; 0: :func:`chunk_tokens`), never in memory."""
-    operands, b, out, chunk = _product_operands(t, b, out_rows, chunk)
+    b, b_rows, ldb, out, chunk = _product_operands(t, b, out_rows, chunk)
     bias = None if bias is None else bias.contiguous()
     failed = _fn("product", b.dtype)(
-        b.shape[0], *t.packed_args, _ptr(panel), *operands, _ptr(bias), _ptr(out), int(out_rows), chunk,
-        torch.get_num_threads(),
+        b.shape[0], *t.packed_args, _ptr(panel), t.rows_total, t.cols_total, _ptr(b), int(b_rows), ldb, _ptr(bias),
+        _ptr(out), int(out_rows), chunk, torch.get_num_threads(),
     )  # fmt: skip
     _succeeded(failed, chunk)
     return out if out_rows else out.t()
 
 
+def _forward_args(
+    p: CpuPlan, x2: torch.Tensor, bias: torch.Tensor | None, panel: torch.Tensor
+) -> tuple[ForwardArgs, torch.Tensor, bool]:
+    """(the arguments of a forward over ``x2`` with the forward's packed weights ``panel``, without the output
+    and nothing to pack; the tensor they read for ``x2``; whether ``y`` is row-major)."""
+    out_rows = is_tokens_last(x2)
+    b, b_rows, ldb, _, chunk = _product_operands(p.fwd, x2, out_rows, out=False)
+    a = ForwardArgs(m=x2.shape[0], fwd=p.fwd.c_tiles, bwd=p.bwd.c_tiles, panel=_ptr(panel), x=_ptr(b),
+                    x_rows=int(b_rows), ldx=ldb, bias=_ptr(bias), out_rows=int(out_rows), chunk=chunk)  # fmt: skip
+    return a, b, out_rows
+
+
 def forward(
-    p: CpuPlan, weight: torch.Tensor, x2: torch.Tensor, bias: torch.Tensor | None, keep: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(y, dX's packed weights or None): ``y = x2 (W ⊙ M)ᵀ + bias`` (M, out) in the layout ``x2`` (M, in) does
-    not have, in one call of ``cpu.c`` with the packing. ``keep`` (inference): the forward's packed weights are
-    kept (:meth:`CpuPlan.kept_panel`) and dX's are not packed; otherwise both are packed (dX's for
-    :func:`backward`)."""
-    t, out_rows = p.fwd, is_tokens_last(x2)
-    operands, b, out, chunk = _product_operands(t, x2, out_rows)
-    panel = p.kept_panel(weight) if keep else weight.new_empty(t.panel)
-    dx_panel = None if keep else weight.new_empty(p.bwd.panel)
+    p: CpuPlan, weight: torch.Tensor, x2: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, dX's packed weights): ``y = x2 (W ⊙ M)ᵀ + bias`` (M, out) in the layout ``x2`` (M, in) does not
+    have, in one call of ``cpu.c`` that first packs the weights for the forward's tiles and for dX's (kept for
+    :func:`backward`). Inference calls :meth:`CpuPlan.infer` instead."""
     bias = None if bias is None else bias.contiguous()
-    failed = _fn("forward", b.dtype)(
-        x2.shape[0], *t.packed_args, _ptr(panel), int(not keep), *p.bwd.packed_args, _ptr(dx_panel), _ptr(weight),
-        *weight.stride(), _ptr(p.mask), *p.mask.stride(), *operands, _ptr(bias), _ptr(out), int(out_rows), chunk,
-        torch.get_num_threads(),
-    )  # fmt: skip
-    _succeeded(failed, chunk)
+    panel, dx_panel = weight.new_empty(p.fwd.panel), weight.new_empty(p.bwd.panel)
+    a, b, out_rows = _forward_args(p, x2, bias, panel)
+    m, n = x2.shape[0], p.out_features
+    out = new_output(b, m, n) if out_rows else new_output(b, n, m)
+    a.pack, a.bpanel, a.w, (a.w_rs, a.w_cs) = 1, _ptr(dx_panel), _ptr(weight), weight.stride()
+    a.mask, (a.m_rs, a.m_cs) = _ptr(p.mask), p.mask.stride()
+    a.out, a.threads = _ptr(out), torch.get_num_threads()
+    _succeeded(_fn("forward", b.dtype)(ctypes.byref(a)), a.chunk)
     return (out if out_rows else out.t()), dx_panel
-
-
-_NO_DW = (0, *[None] * 9, 0, 0, None, 0, 0, None, 0, 0, 0)  # backward's dW arguments for no dW
 
 
 def backward(
@@ -346,8 +408,11 @@ def backward(
     both read ``dyᵀ`` and dx is row-major (FC1), ``cpu.c`` makes one pass over it, each thread on its own rows
     (``backward_by_rows``)."""
     dx_rows = not is_tokens_last(x2)
-    operands, b, dx_out, chunk = _product_operands(p.bwd, dy2, dx_rows, out=dx)
-    dw_out, dw_args, by_rows = None, _NO_DW, False
+    b, b_rows, ldb, dx_out, chunk = _product_operands(p.bwd, dy2, dx_rows, out=dx)
+    a = BackwardArgs(m=dy2.shape[0], bwd=p.bwd.c_tiles, bpanel=_ptr(dx_panel), dy=_ptr(b), dy_rows=int(b_rows),
+                     lddy=ldb, dx=_ptr(dx_out), dx_rows=int(dx_rows), chunk=chunk,
+                     threads=torch.get_num_threads())  # fmt: skip
+    dw_out = None
     if dw:
         dw_out = new_output(dy2, p.out_features, p.in_features)
         xw, dyw = x2, dy2
@@ -360,21 +425,19 @@ def backward(
             t, bt, v, mask, g = p.fwd, dyw.t(), xw.contiguous(), p.mask, dw_out
             # dX's product reads the same dyᵀ and writes dx row-major (FC1): one pass over dyᵀ, each thread on
             # its rows (cpu.c's backward_by_rows)
-            by_rows = dx and dx_rows and dyw is dy2
+            a.by_rows = dx and dx_rows and dyw is dy2
         else:  # dWᵀ[i, o] = Σ_j xᵀ[i, j] dy[j, o]: tiles over input rows
             t, bt, v, mask, g = p.bwd, xw.t(), dyw.contiguous(), p.mask.t(), dw_out.t()
-        dw_args = (*t.dw_args, _ptr(bt), _ptr(v), v.shape[1], v.stride(0), _ptr(mask), *mask.stride(), _ptr(g),
-                   *g.stride(), dw_out.numel())  # fmt: skip
-    db_out, sums = None, (None, 0, 0, 0)
+        a.dw, a.bt, a.v, a.n_v, a.ldv = t.c_tiles, _ptr(bt), _ptr(v), v.shape[1], v.stride(0)
+        a.mask, (a.m_rs, a.m_cs), a.g, (a.g_rs, a.g_cs) = _ptr(mask), mask.stride(), _ptr(g), g.stride()
+        a.g_numel = g.numel()
+    db_out = None
     if db:  # dy's channels as rows (tokens last) or columns (row-major) of a matrix with unit stride along them
         db_out = dy2.new_empty(p.out_features)
         s = dy2.t() if is_tokens_last(dy2) else (dy2 if dy2.stride(1) == 1 else dy2.contiguous())
-        sums = (_ptr(s), int(is_tokens_last(dy2)), p.out_features, s.stride(0))
-    failed = _fn("backward", b.dtype)(
-        dy2.shape[0], *p.bwd.packed_args, _ptr(dx_panel), *operands, _ptr(dx_out), int(dx_rows), chunk, *dw_args,
-        _ptr(db_out), *sums, int(by_rows), torch.get_num_threads(),
-    )  # fmt: skip
-    _succeeded(failed, chunk)
+        a.db, a.s, a.s_tokens_last = _ptr(db_out), _ptr(s), int(is_tokens_last(dy2))
+        a.n_s, a.lds = p.out_features, s.stride(0)
+    _succeeded(_fn("backward", b.dtype)(ctypes.byref(a)), chunk)
     if dx_out is not None and not dx_rows:
         dx_out = dx_out.t()
     return dx_out, dw_out, db_out
@@ -440,8 +503,10 @@ def banded_linear_unchecked(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan
 ) -> torch.Tensor:
     """:func:`cpu_banded_linear` for a caller that has checked :func:`runs_on` itself."""
-    grads = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    if grads and torch.is_grad_enabled():
+    if torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
         return CpuBandedLinearFunction.apply(x, weight, bias, p)
-    y = forward(p, weight, x.reshape(-1, p.in_features), bias, keep=True)[0]
-    return y.reshape(*x.shape[:-1], p.out_features)
+    if x.dim() == 2:
+        return p.infer(weight, x, bias)
+    return p.infer(weight, x.reshape(-1, p.in_features), bias).view(*x.shape[:-1], p.out_features)
