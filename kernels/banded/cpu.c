@@ -173,12 +173,48 @@
         for (int32_t u = 0; u < V; u++) *(vec_##SUF *)(o + r * ldo + j + u * LANES_##SUF) = acc[r][u];          \
   }
 
+/* product_few's tile t of R rows: tokens four at a time, then one at a time (see product_few). */
+#define FEW_TILE(T, SUF, R)                                                                                         \
+  {                                                                                                             \
+    const rows##R##_##SUF start = *(const rows##R##_##SUF *)init;                                               \
+    const int32_t w = width[t], nr = nrows[t];                                                                  \
+    int64_t j = 0;                                                                                              \
+    for (; j + 4 <= m; j += 4) {                                                                                \
+      rows##R##_##SUF a0 = start, a1 = start, a2 = start, a3 = start;                                           \
+      for (int32_t k = 0; k < w; k++) {                                                                         \
+        const rows##R##_##SUF pk = *(const rows##R##_##SUF *)(p + (int64_t)k * R);                             \
+        const T *bk = bt + k * sc + j * sj;                                                                     \
+        a0 += pk * bk[0], a1 += pk * bk[sj], a2 += pk * bk[2 * sj], a3 += pk * bk[3 * sj];                      \
+      }                                                                                                         \
+      for (int32_t r = 0; r < nr; r++) {                                                                        \
+        o[j * oj + r * orow] = a0[r], o[(j + 1) * oj + r * orow] = a1[r];                                       \
+        o[(j + 2) * oj + r * orow] = a2[r], o[(j + 3) * oj + r * orow] = a3[r];                                 \
+      }                                                                                                         \
+    }                                                                                                           \
+    for (; j < m; j++) {                                                                                        \
+      rows##R##_##SUF a0 = start, a1 = {0}, a2 = {0}, a3 = {0};                                                 \
+      const T *bj = bt + j * sj;                                                                                \
+      int32_t k = 0;                                                                                            \
+      for (; k + 4 <= w; k += 4) {                                                                              \
+        const T *pk = p + (int64_t)k * R;                                                                       \
+        a0 += *(const rows##R##_##SUF *)pk * bj[k * sc];                                                        \
+        a1 += *(const rows##R##_##SUF *)(pk + R) * bj[(k + 1) * sc];                                            \
+        a2 += *(const rows##R##_##SUF *)(pk + 2 * R) * bj[(k + 2) * sc];                                        \
+        a3 += *(const rows##R##_##SUF *)(pk + 3 * R) * bj[(k + 3) * sc];                                        \
+      }                                                                                                         \
+      for (; k < w; k++) a0 += *(const rows##R##_##SUF *)(p + (int64_t)k * R) * bj[k * sc];                     \
+      a0 += a1 + (a2 + a3);                                                                                     \
+      for (int32_t r = 0; r < nr; r++) o[j * oj + r * orow] = a0[r];                                            \
+    }                                                                                                           \
+  }
+
 #define DEFINE_KERNELS(T, SUF)                                                                                   \
   typedef T vec_##SUF __attribute__((vector_size(VEC_BYTES), aligned(sizeof(T))));                             \
   typedef T half_##SUF __attribute__((vector_size(HALF_BYTES), aligned(sizeof(T))));                           \
   typedef T rows4_##SUF __attribute__((vector_size(4 * sizeof(T)), aligned(sizeof(T))));                       \
   typedef T rows8_##SUF __attribute__((vector_size(8 * sizeof(T)), aligned(sizeof(T))));                       \
   enum { LANES_##SUF = VEC_BYTES / sizeof(T), HALF_##SUF = HALF_BYTES / sizeof(T) };                               \
+  enum { FEW_TOKENS_##SUF = V8 * LANES_##SUF }; /* fewer tokens than an 8-row tile's strip: product_few */     \
                                                                                                                 \
   /* The sum of row[0, n): four vector sums, then their lanes. */                                               \
   static inline T sum_tokens_##SUF(const T *row, int64_t n) {                                                  \
@@ -243,12 +279,39 @@
       for (int64_t c = r < r8 ? c8 : 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];                     \
   }                                                                                                             \
                                                                                                                 \
+  /* A product of fewer tokens than one strip (decoding: 1-4 tokens): the threads share the tiles, and each tile \
+     reads b and writes out in place, element (token j, column c) at b[j * sj + c * sc] and (j, row) at        \
+     out[j * oj + row * orow]. Tokens go four at a time, a vector over the tile's rows per token (four         \
+     independent sums, one load of the packed weights for four tokens); the last ones alone, their sum split  \
+     four ways over the columns. Before, one thread ran them as one chain of dependent FMAs per tile. */        \
+  static void product_few_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,           \
+                                const int32_t *col0, const int32_t *width, const int64_t *offset, int32_t rows, \
+                                const T *panel, const T *b, int64_t sj, int64_t sc, const T *bias, T *out,     \
+                                int64_t oj, int64_t orow, int32_t threads) {                                    \
+    _Pragma("omp parallel for schedule(static) num_threads(threads)")                                          \
+    for (int32_t t = 0; t < tiles; t++) {                                                                      \
+      T init[8] = {0};                                                                                          \
+      for (int32_t r = 0; r < nrows[t]; r++) init[r] = bias ? bias[row0[t] + r] : (T)0;                        \
+      const T *p = panel + offset[t], *bt = b + (int64_t)col0[t] * sc;                                          \
+      T *o = out + (int64_t)row0[t] * orow;                                                                     \
+      if (rows == 4)                                                                                            \
+        FEW_TILE(T, SUF, 4)                                                                                        \
+      else                                                                                                      \
+        FEW_TILE(T, SUF, 8)                                                                                        \
+    }                                                                                                           \
+  }                                                                                                             \
+                                                                                                                \
   int32_t banded_product_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,               \
                             const int32_t *col0, const int32_t *width, const int64_t *offset, int32_t rows,    \
                             const T *panel, int64_t rows_total, int64_t cols_total, const T *b, int32_t b_rows, \
                             int64_t ldb, const T *bias, T *out, int32_t out_rows, int64_t chunk,               \
                             int32_t threads) {                                                                  \
     if (m <= 0) return 0; /* no tokens: an empty output */                                                      \
+    if (m < FEW_TOKENS_##SUF) {                                                                                 \
+      product_few_##SUF(m, tiles, row0, nrows, col0, width, offset, rows, panel, b, b_rows ? ldb : 1,           \
+                        b_rows ? 1 : ldb, bias, out, out_rows ? rows_total : 1, out_rows ? 1 : m, threads);     \
+      return 0;                                                                                                 \
+    }                                                                                                           \
     if (!b_rows && !out_rows) { /* tokens last in and out: (tile, chunk) pairs, chunk by chunk */               \
       const int64_t chunks = (m + CHUNK - 1) / CHUNK;                                                           \
       _Pragma("omp parallel for schedule(static) num_threads(threads)")                                        \

@@ -94,6 +94,39 @@ def test_product_in_chunks_reads_and_writes_either_layout(dtype, side: str, b_la
     torch.testing.assert_close(got, F.linear(b, a * m, bias), **tol)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("tokens", [1, 3, 4, 7, 15])
+@pytest.mark.parametrize("out_rows", [False, True])
+@pytest.mark.parametrize("b_layout", ["tokens_last", "row_major_padded"])
+@pytest.mark.parametrize("side", ["fwd", "bwd"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_product_of_fewer_tokens_than_a_strip(dtype, side: str, b_layout: str, out_rows: bool, tokens: int,
+                                                threads: int) -> None:  # fmt: skip
+    """Fewer tokens than an 8-row strip (decoding: 1-4) take cpu.c's product_few: the threads share the tiles
+    (3 threads: uneven shares), tokens go four at a time, the rest one at a time with each sum split four ways
+    over the columns (a staircase of rows 1-7 columns wide: hulls of 2-8 columns on 8-row tiles (fwd), every
+    remainder mod 4, and of 16-39 on 4-row tiles (bwd)), each layout in and out, against masked dense."""
+    torch.manual_seed(0)
+    mask = torch.zeros(96, 24, dtype=torch.bool)
+    for r in range(96):
+        mask[r, r // 4 : r // 4 + 1 + r % 13 // 2] = True
+    weight, bias = torch.randn(96, 24, dtype=dtype), torch.randn(96, dtype=dtype)
+    p = cpu.plan(mask)
+    t, a, m, bias = (p.fwd, weight, mask, bias) if side == "fwd" else (p.bwd, weight.t(), mask.t(), None)
+    assert len({int(w) % 4 for w in t.width}) >= 3
+    b = torch.randn(tokens, a.shape[1] + 6, dtype=dtype)[:, 3 : 3 + a.shape[1]]
+    if b_layout == "tokens_last":
+        b = _tokens_last(b)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = cpu.product(t, cpu.pack(a, m, t), b, bias, out_rows)
+    finally:
+        torch.set_num_threads(previous)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-12}
+    torch.testing.assert_close(got, F.linear(b, a * m, bias), **tol)
+
+
 @pytest.mark.parametrize("shape", [(512, 128, 62), (128, 512, 62), (260, 65, 60)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dw_split_blocks_on_a_narrow_band(shape: tuple[int, int, int], dtype: torch.dtype) -> None:
