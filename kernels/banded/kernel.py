@@ -28,10 +28,18 @@ dX the per-column spans ``col_lo``/``col_hi`` of the transposed mask) and reduce
 ``tl.min``/``tl.max``. Per-row spans serve every tile shape, so autotuning over BLOCK sizes needs no second
 host pass. ``lo`` is rounded down to a multiple of 16 elements, so loads stay aligned; dW's tiles of one block
 start there and follow each other, so no two programs write the same entry. Everything outside the hulls is
-skipped: tiles that do not meet the band are never loaded, multiplied or written. Inside a hull, the mask is
-applied to each W tile in registers: for a banded mask the predicate ``2·|a - b·r| <= w`` is recomputed from
-the indices (no memory traffic), for any other mask a (N, K) uint8 copy is loaded tile by tile. The result is
-exact for any mask (the hull covers every kept entry); it is fast for banded ones, whose hulls are narrow.
+skipped: tiles that do not meet the band are never loaded, multiplied or written.
+
+The mask. The forward and dX read ``W ⊙ M``, made by :func:`masked_weight` in one elementwise pass over W (for
+a banded mask the predicate ``2·|a - b·r| <= w`` is recomputed from the indices, any other mask is read as a
+(N, K) uint8 copy), in the dtype they compute in; their loops over the hulls are then plain matmul loops, one
+loop per program with nothing but bounds on its loads, which Triton pipelines into the tensor cores. In
+training the pass runs in the forward and again for dX (no copy of W held between them); at inference
+:meth:`BandRanges.kept_weight` keeps it while the weight is unchanged. dW applies the mask to its tiles'
+results before storing them. The result is exact for any mask (the hull covers every kept entry); it is fast
+for banded ones, whose hulls are narrow. (Before, each loop applied the mask to its W tiles in registers, split
+in three so that the interior tiles ran unmasked; on an H200 that ran the band's FLOPs at a fraction of
+cuBLAS's rate, docs/kernels.md.)
 
 FLOPs. Each of the three products costs ``2·M_tok·Σ_blocks BLOCK_N·(hull width)`` instead of the dense
 ``2·M_tok·N·K``. For a band of width ``w`` (density ``d ≈ (w + 1) / (rC)``) the hull of a block is about
@@ -41,8 +49,8 @@ about ``(tile extent + alignment) / (wide side)``, so small tiles waste less of 
 run closer to the tensor cores' peak. Autotuning picks the compromise per shape.
 
 Dtypes. ``x`` in fp32, fp16, bf16 (or fp64, for tests); the weight and bias in any of those. Under autocast the
-input may be narrower than the parameters: the kernels compute in ``x``'s dtype (W tiles are cast in registers,
-no copy of W), accumulate in fp32 (fp64 for fp64), return ``y`` and ``dx`` in ``x``'s dtype and ``dW``, ``db``
+input may be narrower than the parameters: the kernels compute in ``x``'s dtype (``W ⊙ M`` is made in it),
+accumulate in fp32 (fp64 for fp64), return ``y`` and ``dx`` in ``x``'s dtype and ``dW``, ``db``
 in the parameters' own dtypes, the contract of :class:`kernels.banded.reference.BandedLinearFunction`. fp32
 products use TF32 only when ``torch.get_float32_matmul_precision()`` allows it, as cuBLAS does.
 
@@ -102,6 +110,7 @@ class BandRanges:
     span: int  # the widest row span, hi - lo (an autotune key)
     host_rows: torch.Tensor = field(repr=False)  # (out, 2) int64 on the CPU: row_lo, row_hi (dW's grid)
     _tiles: dict = field(default_factory=dict, repr=False, compare=False)
+    _kept: dict = field(default_factory=dict, repr=False, compare=False)  # inference's W ⊙ M: kept_weight
 
     @property
     def banded(self) -> bool:
@@ -117,6 +126,16 @@ class BandRanges:
         fixed = (self.out_features, self.in_features)
         return BandRanges(*fixed, **moved, mask=mask, ratio=self.ratio, width=self.width, span=self.span,
                           host_rows=self.host_rows, _tiles=self._tiles)  # fmt: skip
+
+    def kept_weight(self, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """:func:`masked_weight` kept while the weight is unchanged (the same tensor and version; a write through
+        ``.data`` bumps no version and would not be seen), for inference: a decoding step then reads only the
+        hulls of ``W ⊙ M``, not all of ``W`` to mask it. One dtype kept at a time."""
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.stride(), dtype)
+        if self._kept.get("key") != key:
+            self._kept.clear()  # the old copy goes before the new one is made
+            self._kept.update(key=key, weight=masked_weight(weight.detach(), self, dtype))
+        return self._kept["weight"]
 
     def tiles_per_block(self, block_n: int, block_k: int) -> int:
         """The most BLOCK_K tiles any block of ``block_n`` output rows reads (dW's grid), at least 1."""
@@ -225,23 +244,6 @@ def _hull(lo_ptr, hi_ptr, offs, n, limit):
 
 
 @triton.jit
-def _interior(lo_ptr, hi_ptr, offs, n, limit, lo, hi, BLOCK: tl.constexpr, BANDED: tl.constexpr):
-    """[a, b): the tiles of the loop ``for k0 in range(lo, hi, BLOCK)`` that every row ``offs`` (those < n) keeps
-    entirely, so they need no mask; lo <= a <= b <= hi. A banded row keeps one interval, [row_lo, row_hi): a tile
-    is interior when it starts at or after the latest row_lo and ends at or before the earliest row_hi. Any
-    other mask may have holes inside a row's span: no interior (a = b = hi)."""
-    a = hi
-    b = hi
-    if BANDED:
-        latest_lo = tl.max(tl.load(lo_ptr + offs, mask=offs < n, other=0), axis=0)
-        earliest_hi = tl.min(tl.load(hi_ptr + offs, mask=offs < n, other=limit), axis=0)
-        a = tl.minimum(lo + tl.cdiv(tl.maximum(latest_lo - lo, 0), BLOCK) * BLOCK, hi)
-        b = tl.maximum(lo + tl.maximum(earliest_hi - lo, 0) // BLOCK * BLOCK, a)
-        b = tl.minimum(b, hi)
-    return a, b
-
-
-@triton.jit
 def _mma(a, b, acc, FP64: tl.constexpr, PRECISION: tl.constexpr):
     """``acc + a @ b``: ``tl.dot`` (tensor cores), or for fp64, which ``tl.dot`` does not take on every GPU, the
     products summed over the shared axis (the fp64 launches use small tiles: :data:`FP64_BLOCKS`)."""
@@ -255,114 +257,94 @@ def _mma(a, b, acc, FP64: tl.constexpr, PRECISION: tl.constexpr):
 @triton.jit
 def _banded_fwd_kernel(
     # pointers
-    x_ptr, w_ptr, b_ptr, y_ptr, mask_ptr, row_lo_ptr, row_hi_ptr,
+    x_ptr, w_ptr, b_ptr, y_ptr, row_lo_ptr, row_hi_ptr,
     # sizes
-    M, N, K, ratio, width, span,
+    M, N, K, span,
     # strides
-    stride_xm, stride_xk, stride_wn, stride_wk, stride_mn, stride_mk, stride_ym, stride_yn,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_ym, stride_yn,
     # meta
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BANDED: tl.constexpr, WIDE_OUT: tl.constexpr, HAS_BIAS: tl.constexpr, FP64: tl.constexpr, INTERPRET: tl.constexpr,
-    PRECISION: tl.constexpr,
+    HAS_BIAS: tl.constexpr, FP64: tl.constexpr, INTERPRET: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """y[m, n] = x[m, hull(n)] @ (W ⊙ M)[n, hull(n)]ᵀ + b[n]; program (output block, token block)."""
+    """y[m, n] = x[m, hull(n)] @ (W ⊙ M)[n, hull(n)]ᵀ + b[n]; program (output block, token block). ``w_ptr``
+    holds W ⊙ M in x's dtype (:func:`masked_weight`): a plain matmul loop over the hull, no mask."""
     pid_n = tl.program_id(0)  # fastest: neighbouring programs share the token block of x in L2
     pid_m = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
+    n_ok = offs_n < N
     rows_x = offs_m.to(tl.int64)[:, None] * stride_xm
     lo, hi = _hull(row_lo_ptr, row_hi_ptr, offs_n, N, K)
     if FP64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    a, b = _interior(row_lo_ptr, row_hi_ptr, offs_n, N, K, lo, hi, BLOCK_K, BANDED)
-    n_ok = offs_n < N
-    # edge tiles before the interior, the interior (no mask: a plain matmul loop), edge tiles after it
-    for k0 in range(lo, a, BLOCK_K):
+    for k0 in range(lo, hi, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + rows_x + offs_k[None, :] * stride_xk, mask=m_ok[:, None] & (offs_k[None, :] < K), other=0)
-        keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
+        k_ok = offs_k < K
+        x = tl.load(x_ptr + rows_x + offs_k[None, :] * stride_xk, mask=m_ok[:, None] & k_ok[None, :], other=0)
         w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
-        w = tl.load(w_ptrs, mask=n_ok[:, None] & (offs_k[None, :] < K), other=0)  # bounds only: vector loads
-        w = _cast(tl.where(keep, w, 0), x.dtype, INTERPRET)
-        acc = _mma(_for_dot(x, INTERPRET), tl.trans(_for_dot(w, INTERPRET)), acc, FP64, PRECISION)
-    for k0 in range(a, b, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + rows_x + offs_k[None, :] * stride_xk, mask=m_ok[:, None], other=0)
-        w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk, mask=n_ok[:, None], other=0)
-        w = _cast(w, x.dtype, INTERPRET)
-        acc = _mma(_for_dot(x, INTERPRET), tl.trans(_for_dot(w, INTERPRET)), acc, FP64, PRECISION)
-    for k0 in range(b, hi, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + rows_x + offs_k[None, :] * stride_xk, mask=m_ok[:, None] & (offs_k[None, :] < K), other=0)
-        keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
-        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
-        w = tl.load(w_ptrs, mask=n_ok[:, None] & (offs_k[None, :] < K), other=0)
-        w = _cast(tl.where(keep, w, 0), x.dtype, INTERPRET)
+        w = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0)
         acc = _mma(_for_dot(x, INTERPRET), tl.trans(_for_dot(w, INTERPRET)), acc, FP64, PRECISION)
     if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=offs_n < N, other=0).to(acc.dtype)[None, :]
+        acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0).to(acc.dtype)[None, :]
     y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
-    tl.store(y_ptrs, _cast(acc, y_ptr.dtype.element_ty, INTERPRET), mask=m_ok[:, None] & (offs_n[None, :] < N))
+    tl.store(y_ptrs, _cast(acc, y_ptr.dtype.element_ty, INTERPRET), mask=m_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
 def _banded_dx_kernel(
     # pointers
-    dy_ptr, w_ptr, dx_ptr, mask_ptr, col_lo_ptr, col_hi_ptr,
+    dy_ptr, w_ptr, dx_ptr, col_lo_ptr, col_hi_ptr,
     # sizes
-    M, N, K, ratio, width, span,
+    M, N, K, span,
     # strides
-    stride_dym, stride_dyn, stride_wn, stride_wk, stride_mn, stride_mk, stride_dxm, stride_dxk,
+    stride_dym, stride_dyn, stride_wn, stride_wk, stride_dxm, stride_dxk,
     # meta
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BANDED: tl.constexpr, WIDE_OUT: tl.constexpr, FP64: tl.constexpr, INTERPRET: tl.constexpr, PRECISION: tl.constexpr,
+    FP64: tl.constexpr, INTERPRET: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """dx[m, k] = dy[m, hull(k)] @ (W ⊙ M)[hull(k), k]; program (input block, token block)."""
+    """dx[m, k] = dy[m, hull(k)] @ (W ⊙ M)[hull(k), k]; program (input block, token block); ``w_ptr`` as in the
+    forward."""
     pid_k = tl.program_id(0)
     pid_m = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     m_ok = offs_m < M
+    k_ok = offs_k < K
     rows_dy = offs_m.to(tl.int64)[:, None] * stride_dym
     lo, hi = _hull(col_lo_ptr, col_hi_ptr, offs_k, K, N)
     if FP64:
         acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-    a, b = _interior(col_lo_ptr, col_hi_ptr, offs_k, K, N, lo, hi, BLOCK_N, BANDED)
-    k_ok = offs_k < K
-    # edge tiles, the interior (no mask), edge tiles: as in the forward
-    for n0 in range(lo, a, BLOCK_N):
+    for n0 in range(lo, hi, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        dy = tl.load(
-            dy_ptr + rows_dy + offs_n[None, :] * stride_dyn, mask=m_ok[:, None] & (offs_n[None, :] < N), other=0
-        )
-        keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
+        n_ok = offs_n < N
+        dy = tl.load(dy_ptr + rows_dy + offs_n[None, :] * stride_dyn, mask=m_ok[:, None] & n_ok[None, :], other=0)
         w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
-        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & k_ok[None, :], other=0)  # bounds only: vector loads
-        w = _cast(tl.where(keep, w, 0), dy.dtype, INTERPRET)
-        acc = _mma(_for_dot(dy, INTERPRET), _for_dot(w, INTERPRET), acc, FP64, PRECISION)
-    for n0 in range(a, b, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        dy = tl.load(dy_ptr + rows_dy + offs_n[None, :] * stride_dyn, mask=m_ok[:, None], other=0)
-        w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk, mask=k_ok[None, :], other=0)
-        w = _cast(w, dy.dtype, INTERPRET)
-        acc = _mma(_for_dot(dy, INTERPRET), _for_dot(w, INTERPRET), acc, FP64, PRECISION)
-    for n0 in range(b, hi, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        dy = tl.load(
-            dy_ptr + rows_dy + offs_n[None, :] * stride_dyn, mask=m_ok[:, None] & (offs_n[None, :] < N), other=0
-        )
-        keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
-        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
-        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & k_ok[None, :], other=0)
-        w = _cast(tl.where(keep, w, 0), dy.dtype, INTERPRET)
+        w = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0)
         acc = _mma(_for_dot(dy, INTERPRET), _for_dot(w, INTERPRET), acc, FP64, PRECISION)
     dx_ptrs = dx_ptr + offs_m.to(tl.int64)[:, None] * stride_dxm + offs_k[None, :] * stride_dxk
-    tl.store(dx_ptrs, _cast(acc, dx_ptr.dtype.element_ty, INTERPRET), mask=m_ok[:, None] & (offs_k[None, :] < K))
+    tl.store(dx_ptrs, _cast(acc, dx_ptr.dtype.element_ty, INTERPRET), mask=m_ok[:, None] & k_ok[None, :])
+
+
+@triton.jit
+def _masked_weight_kernel(
+    w_ptr, out_ptr, mask_ptr, N, K, ratio, width,
+    stride_wn, stride_wk, stride_mn, stride_mk, stride_on, stride_ok,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BANDED: tl.constexpr, WIDE_OUT: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):  # fmt: skip
+    """out = (W ⊙ M) in out's dtype, tile by tile: the band recomputed from the indices, any other mask loaded."""
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    inside = (offs_n[:, None] < N) & (offs_k[None, :] < K)
+    keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
+    w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk, mask=inside, other=0)
+    w = _cast(tl.where(keep, w, 0), out_ptr.dtype.element_ty, INTERPRET)
+    tl.store(out_ptr + offs_n[:, None] * stride_on + offs_k[None, :] * stride_ok, w, mask=inside)
 
 
 @triton.jit
@@ -464,38 +446,56 @@ def _mask_args(r: BandRanges) -> tuple:
     return (mask, *(r.mask.stride() if r.mask is not None else (0, 0)))
 
 
-def launch_forward(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r: BandRanges) -> torch.Tensor:
-    """``x2`` (M, in) -> ``y`` (M, out) in ``x2``'s dtype."""
+MASK_BLOCKS = {"BLOCK_N": 32, "BLOCK_K": 128}  # masked_weight's tiles on a GPU (an elementwise pass: no tuning)
+
+
+def masked_weight(weight: torch.Tensor, r: BandRanges, dtype: torch.dtype) -> torch.Tensor:
+    """``W ⊙ M`` (out, in) in ``dtype``: the operand of the forward and dX kernels, made in one elementwise pass
+    (the band recomputed from the indices, a general mask read), so that their loops over the hulls are plain
+    matmul loops (no mask, no cast) and an autocast fp32 weight is read as 16 bits there."""
+    out = torch.empty(r.out_features, r.in_features, dtype=dtype, device=weight.device)
+    blocks = INTERPRET_BLOCKS if interpreting() else MASK_BLOCKS
+    blocks = {"BLOCK_N": blocks["BLOCK_N"], "BLOCK_K": blocks["BLOCK_K"]}
+    mask, stride_mn, stride_mk = _mask_args(r)
+    grid = (triton.cdiv(r.out_features, blocks["BLOCK_N"]), triton.cdiv(r.in_features, blocks["BLOCK_K"]))
+    _masked_weight_kernel[grid](
+        weight, out, mask, r.out_features, r.in_features, r.ratio, r.width,
+        *weight.stride(), stride_mn, stride_mk, *out.stride(),
+        BANDED=r.banded, WIDE_OUT=r.out_features >= r.in_features, INTERPRET=interpreting(), **blocks,
+    )  # fmt: skip
+    return out
+
+
+def launch_forward(x2: torch.Tensor, wm: torch.Tensor, bias: torch.Tensor | None, r: BandRanges) -> torch.Tensor:
+    """``x2`` (M, in) -> ``y`` (M, out) in ``x2``'s dtype; ``wm`` the :func:`masked_weight` in that dtype."""
     m, n, k = x2.shape[0], r.out_features, r.in_features
     y = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
     if m == 0:
         return y
-    mask, stride_mn, stride_mk = _mask_args(r)
     _launch(
         _banded_fwd_kernel,
         lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(m, meta["BLOCK_M"])),
-        x2, weight, bias if bias is not None else y, y, mask, r.row_lo, r.row_hi,
-        m, n, k, r.ratio, r.width, r.span,
-        *x2.stride(), *weight.stride(), stride_mn, stride_mk, *y.stride(),
-        BANDED=r.banded, WIDE_OUT=n >= k, HAS_BIAS=bias is not None, **_dtype_meta(x2.dtype),
+        x2, wm, bias if bias is not None else y, y, r.row_lo, r.row_hi,
+        m, n, k, r.span,
+        *x2.stride(), *wm.stride(), *y.stride(),
+        HAS_BIAS=bias is not None, **_dtype_meta(x2.dtype),
     )  # fmt: skip
     return y
 
 
-def launch_grad_input(dy2: torch.Tensor, weight: torch.Tensor, r: BandRanges) -> torch.Tensor:
-    """``dy2`` (M, out) -> ``dx`` (M, in) in ``dy2``'s dtype."""
+def launch_grad_input(dy2: torch.Tensor, wm: torch.Tensor, r: BandRanges) -> torch.Tensor:
+    """``dy2`` (M, out) -> ``dx`` (M, in) in ``dy2``'s dtype; ``wm`` the :func:`masked_weight` in that dtype."""
     m, n, k = dy2.shape[0], r.out_features, r.in_features
     dx = torch.empty(m, k, dtype=dy2.dtype, device=dy2.device)
     if m == 0:
         return dx
-    mask, stride_mn, stride_mk = _mask_args(r)
     _launch(
         _banded_dx_kernel,
         lambda meta: (triton.cdiv(k, meta["BLOCK_K"]), triton.cdiv(m, meta["BLOCK_M"])),
-        dy2, weight, dx, mask, r.col_lo, r.col_hi,
-        m, n, k, r.ratio, r.width, r.span,
-        *dy2.stride(), *weight.stride(), stride_mn, stride_mk, *dx.stride(),
-        BANDED=r.banded, WIDE_OUT=n >= k, **_dtype_meta(dy2.dtype),
+        dy2, wm, dx, r.col_lo, r.col_hi,
+        m, n, k, r.span,
+        *dy2.stride(), *wm.stride(), *dx.stride(),
+        **_dtype_meta(dy2.dtype),
     )  # fmt: skip
     return dx
 
@@ -526,8 +526,8 @@ class TritonBandedLinearFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r: BandRanges) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
-        y = launch_forward(x2, weight, bias, r)
-        ctx.save_for_backward(x2, weight)
+        y = launch_forward(x2, masked_weight(weight, r, x2.dtype), bias, r)
+        ctx.save_for_backward(x2, weight)  # not W ⊙ M: dX makes it again (a pass over W, no copy held)
         ctx.ranges, ctx.lead = r, lead
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y.view(*lead, r.out_features)
@@ -542,7 +542,7 @@ class TritonBandedLinearFunction(torch.autograd.Function):
             dy2 = dy2.to(x2.dtype)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = launch_grad_input(dy2, weight, r).view(*ctx.lead, r.in_features)
+            dx = launch_grad_input(dy2, masked_weight(weight, r, dy2.dtype), r).view(*ctx.lead, r.in_features)
         if ctx.needs_input_grad[1]:
             dw = launch_grad_weight(dy2, x2, r, weight.dtype)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
@@ -572,4 +572,10 @@ def triton_banded_linear(
     :func:`band_ranges` of the mask ``M`` (on ``x``'s device); differentiable in ``x``, ``weight`` and
     ``bias``. Runs where :func:`kernels.runtime.use_triton` holds for ``x``."""
     _check(x, weight, bias, ranges)
-    return TritonBandedLinearFunction.apply(x, weight, bias, ranges)
+    if torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
+        return TritonBandedLinearFunction.apply(x, weight, bias, ranges)
+    x2 = x.reshape(-1, x.shape[-1])  # inference: W ⊙ M kept between calls, no autograd
+    y = launch_forward(x2, ranges.kept_weight(weight, x2.dtype), bias, ranges)
+    return y.view(*x.shape[:-1], ranges.out_features)

@@ -32,8 +32,7 @@ TOLERANCES = {
 
 # (out, in, band width): FC1 and FC2, sizes that are no multiple of the 16-wide interpreter tiles, bands that
 # span several tiles (FC2's (24, 96, 30): 94 input columns per block of 16 output rows), and bands wide enough
-# that whole tiles lie inside every row's span of a block (the unmasked interior loop: 12 such tiles in the
-# forward and 12 in dX for (70, 70, 90), 10 and 7 for (40, 80, 120)) between masked edge tiles
+# that a hull runs to the matrix's edge ((70, 70, 90), (40, 80, 120): loads cut by the bounds alone)
 SHAPES = [(111, 37, 10), (37, 111, 10), (96, 24, 7), (24, 96, 30), (70, 70, 90), (40, 80, 120)]
 
 
@@ -128,6 +127,33 @@ def test_a_general_mask_is_read_from_memory_with_empty_rows_and_columns() -> Non
     _assert_close(got, _reference(x, weight, bias, dy, mask), torch.float32)
     assert not got[2][~mask.to(DEVICE)].any()
     assert not got[0][..., 5:9].sub(bias[5:9]).any()  # empty rows: the bias alone
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["band", "general mask"])
+def test_inference_keeps_the_masked_weight_until_the_weight_changes(general: bool) -> None:
+    """The forward and dX read W ⊙ M made in one pass (masked_weight: the band recomputed from the indices, or a
+    general mask read), exactly, in the dtype they compute in (16-bit: rounded to nearest even). Without
+    autograd (decoding) it is kept while the weight is the same tensor at the same version; an in-place write
+    (an optimizer step) makes it again, so outputs follow the weight."""
+    mask = banded_mask(96, 24, 7)
+    if general:
+        mask &= torch.rand(96, 24, generator=torch.Generator().manual_seed(3)) > 0.3
+    ranges = band_ranges(mask.to(DEVICE))
+    assert ranges.banded != general
+    x, weight, bias, _ = _tensors(96, 24, torch.float32)
+    masked = weight * mask.to(DEVICE)
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        assert torch.equal(kernel.masked_weight(weight, ranges, dtype), masked.to(dtype))
+    weight.requires_grad_()
+    with torch.no_grad():
+        y = triton_banded_linear(x, weight, bias, ranges)
+        first = ranges.kept_weight(weight, torch.float32)
+        assert y.grad_fn is None and ranges.kept_weight(weight, torch.float32) is first
+        torch.testing.assert_close(y, x @ masked.T + bias, atol=1e-5, rtol=1e-4)
+        weight.mul_(2)
+        torch.testing.assert_close(triton_banded_linear(x, weight, bias, ranges), x @ (2 * masked).T + bias,
+                                   atol=1e-5, rtol=1e-4)  # fmt: skip
+        assert ranges.kept_weight(weight, torch.float32) is not first
 
 
 @pytest.mark.skipif(CUDA, reason="tile shapes are autotuned on a GPU; the interpreter's one config is set here")
