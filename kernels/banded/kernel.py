@@ -409,6 +409,10 @@ def _configs() -> list[triton.Config]:
 
 
 _KEY = ["M", "N", "K", "span"]  # Triton adds the tensors' dtypes
+# (BLOCK sizes, launch options) for every kernel on a GPU instead of autotuning, or None: the GPU tests set it
+# (tests/kernels/banded/test_triton.py), since autotuning compiles and times every config for each new shape
+# and dtype, about a minute per test there; one test keeps the autotuned launch
+FIXED_CONFIG: tuple[dict, dict] | None = None
 _TUNED = {
     kernel: triton.autotune(configs=_configs(), key=_KEY)(kernel)
     for kernel in (_banded_fwd_kernel, _banded_dx_kernel, _banded_dw_kernel)
@@ -427,6 +431,9 @@ def _launch(kernel, grid, *args, **meta) -> None:
         kernel[grid(INTERPRET_BLOCKS)](*args, **meta, **INTERPRET_BLOCKS)
     elif meta["FP64"]:  # no tensor cores: small tiles (see _mma), no tuning
         kernel[grid(FP64_BLOCKS)](*args, **meta, **FP64_BLOCKS)
+    elif FIXED_CONFIG is not None:  # the tests on a GPU: one tile shape
+        blocks, launch = FIXED_CONFIG
+        kernel[grid(blocks)](*args, **meta, **blocks, **launch)
     else:
         _TUNED[kernel][grid](*args, **meta)
 

@@ -37,10 +37,14 @@ SHAPES = [(111, 37, 10), (37, 111, 10), (96, 24, 7), (24, 96, 30), (70, 70, 90),
 
 
 @pytest.fixture(autouse=True)
-def triton_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without CUDA: the interpreter, for this test only (Triton itself was imported for it at collection)."""
+def triton_interpreter(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Without CUDA: the interpreter, for this test only (Triton itself was imported for it at collection). On a
+    GPU: one tile shape for every launch (no autotuning), unless the test is marked ``autotuned``."""
     if not CUDA:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
+    elif request.node.get_closest_marker("autotuned") is None:
+        blocks = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}
+        monkeypatch.setattr(kernel, "FIXED_CONFIG", (blocks, {"num_warps": 4, "num_stages": 3}))
 
 
 def _tensors(out_features: int, in_features: int, dtype: torch.dtype, param_dtype: torch.dtype | None = None):
@@ -165,6 +169,16 @@ def test_other_tile_shapes_give_the_same_result(monkeypatch: pytest.MonkeyPatch)
         x, weight, bias, dy = _tensors(out_features, in_features, torch.float32)
         got = _run(x, weight, bias, dy, band_ranges(mask))
         _assert_close(got, _reference(x, weight, bias, dy, mask), torch.float32)
+
+
+@pytest.mark.autotuned
+@pytest.mark.skipif(not CUDA, reason="autotuning runs on a GPU; the interpreter has one config")
+def test_the_autotuned_launch_matches_masked_dense() -> None:
+    """What a run on a GPU takes: each kernel autotuned over its configs (the other tests fix one), fp16."""
+    mask = banded_mask(96, 24, 7)
+    x, weight, bias, dy = _tensors(96, 24, torch.float16)
+    got = _run(x, weight, bias, dy, band_ranges(mask.to(DEVICE)))
+    _assert_close(got, _reference(x, weight, bias, dy, mask), torch.float16)
 
 
 def test_gradcheck_against_finite_differences() -> None:
