@@ -19,8 +19,9 @@ The tile plan. Each product is cut into tiles along the two sides it writes, and
                  acc += x[m, k] @ (W[n, k] ⊙ M[n, k])ᵀ
     dX       program (input block k, token block m):  for n in [lo(k), hi(k)) step BLOCK_N
                  acc += dy[m, n] @ (W[n, k] ⊙ M[n, k])
-    dW       program (output block n, t-th input tile of its range): for every token block m
-                 acc += dy[m, n]ᵀ @ x[m, k];  store acc ⊙ M into dW (allocated as zeros)
+    dW       program (output block n, t-th input tile of its range, s-th run of tokens): for each token block m
+             of its run (all tokens, or one of SPLIT_M runs: an autotuned choice)
+                 acc += dy[m, n]ᵀ @ x[m, k];  store (or with several runs, add) acc ⊙ M into dW (zeroed, fp32)
 
 ``[lo(n), hi(n))`` is the hull of the kept input columns of the output rows of block ``n``: the kernels read it
 from per-row spans (:class:`BandRanges`, computed once on the host from the mask, ``row_lo``/``row_hi``; for
@@ -358,11 +359,18 @@ def _banded_dw_kernel(
     # meta
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     BANDED: tl.constexpr, WIDE_OUT: tl.constexpr, FP64: tl.constexpr, INTERPRET: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT_M: tl.constexpr = 1,
 ):  # fmt: skip
-    """dW[n, k] = (dy[:, n]ᵀ @ x[:, k]) ⊙ M[n, k] on the t-th tile of output block n's hull; program (t, n).
-    Only tiles that meet the hull are written; dW is allocated as zeros, so it is exactly zero off the mask."""
+    """dW[n, k] = (dy[:, n]ᵀ @ x[:, k]) ⊙ M[n, k] on the t-th tile of output block n's hull, over the s-th of
+    SPLIT_M runs of tokens; program (t, n, s). Only tiles that meet the hull are written; dW is allocated as
+    zeros, so it is exactly zero off the mask. SPLIT_M > 1 (more programs where a narrow layer's grid of tiles
+    leaves multiprocessors idle): each run's sums are added to dW (fp32 or fp64) with atomics, in no fixed
+    order; :func:`launch_grad_weight` takes SPLIT_M = 1 when torch asks for deterministic algorithms."""
     pid_t = tl.program_id(0)
     pid_n = tl.program_id(1)
+    run = tl.cdiv(tl.cdiv(M, SPLIT_M), BLOCK_M) * BLOCK_M  # tokens per run: whole blocks
+    m_first = tl.program_id(2) * run
+    m_last = tl.minimum(m_first + run, M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     lo, hi = _hull(row_lo_ptr, row_hi_ptr, offs_n, N, K)
     k0 = lo + pid_t * BLOCK_K
@@ -374,7 +382,7 @@ def _banded_dw_kernel(
             acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float64)
         else:
             acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-        for m0 in range(0, M, BLOCK_M):
+        for m0 in range(m_first, m_last, BLOCK_M):
             offs_m = m0 + tl.arange(0, BLOCK_M)
             m_ok = offs_m < M
             offs_m = offs_m.to(tl.int64)
@@ -385,8 +393,11 @@ def _banded_dw_kernel(
             acc = _mma(tl.trans(_for_dot(dy, INTERPRET)), _for_dot(x, INTERPRET), acc, FP64, PRECISION)
         keep = _keep(offs_n, offs_k, mask_ptr, stride_mn, stride_mk, N, K, ratio, width, BANDED, WIDE_OUT)
         dw_ptrs = dw_ptr + offs_n[:, None] * stride_dwn + offs_k[None, :] * stride_dwk
-        acc = tl.where(keep, acc, 0)  # zeros off the mask (dW holds zeros there already): unpredicated stores
-        tl.store(dw_ptrs, _cast(acc, dw_ptr.dtype.element_ty, INTERPRET), mask=n_ok[:, None] & k_ok[None, :])
+        if SPLIT_M == 1:
+            acc = tl.where(keep, acc, 0)  # zeros off the mask (dW holds zeros there already): unpredicated stores
+            tl.store(dw_ptrs, _cast(acc, dw_ptr.dtype.element_ty, INTERPRET), mask=n_ok[:, None] & k_ok[None, :])
+        else:
+            tl.atomic_add(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=keep)  # keep: inside the matrix too
 
 
 def _configs() -> list[triton.Config]:
@@ -408,6 +419,17 @@ def _configs() -> list[triton.Config]:
     ]
 
 
+def _split_configs() -> list[triton.Config]:
+    """dW's extra configs: mid-sized tiles over 2 or 4 runs of tokens (more programs for a narrow layer: GPT-2
+    small's FC1 at d = 0.12 has 72 (tile, output block) programs of 128 x 64 for 132 multiprocessors)."""
+    shapes = [(64, 128, 64, 4, 4), (64, 64, 64, 4, 4), (128, 64, 32, 4, 4)]
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_M": split}, num_warps=w, num_stages=s)
+        for m, n, k, w, s in shapes
+        for split in (2, 4)
+    ]
+
+
 _KEY = ["M", "N", "K", "span"]  # Triton adds the tensors' dtypes
 # (BLOCK sizes, launch options) for every kernel on a GPU instead of autotuning, or None: the GPU tests set it
 # (tests/kernels/banded/test_triton.py), since autotuning compiles and times every config for each new shape
@@ -417,25 +439,31 @@ _TUNED = {
     kernel: triton.autotune(configs=_configs(), key=_KEY)(kernel)
     for kernel in (_banded_fwd_kernel, _banded_dx_kernel, _banded_dw_kernel)
 }
+# dW with the token-split configs too (atomics: dW zeroed before each config is timed and before the real run);
+# _TUNED's dW (one run of tokens per program) serves torch.use_deterministic_algorithms(True)
+_TUNED_DW_SPLIT = triton.autotune(configs=_configs() + _split_configs(), key=_KEY, reset_to_zero=["dw_ptr"])(
+    _banded_dw_kernel
+)
+INTERPRET_SPLIT_M = 1  # dW's runs of tokens under the interpreter (a test sets more to check the atomic path)
 
 
-def _launch(kernel, grid, *args, **meta) -> None:
-    """``kernel`` over ``grid`` (a function of the BLOCK sizes): autotuned on a GPU, with
-    :data:`INTERPRET_BLOCKS` under the interpreter."""
+def _launch(kernel, grid, *args, tuned=None, **meta) -> None:
+    """``kernel`` over ``grid`` (a function of the launch's constexprs): autotuned on a GPU (by ``tuned``, default
+    ``_TUNED[kernel]``), with :data:`INTERPRET_BLOCKS` under the interpreter."""
     if interpreting():
         if not hasattr(kernel, "rewrite"):  # a compiled JITFunction: the module was imported before the switch
             raise RuntimeError(
                 "TRITON_INTERPRET=1 was set after Triton was imported: set it before the first `import triton` "
                 "(tests/conftest.py does)"
             )
-        kernel[grid(INTERPRET_BLOCKS)](*args, **meta, **INTERPRET_BLOCKS)
+        kernel[grid({**meta, **INTERPRET_BLOCKS})](*args, **meta, **INTERPRET_BLOCKS)
     elif meta["FP64"]:  # no tensor cores: small tiles (see _mma), no tuning
-        kernel[grid(FP64_BLOCKS)](*args, **meta, **FP64_BLOCKS)
+        kernel[grid({**meta, **FP64_BLOCKS})](*args, **meta, **FP64_BLOCKS)
     elif FIXED_CONFIG is not None:  # the tests on a GPU: one tile shape
         blocks, launch = FIXED_CONFIG
-        kernel[grid(blocks)](*args, **meta, **blocks, **launch)
+        kernel[grid({**meta, **blocks})](*args, **meta, **blocks, **launch)
     else:
-        _TUNED[kernel][grid](*args, **meta)
+        (tuned or _TUNED[kernel])[grid](*args, **meta)
 
 
 def _dtype_meta(dtype: torch.dtype) -> dict:
@@ -508,21 +536,27 @@ def launch_grad_input(dy2: torch.Tensor, wm: torch.Tensor, r: BandRanges) -> tor
 
 
 def launch_grad_weight(dy2: torch.Tensor, x2: torch.Tensor, r: BandRanges, dtype: torch.dtype) -> torch.Tensor:
-    """``dW`` (out, in) in ``dtype``: ``(dy2ᵀ x2) ⊙ M``, exactly zero outside the mask."""
+    """``dW`` (out, in) in ``dtype``: ``(dy2ᵀ x2) ⊙ M``, exactly zero outside the mask. Summed in fp32 (fp64 for
+    fp64) in the kernel, into a buffer of that dtype (runs of tokens may add to it with atomics), and returned in
+    ``dtype``."""
     m, n, k = dy2.shape[0], r.out_features, r.in_features
-    dw = torch.zeros(n, k, dtype=dtype, device=dy2.device)
+    dw = torch.zeros(n, k, dtype=torch.float64 if dtype == torch.float64 else torch.float32, device=dy2.device)
     if m == 0:
-        return dw
+        return dw.to(dtype)
     mask, stride_mn, stride_mk = _mask_args(r)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    split = {"SPLIT_M": 1 if deterministic else INTERPRET_SPLIT_M} if interpreting() else {}
     _launch(
         _banded_dw_kernel,
-        lambda meta: (r.tiles_per_block(meta["BLOCK_N"], meta["BLOCK_K"]), triton.cdiv(n, meta["BLOCK_N"])),
+        lambda meta: (r.tiles_per_block(meta["BLOCK_N"], meta["BLOCK_K"]), triton.cdiv(n, meta["BLOCK_N"]),
+                      meta.get("SPLIT_M", 1)),
         dy2, x2, dw, mask, r.row_lo, r.row_hi,
         m, n, k, r.ratio, r.width, r.span,
         *dy2.stride(), *x2.stride(), stride_mn, stride_mk, *dw.stride(),
-        BANDED=r.banded, WIDE_OUT=n >= k, **_dtype_meta(dy2.dtype),
+        tuned=None if deterministic else _TUNED_DW_SPLIT,
+        BANDED=r.banded, WIDE_OUT=n >= k, **_dtype_meta(dy2.dtype), **split,
     )  # fmt: skip
-    return dw
+    return dw.to(dtype)
 
 
 class TritonBandedLinearFunction(torch.autograd.Function):
