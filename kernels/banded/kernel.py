@@ -397,7 +397,9 @@ def _banded_dw_kernel(
             acc = tl.where(keep, acc, 0)  # zeros off the mask (dW holds zeros there already): unpredicated stores
             tl.store(dw_ptrs, _cast(acc, dw_ptr.dtype.element_ty, INTERPRET), mask=n_ok[:, None] & k_ok[None, :])
         else:
-            tl.atomic_add(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=keep)  # keep: inside the matrix too
+            # relaxed: the adds need atomicity, not ordering (the stream orders dW's readers after the kernel); the
+            # default acq_rel compiled into ATOMG with memory fences around each (python -m kernels.codegen)
+            tl.atomic_add(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=keep, sem="relaxed")  # keep: in bounds too
 
 
 def _configs() -> list[triton.Config]:

@@ -34,7 +34,13 @@ accuracy with SPLIT_K and be slow where the hardware has no native bf16 atomic),
 to the input dtype once at the end (fp32 input: the buffer is the result). The threshold is compared in fp32:
 fp16 and bf16 values are exact in fp32, and the launcher rounds ``t`` to fp32, as the reference does.
 
-Autotuning. ``triton.autotune`` over BLOCK_N, BLOCK_K, SPLIT_K and warps, keyed on ``(N, K, B, SPARSITY_BIN)``
+Pipelining. The K loop is a ``tl.range`` with ``STAGES`` (1 or 3, tuned): with 3, Triton prefetches the next
+blocks' x and weight rows with ``cp.async`` while the current one is summed, so a program keeps several blocks of
+weights in flight; a plain ``range`` loop without a dot is not pipelined, and each block's weight load waited on
+its x load (one after another: ``python -m kernels.codegen`` showed no ``LDGSTS`` for it on sm_90, 24 with 3
+stages).
+
+Autotuning. ``triton.autotune`` over BLOCK_N, BLOCK_K, SPLIT_K, STAGES and warps, keyed on ``(N, K, B, SPARSITY_BIN)``
 (and the tensors' dtypes, which Triton's autotuner adds to every key). ``SPARSITY_BIN`` is a host-side
 constant per layer, derived from the layer's calibrated target sparsity (:func:`sparsity_bin`), never read from
 the device: a denser input wants fewer splits, a sparser one more. Under ``TRITON_INTERPRET=1`` there is one
@@ -77,11 +83,12 @@ def sparsity_bin(sparsity: float) -> int:
 
 def _configs() -> list[triton.Config]:
     if interpreting():
-        return [triton.Config({"BLOCK_N": 32, "BLOCK_K": 16, "SPLIT_K": 2}, num_warps=1)]
+        return [triton.Config({"BLOCK_N": 32, "BLOCK_K": 16, "SPLIT_K": 2, "STAGES": 1}, num_warps=1)]
     return [
-        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk}, num_warps=w)
+        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk, "STAGES": stages}, num_warps=w)
         for bn, bk, w in ((64, 32, 2), (128, 32, 4), (128, 64, 4), (256, 32, 8), (256, 16, 4))
         for sk in (4, 8, 16, 32)
+        for stages in (1, 3)
     ]
 
 
@@ -123,6 +130,7 @@ def _sparse_gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
+    STAGES: tl.constexpr,  # the K loop's software pipeline: blocks of x and Wᵀ in flight (1: none)
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -131,7 +139,7 @@ def _sparse_gemv_kernel(
     b_mask = offs_b < B
     n_mask = offs_n < N
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
+    for k0 in tl.range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K, num_stages=STAGES):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_mask = offs_k < K
         x = tl.load(
