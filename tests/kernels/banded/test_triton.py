@@ -176,24 +176,23 @@ def test_other_tile_shapes_give_the_same_result(monkeypatch: pytest.MonkeyPatch)
 def test_dw_over_several_runs_of_tokens_adds_them_and_deterministic_mode_takes_one(
     monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
 ) -> None:
-    """dW's programs split the tokens into 3 runs (15 tokens: runs of one 16-token block, the last two empty),
-    each adding its sums to dW with atomics: masked dense's dW, zero off the band, in the weight's dtype (fp16:
-    summed in fp32, then rounded). Under torch.use_deterministic_algorithms one run per program, bit for bit
-    what the default single run gives."""
-    mask = banded_mask(111, 37, 10)
+    """dW's programs split the tokens into 3 runs (15 tokens: one 16-token block, so runs 2 and 3 are empty; 90
+    tokens: 32, 32 and 26), each adding its sums to dW with atomics: masked dense's dW, zero off the band, in the
+    weight's dtype (fp16: summed in fp32, then rounded). Under torch.use_deterministic_algorithms one run per
+    program, bit for bit what the default single run gives."""
+    mask = banded_mask(48, 12, 9)
     ranges = band_ranges(mask)
-    x, weight, bias, dy = _tensors(111, 37, dtype)
+    x, weight, bias, dy = _tensors(48, 12, dtype)
     single = _run(x, weight, bias, dy, ranges)
     monkeypatch.setattr(kernel, "INTERPRET_SPLIT_M", 3)
     got = _run(x, weight, bias, dy, ranges)
     assert got[2].dtype == dtype and not got[2][~mask].any()
     _assert_close(got, _reference(x, weight, bias, dy, mask), dtype)
-    x, weight, bias, dy = _tensors(111, 37, dtype)
-    x, dy = x.repeat(4, 3, 1), dy.repeat(4, 3, 1)  # 180 tokens: 3 runs of 4 blocks
+    x, dy = x.repeat(3, 2, 1), dy.repeat(3, 2, 1)  # 90 tokens
     got = _run(x, weight, bias, dy, ranges)
     _assert_close(got, _reference(x, weight, bias, dy, mask), dtype)
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
-    x, weight, bias, dy = _tensors(111, 37, dtype)
+    x, weight, bias, dy = _tensors(48, 12, dtype)
     assert torch.equal(_run(x, weight, bias, dy, ranges)[2], single[2])
 
 
