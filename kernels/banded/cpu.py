@@ -259,9 +259,10 @@ class CpuPlan(TwoTilings):
                None if bias is None else (bias.data_ptr(), bias._version))  # fmt: skip
         kept = self.kept.get("args")
         if kept is None or kept[0] != key:
-            bias_c = None if bias is None else bias.contiguous()
-            a, b, out_rows = _forward_args(self, x2, bias_c, self.kept_panel(weight))
-            kept = self.kept["args"] = key, a, bias_c, b is not x2, out_rows
+            bias_c, panel = None if bias is None else bias.contiguous(), self.kept_panel(weight)
+            a, b, out_rows = _forward_args(self, x2, bias_c, panel)
+            # the tensors the struct points at are kept with it (the panel too: kept_panel may replace its own)
+            kept = self.kept["args"] = key, a, (bias_c, panel), b is not x2, out_rows
         _, template, _, copy, out_rows = kept
         a = ForwardArgs.from_buffer_copy(template)  # one per call: ctypes lets other threads run while cpu.c does
         b = x2.contiguous() if copy else x2
