@@ -14,6 +14,9 @@ On the CPU (always):
   training runs without the kernel). Reported, no target.
 - ``banded_linear_decode``: one banded MLP Linear at a decoding step (1 or 4 tokens, no gradient) on the C kernel
   against ``F.linear`` on the masked weights (``make sample`` without the kernel), density near 0.12. Reported.
+- ``gpt2_tiny_banded_decode``, ``gpt2_small_banded_decode``: the whole model's greedy decoding with the KV cache
+  (``GPT2.generate``, 32 tokens after a 16-token prompt; the time per token), every MLP Linear banded near 0.12
+  on the C kernel against masked dense. Reported.
 - ``sparse_gemv``: the activation-sparse GEMV's C kernel at batch 1, fp32, against dense ``F.linear``
   (:func:`kernels.sparse_gemv.bench.cpu_rows`): the GPU rows' shapes and sparsities, target ``0.8 / (1 - s)``.
 
@@ -61,6 +64,7 @@ STEP_PRESETS = ("tiny", "small")  # GPT-2 presets of the training-step rows
 STEP_OPS = {"c": "gpt2_{}_banded_step", "torch": "gpt2_{}_banded_step_torch"}  # BANDED_KERNEL_CPU -> op
 DECODE_BATCHES = (1, 4)  # tokens per decoding step (one per sequence)
 DECODE_OP = "banded_linear_decode"
+GPT2_DECODE_OP = "gpt2_{}_banded_decode"  # a whole model's decoding (bench_gpt2_decode), per token
 # modules with gpu_rows(quick) -> rows (op, shape, density, speedup, target, ...), run when CUDA is present
 GPU_BENCHES = (
     "kernels.banded.bench",
@@ -173,43 +177,113 @@ def bench_decode(c: int, fc: str, batch: int, rounds: int) -> dict:
     }
 
 
-def bench_gpt2_step(preset: str, tokens: int, rounds: int, block: int, paths: tuple[str, ...]) -> list[dict]:
-    """GPT-2 of ``preset`` (small: 8 layers, C = 512, T = 512; tiny: 4 layers, C = 128, T = 256) with every MLP
-    Linear banded near ``STEP_DENSITY``, ``tokens`` per step in whole sequences: one AdamW training step with
-    ``KERNELS_BANDED`` on each CPU path of ``paths`` and with masked dense, interleaved (:func:`interleaved`); a
-    row per path, its speedup the median per-round ratio."""
-    cfg = GPT2Config.preset(preset, vocab_size=padded_vocab(50257), dropout=0.0)
-    batch = max(1, tokens // cfg.block_size)
-    models = {}
-    for side in ("dense", *paths):
+class SwappableGPT2:
+    """GPT-2 of ``cfg`` (seed 0) with every MLP Linear masked by a band near ``STEP_DENSITY`` (weights zero off
+    it, density :func:`banded_gpt2_density`), and for each CPU path of ``paths`` ("c", "torch") the banded
+    kernel's modules for those Linears (made as ``kernels.prepare`` makes them for ``purpose``), sharing their
+    parameters. :meth:`use` swaps a side's modules in ("dense": the masked dense Linears), so every side runs the
+    same model, the same tensors in the same memory, and differs only in its MLP Linears: separate model
+    instances differed by up to 10% in a whole GPT-2 tiny decoding with the same modules (measured)."""
+
+    def __init__(self, cfg: GPT2Config, paths: tuple[str, ...], block: int, purpose: str) -> None:
         torch.manual_seed(0)
-        model = GPT2(cfg)
+        self.model = model = GPT2(cfg)
         for fc1, fc2 in model.mlp_layers():
             for linear in (fc1, fc2):
-                width, achieved = band_width_for(linear.out_features, linear.in_features, STEP_DENSITY)
+                width, _ = band_width_for(linear.out_features, linear.in_features, STEP_DENSITY)
                 linear.register_buffer("weight_mask", banded_mask(linear.out_features, linear.in_features, width))
                 with torch.no_grad():
                     linear.weight.mul_(linear.weight_mask)
-        if side != "dense":
-            settings = BandedKernel.Settings(block=block, cpu=side)
-            taken = BandedKernel(settings).apply(model, "train", torch.device("cpu"))
+        mlp = {id(m) for pair in model.mlp_layers() for m in pair}
+        self.names = [name for name, m in model.named_modules() if id(m) in mlp]
+        self.sides = {"dense": self._modules()}
+        for path in paths:
+            self.use("dense")
+            kernel = BandedKernel(BandedKernel.Settings(block=block, cpu=path))
+            taken = kernel.apply(model, purpose, torch.device("cpu"))
             assert len(taken) == 2 * cfg.n_layer, taken
-        models[side] = model
+            self.sides[path] = self._modules()
+        self.use("dense")
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {name: self.model.get_submodule(name) for name in self.names}
+
+    def use(self, side: str) -> GPT2:
+        for name, module in self.sides[side].items():
+            parent, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent), child, module)
+        return self.model
+
+
+def banded_gpt2_density(cfg: GPT2Config) -> float:
+    """The achieved density of :class:`SwappableGPT2`'s bands (FC1 and FC2 share it: one is the other's
+    transpose)."""
+    return band_width_for(4 * cfg.n_embd, cfg.n_embd, STEP_DENSITY)[1]
+
+
+def bench_gpt2_decode(preset: str, prompt: int, new_tokens: int, rounds: int) -> dict:
+    """GPT-2 of ``preset`` decoding: ``GPT2.generate`` of ``new_tokens`` greedy tokens after a ``prompt``-token
+    prompt, one sequence, with the key/value cache (each new token runs alone through every Linear), every MLP
+    Linear banded near ``STEP_DENSITY``: the C kernel's modules against the masked dense Linears, swapped in and
+    out of one model between decodings (:class:`SwappableGPT2`), interleaved; the speedup is the median
+    per-round ratio. Reported, no target."""
+    cfg = GPT2Config.preset(preset, vocab_size=padded_vocab(50257), dropout=0.0)
+    gpt2 = SwappableGPT2(cfg, ("c",), 0, "inference")
+    gpt2.model.eval()
+    idx = torch.randint(cfg.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # both sides compute the same logits
+        logits = {side: gpt2.use(side)(idx) for side in gpt2.sides}
+        torch.testing.assert_close(logits["c"], logits["dense"], rtol=1e-4, atol=1e-4)
+
+    def decoder(side: str) -> Callable[[], float]:
+        def decode() -> float:
+            model = gpt2.use(side)
+            tick = time.perf_counter()
+            with torch.no_grad():
+                model.generate(idx, new_tokens, temperature=0.0)
+            return time.perf_counter() - tick
+
+        return decode
+
+    times = interleaved({side: decoder(side) for side in gpt2.sides}, rounds)
+    return {
+        "op": GPT2_DECODE_OP.format(preset),
+        "shape": f"1x{prompt} prompt + {new_tokens} tokens, {cfg.n_layer} layers, C={cfg.n_embd}",
+        "model": f"gpt2-{preset}",
+        "dtype": "fp32",
+        "density": round(banded_gpt2_density(cfg), 4),
+        "dense_ms": round(1e3 * statistics.median(times["dense"]) / new_tokens, 3),
+        "kernel_ms": round(1e3 * statistics.median(times["c"]) / new_tokens, 3),
+        "speedup": round(median_ratio(times["dense"], times["c"]), 3),
+        "target": "",
+    }
+
+
+def bench_gpt2_step(preset: str, tokens: int, rounds: int, block: int, paths: tuple[str, ...]) -> list[dict]:
+    """GPT-2 of ``preset`` (small: 8 layers, C = 512, T = 512; tiny: 4 layers, C = 128, T = 256) with every MLP
+    Linear banded near ``STEP_DENSITY``, ``tokens`` per step in whole sequences: one AdamW training step with
+    ``KERNELS_BANDED`` on each CPU path of ``paths`` and with masked dense, each side's MLP modules swapped into
+    one model with one optimizer (:class:`SwappableGPT2`), interleaved (:func:`interleaved`); a row per path, its
+    speedup the median per-round ratio."""
+    cfg = GPT2Config.preset(preset, vocab_size=padded_vocab(50257), dropout=0.0)
+    batch = max(1, tokens // cfg.block_size)
+    gpt2 = SwappableGPT2(cfg, paths, block, "train")
+    achieved = banded_gpt2_density(cfg)
     gen = torch.Generator().manual_seed(0)
     idx = torch.randint(cfg.vocab_size, (batch, cfg.block_size + 1), generator=gen)
+    opt = torch.optim.AdamW(gpt2.model.parameters(), lr=1e-4)  # every side's modules hold these parameters
+    masked = list(gpt2.sides["dense"].values())
 
-    def stepper(model: GPT2, remask: bool) -> Callable[[], float]:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        masked = [m for pair in model.mlp_layers() for m in pair]
-
+    def stepper(side: str) -> Callable[[], float]:
         def step() -> float:
+            model = gpt2.use(side)
             tick = time.perf_counter()
             logits = model(idx[:, :-1])
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten())
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if remask:  # what the pruner does after every step of a run without the kernel
+            if side == "dense":  # what the pruner does after every step of a run without the kernel
                 with torch.no_grad():
                     for m in masked:
                         m.weight.mul_(m.weight_mask)
@@ -217,7 +291,7 @@ def bench_gpt2_step(preset: str, tokens: int, rounds: int, block: int, paths: tu
 
         return step
 
-    times = interleaved({side: stepper(model, side == "dense") for side, model in models.items()}, rounds)
+    times = interleaved({side: stepper(side) for side in gpt2.sides}, rounds)
     return [
         {
             "op": STEP_OPS[path].format(preset),
@@ -294,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--decode-rounds", type=int, default=300, help="rounds of decoding steps per layer, C kernel (0: skip)"
     )
+    parser.add_argument(
+        "--model-decode-rounds", type=int, default=8, help="rounds of whole GPT-2 decodings, C kernel (0: skip)"
+    )
+    parser.add_argument("--decode-tokens", type=int, default=32, help="tokens each GPT-2 decoding generates")
     parser.add_argument("--gemv-rounds", type=int, default=40, help="rounds of the sparse GEMV's CPU rows (0: skip)")
     parser.add_argument(
         "--block", type=int, default=0, help="tile extent on the wide side (BANDED_KERNEL_BLOCK; 0: per layer)"
@@ -330,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                 for fc in ("fc1", "fc2")
                 for batch in DECODE_BATCHES
             ]
+        if args.model_decode_rounds and "c" in (args.cpu_path or CPU_OPS):
+            rows += [bench_gpt2_decode(p, 16, args.decode_tokens, args.model_decode_rounds) for p in STEP_PRESETS]
         if args.gemv_rounds:
             rows += sparse_gemv_bench.cpu_rows(args.gemv_rounds)
         if args.step_rounds:
@@ -362,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         " (--pairs, 20 by default); GPT-2 tiny and small training steps (2048 tokens, --step-tokens): dense and each"
         " CPU path interleaved, the median per-round ratio (--step-rounds, 8); decoding (banded_linear_decode: 1 or"
         " 4 tokens, no gradient, against F.linear on the masked weights): interleaved, the median per-round ratio"
-        " (--decode-rounds, 300); sparse_gemv on"
+        " (--decode-rounds, 300); GPT-2 tiny and small decoding (gpt2_*_banded_decode: greedy, KV cache, 32 tokens"
+        " after a 16-token prompt, ms per token): interleaved, the median per-round ratio (--model-decode-rounds,"
+        " 8); sparse_gemv on"
         " the CPU: batch 1, fp32, dense F.linear and the C kernel interleaved, the median per-round ratio"
         " (--gemv-rounds, 40)."
         " GPU rows: CUDA events, the L2 flushed"

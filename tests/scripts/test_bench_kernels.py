@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scripts.bench_common import write_rows
-from scripts.bench_kernels import DECODE_OP, bench_decode, merged, targets_met
+from scripts.bench_kernels import DECODE_OP, SwappableGPT2, bench_decode, bench_gpt2_decode, merged, targets_met
 
 
 def _row(device: str, op: str, speedup: float, target: float | str = "") -> dict:
@@ -48,6 +48,41 @@ def test_a_decoding_row_times_one_banded_layer_against_dense() -> None:
     row = bench_decode(128, "fc2", 4, rounds=3)
     assert (row["op"], row["shape"], row["model"], row["target"]) == (DECODE_OP, "fc2 4x512->128", "gpt2-tiny", "")
     assert abs(row["density"] - 0.12) < 0.01 and row["dense_ms"] > 0 and row["kernel_ms"] > 0 and row["speedup"] > 0
+
+
+def test_a_model_decoding_row_decodes_with_the_banded_and_the_dense_model() -> None:
+    """GPT-2 tiny, banded on the C kernel and masked dense: the same logits (checked inside), then both timed
+    generating tokens; the time is per token."""
+    row = bench_gpt2_decode("tiny", 8, 3, rounds=1)
+    assert (row["op"], row["shape"], row["model"]) == (
+        "gpt2_tiny_banded_decode",
+        "1x8 prompt + 3 tokens, 4 layers, C=128",
+        "gpt2-tiny",
+    )
+    assert abs(row["density"] - 0.12) < 0.01 and row["dense_ms"] > 0 and row["kernel_ms"] > 0 and row["speedup"] > 0
+
+
+def test_the_sides_of_a_gpt2_row_are_one_model_with_its_mlp_modules_swapped() -> None:
+    """Each side's MLP modules hold the same parameters, so one optimizer trains all of them, and the rest of the
+    model is the same tensors: swapping the banded modules in changes which code runs, not what it computes."""
+    import torch
+
+    from models.gpt2.model import GPT2Config
+
+    cfg = GPT2Config.preset("tiny", vocab_size=512, dropout=0.0)
+    gpt2 = SwappableGPT2(cfg, ("c", "torch"), 0, "train")
+    params = [p.data_ptr() for p in gpt2.model.parameters()]
+    idx = torch.randint(512, (2, 16), generator=torch.Generator().manual_seed(0))
+    logits = {}
+    for side in ("dense", "c", "torch"):
+        model = gpt2.use(side)
+        expected = "Linear" if side == "dense" else "BandedLinear"
+        assert [type(m).__name__ for m in model.mlp_layers()[0]] == [expected, expected]
+        assert [p.data_ptr() for p in model.parameters()] == params
+        with torch.no_grad():
+            logits[side] = model(idx)
+    torch.testing.assert_close(logits["c"], logits["dense"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits["torch"], logits["dense"], rtol=1e-4, atol=1e-5)
 
 
 def test_a_sparse_gemv_cpu_row_measures_the_c_kernel() -> None:
