@@ -557,6 +557,40 @@ typedef struct {
   int32_t threads;
 } banded_backward_args;
 
+/* The structs' layout as this compiler lays them out, for cpu.py to check its ctypes mirrors against (tests): the
+ * size of each struct, then the offset and size of each field of banded_tiles, banded_forward_args and
+ * banded_backward_args, each named in names ("struct.field", space-separated; at least 2 KiB). Returns how many
+ * values it wrote. */
+int32_t banded_layout(int64_t *out, char *names) {
+  int32_t n = 0;
+  names[0] = 0;
+  out[n++] = sizeof(banded_tiles), out[n++] = sizeof(banded_forward_args), out[n++] = sizeof(banded_backward_args);
+#define AT(S, F) \
+  (out[n++] = (int64_t)offsetof(S, F), out[n++] = (int64_t)sizeof(((S *)0)->F), strcat(names, #S "." #F " "))
+  AT(banded_tiles, rows_total), AT(banded_tiles, cols_total), AT(banded_tiles, tiles), AT(banded_tiles, rows);
+  AT(banded_tiles, row0), AT(banded_tiles, nrows), AT(banded_tiles, col0), AT(banded_tiles, width);
+  AT(banded_tiles, offset), AT(banded_tiles, split_a), AT(banded_tiles, split_b), AT(banded_tiles, split_span);
+  AT(banded_forward_args, m), AT(banded_forward_args, fwd), AT(banded_forward_args, bwd);
+  AT(banded_forward_args, panel), AT(banded_forward_args, pack), AT(banded_forward_args, bpanel);
+  AT(banded_forward_args, w), AT(banded_forward_args, w_rs), AT(banded_forward_args, w_cs);
+  AT(banded_forward_args, mask), AT(banded_forward_args, m_rs), AT(banded_forward_args, m_cs);
+  AT(banded_forward_args, x), AT(banded_forward_args, x_rows), AT(banded_forward_args, ldx);
+  AT(banded_forward_args, bias), AT(banded_forward_args, out), AT(banded_forward_args, out_rows);
+  AT(banded_forward_args, chunk), AT(banded_forward_args, threads);
+  AT(banded_backward_args, m), AT(banded_backward_args, bwd), AT(banded_backward_args, bpanel);
+  AT(banded_backward_args, dy), AT(banded_backward_args, dy_rows), AT(banded_backward_args, lddy);
+  AT(banded_backward_args, dx), AT(banded_backward_args, dx_rows), AT(banded_backward_args, chunk);
+  AT(banded_backward_args, dw), AT(banded_backward_args, bt), AT(banded_backward_args, v);
+  AT(banded_backward_args, n_v), AT(banded_backward_args, ldv), AT(banded_backward_args, mask);
+  AT(banded_backward_args, m_rs), AT(banded_backward_args, m_cs), AT(banded_backward_args, g);
+  AT(banded_backward_args, g_rs), AT(banded_backward_args, g_cs), AT(banded_backward_args, g_numel);
+  AT(banded_backward_args, db), AT(banded_backward_args, s), AT(banded_backward_args, s_tokens_last);
+  AT(banded_backward_args, n_s), AT(banded_backward_args, lds), AT(banded_backward_args, by_rows);
+  AT(banded_backward_args, threads);
+#undef AT
+  return n;
+}
+
 /* The layer's steps, one call each (cpu.py's forward and backward): packing, products, dW's zeroing and db run
  * here rather than as separate calls from Python, each of which costs more than its work right after another
  * layer has run (measured: a 64-token step after a dense one, 0.79 ms in five calls, 0.70 in two). */

@@ -110,7 +110,7 @@ def bind(path: Path) -> ctypes.CDLL:
         for suffix in DTYPES.values()
         for name, argtypes in SIGNATURES.items()
     }
-    return clib.bind(path, {**signatures, "banded_advise_huge": ([_P, _I64], _I32)})
+    return clib.bind(path, {**signatures, "banded_advise_huge": ([_P, _I64], _I32), "banded_layout": ([_P, _P], _I32)})
 
 
 @functools.cache

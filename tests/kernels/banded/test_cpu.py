@@ -3,6 +3,7 @@ against masked dense, gradcheck, the build cache, and the fallback where it cann
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shutil
 import subprocess
@@ -406,6 +407,25 @@ def test_clang_builds_the_kernel(tmp_path) -> None:
     for suffix in cpu.DTYPES.values():
         for name in cpu.SIGNATURES:
             assert f"banded_{name}_{suffix}" in symbols
+
+
+def test_the_ctypes_structs_are_laid_out_as_cpu_c_lays_them_out() -> None:
+    """Tiles, ForwardArgs and BackwardArgs mirror cpu.c's structs: the same size, and each field, by name, at the
+    offset and of the size the compiler gives it (banded_layout): a field added, removed, retyped or moved on one
+    side only fails it."""
+    out, names = (ctypes.c_int64 * 256)(), ctypes.create_string_buffer(4096)
+    written = cpu._load()[0].banded_layout(out, names)
+    structs = {
+        "banded_tiles": cpu.Tiles,
+        "banded_forward_args": cpu.ForwardArgs,
+        "banded_backward_args": cpu.BackwardArgs,
+    }
+    assert list(out[:3]) == [ctypes.sizeof(s) for s in structs.values()]
+    fields = names.value.decode().split()
+    assert len(fields) == (written - 3) // 2 == sum(len(s._fields_) for s in structs.values())
+    for field, offset, size in zip(fields, out[3:written:2], out[4:written:2], strict=True):
+        struct, name = field.split(".")
+        assert (getattr(structs[struct], name).offset, getattr(structs[struct], name).size) == (offset, size), field
 
 
 def test_without_bias_and_with_only_some_gradients() -> None:
