@@ -618,6 +618,7 @@ def triton_banded_linear(
     if torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     ):
+        ranges._kept.clear()  # training (again, after an evaluation): the kept W ⊙ M is not held through it
         return TritonBandedLinearFunction.apply(x, weight, bias, ranges)
     x2 = x.reshape(-1, x.shape[-1])  # inference: W ⊙ M kept between calls, no autograd
     y = launch_forward(x2, ranges.kept_weight(weight, x2.dtype), bias, ranges)

@@ -138,7 +138,7 @@ def test_inference_keeps_the_masked_weight_until_the_weight_changes(general: boo
     """The forward and dX read W ⊙ M made in one pass (masked_weight: the band recomputed from the indices, or a
     general mask read), exactly, in the dtype they compute in (16-bit: rounded to nearest even). Without
     autograd (decoding) it is kept while the weight is the same tensor at the same version; an in-place write
-    (an optimizer step) makes it again, so outputs follow the weight."""
+    (an optimizer step) makes it again, so outputs follow the weight; a call with autograd drops it."""
     mask = banded_mask(96, 24, 7)
     if general:
         mask &= torch.rand(96, 24, generator=torch.Generator().manual_seed(3)) > 0.3
@@ -158,6 +158,8 @@ def test_inference_keeps_the_masked_weight_until_the_weight_changes(general: boo
         torch.testing.assert_close(triton_banded_linear(x, weight, bias, ranges), x @ (2 * masked).T + bias,
                                    atol=1e-5, rtol=1e-4)  # fmt: skip
         assert ranges.kept_weight(weight, torch.float32) is not first
+    triton_banded_linear(x, weight, bias, ranges)  # with autograd again (training after an evaluation)
+    assert not ranges._kept  # the kept copy, as large as W, is not held through training
 
 
 @pytest.mark.skipif(CUDA, reason="tile shapes are autotuned on a GPU; the interpreter's one config is set here")
