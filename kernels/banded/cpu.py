@@ -507,6 +507,7 @@ def banded_linear_unchecked(
     if torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     ):
+        p.kept.clear()  # training (again, after an evaluation): inference's panel and arguments are not held
         return CpuBandedLinearFunction.apply(x, weight, bias, p)
     if x.dim() == 2:
         return p.infer(weight, x, bias)

@@ -255,8 +255,8 @@ def test_the_one_pass_backward_over_several_chunks_and_threads(threads: int, mas
 
 def test_packed_weights_are_kept_until_the_weight_changes() -> None:
     """Inference packs the weights once; a weight written in place (as an optimizer step writes it) or another
-    weight tensor is packed again, so outputs follow the weights; with autograd every call packs, and three SGD
-    steps on the banded layer land where three on masked dense land."""
+    weight tensor is packed again, so outputs follow the weights; with autograd every call packs (and the kept
+    panel is dropped), and three SGD steps on the banded layer land where three on masked dense land."""
     mask, weight, bias, x, dy = _case(96, 24, 7, 5, torch.float32)
     p = cpu.plan(mask)
     w = weight.clone()
@@ -273,6 +273,7 @@ def test_packed_weights_are_kept_until_the_weight_changes() -> None:
     # packed on every call with autograd: a write through .data (no new version) is seen, unlike at inference
     w4 = w3.clone().requires_grad_()
     cpu.cpu_banded_linear(x, w4, bias, p)
+    assert not p.kept  # inference's kept panel is not held through training
     w4.data.mul_(2)
     torch.testing.assert_close(cpu.cpu_banded_linear(x, w4, bias, p), F.linear(x, w4.detach() * mask, bias))
     runs = []
