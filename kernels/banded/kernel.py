@@ -75,6 +75,7 @@ References (ideas; the code is ours):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -437,15 +438,57 @@ _KEY = ["M", "N", "K", "span"]  # Triton adds the tensors' dtypes
 # (tests/kernels/banded/test_triton.py), since autotuning compiles and times every config for each new shape
 # and dtype, about a minute per test there; one test keeps the autotuned launch
 FIXED_CONFIG: tuple[dict, dict] | None = None
+# the two tiles each kernel's loop stages in shared memory, (rows, cols) from a config's BLOCK sizes
+_STAGED = {
+    _banded_fwd_kernel: (("BLOCK_M", "BLOCK_K"), ("BLOCK_N", "BLOCK_K")),  # x and W ⊙ M
+    _banded_dx_kernel: (("BLOCK_M", "BLOCK_N"), ("BLOCK_N", "BLOCK_K")),  # dy and W ⊙ M
+    _banded_dw_kernel: (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K")),  # dy and x
+}
+
+
+def shared_bytes(kernel, config: triton.Config, itemsize: int) -> int:
+    """The shared memory ``kernel``'s software pipeline takes with ``config`` for operands of ``itemsize`` bytes:
+    ``num_stages`` copies of the two tiles its loop stages (what Triton allocated for every config compiled for
+    sm_90 by ``python -m kernels.codegen``'s method, to the byte)."""
+    tiles = sum(config.kwargs[rows] * config.kwargs[cols] for rows, cols in _STAGED[kernel])
+    return config.num_stages * tiles * itemsize
+
+
+@functools.cache
+def _shared_limit(device: int) -> int:
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+
+
+def _fitting(kernel):
+    """An ``early_config_prune`` for ``kernel``: the configs whose pipeline fits the GPU's shared memory per
+    block for the call's operand dtype (128 x 256 tiles in 3 stages of 16-bit operands take 288 KiB in dX and dW,
+    more than a Hopper block has; fp32 operands take twice a config's 16-bit bytes). A config that does not fit
+    would be compiled, then fail to launch, costing the autotuning its compile time."""
+
+    def prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+        operand = named_args.get("x_ptr", named_args.get("dy_ptr"))
+        limit = _shared_limit(operand.device.index or 0)
+        size = operand.element_size()
+        fit = [c for c in configs if shared_bytes(kernel, c, size) <= limit]
+        return fit or [min(configs, key=lambda c: shared_bytes(kernel, c, size))]
+
+    return prune
+
+
 _TUNED = {
-    kernel: triton.autotune(configs=_configs(), key=_KEY)(kernel)
+    kernel: triton.autotune(configs=_configs(), key=_KEY, prune_configs_by={"early_config_prune": _fitting(kernel)})(
+        kernel
+    )
     for kernel in (_banded_fwd_kernel, _banded_dx_kernel, _banded_dw_kernel)
 }
 # dW with the token-split configs too (atomics: dW zeroed before each config is timed and before the real run);
 # _TUNED's dW (one run of tokens per program) serves torch.use_deterministic_algorithms(True)
-_TUNED_DW_SPLIT = triton.autotune(configs=_configs() + _split_configs(), key=_KEY, reset_to_zero=["dw_ptr"])(
-    _banded_dw_kernel
-)
+_TUNED_DW_SPLIT = triton.autotune(
+    configs=_configs() + _split_configs(),
+    key=_KEY,
+    reset_to_zero=["dw_ptr"],
+    prune_configs_by={"early_config_prune": _fitting(_banded_dw_kernel)},
+)(_banded_dw_kernel)
 INTERPRET_SPLIT_M = 1  # dW's runs of tokens under the interpreter (a test sets more to check the atomic path)
 
 

@@ -54,3 +54,17 @@ def test_the_sparse_gemv_loop_is_pipelined_and_its_splits_add_relaxed(rows: dict
 def test_masked_weight_is_a_plain_elementwise_pass(rows: dict[str, dict]) -> None:
     row = rows["banded masked_weight"]
     assert row["LDG"] > 0 and row["STG"] > 0 and row["LDL"] == row["STL"] == 0 and row["shared"] == 0
+
+
+@pytest.mark.parametrize("kernel", ["banded forward", "banded dX", "banded dW, 1 run of tokens"])
+def test_the_autotuner_s_shared_memory_estimate_is_what_the_compiler_allocates(rows, kernel: str) -> None:
+    """kernel.shared_bytes (what the autotuner prunes configs by) against the compiled kernel's own figure."""
+    import triton
+
+    from kernels import codegen
+    from kernels.banded import kernel as banded
+
+    case = next(c for c in codegen.CASES if c.name == kernel)
+    fn = getattr(banded, case.kernel.split(":")[1])
+    config = triton.Config(case.constexprs, num_warps=case.num_warps, num_stages=case.num_stages)
+    assert banded.shared_bytes(fn, config, 2) == rows[kernel]["shared"]

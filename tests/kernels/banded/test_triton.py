@@ -208,6 +208,27 @@ def test_the_autotuned_launch_matches_masked_dense() -> None:
     _assert_close(got, _reference(x, weight, bias, dy, mask), torch.float16)
 
 
+def test_configs_whose_pipeline_overflows_shared_memory_are_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a Hopper block's 227 KiB, 16-bit operands: dX and dW drop their 128 x 256 and 256 x 128 configs (3
+    stages of two tiles: 288 KiB and 240 KiB; the forward's take 144 KiB and stay); fp32 operands drop two, four
+    and four; with too little for any, the smallest config is kept."""
+    monkeypatch.setattr(kernel, "_shared_limit", lambda device: 232448)
+    fp16, fp32 = torch.empty(1, dtype=torch.float16), torch.empty(1, dtype=torch.float32)
+    configs = kernel._configs()
+    big = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in configs[:2]]
+    assert big == [(128, 256), (256, 128)]
+    assert kernel.shared_bytes(kernel._banded_dx_kernel, configs[0], 2) == 3 * (128 * 256 + 256 * 64) * 2
+    # configs dropped (16-bit, fp32), counted by hand from the tiles each loop stages (kernel._STAGED)
+    cases = [(kernel._banded_fwd_kernel, "x_ptr", (0, 2)), (kernel._banded_dx_kernel, "dy_ptr", (2, 4))]
+    for fn, name, dropped in [*cases, (kernel._banded_dw_kernel, "dy_ptr", (2, 4))]:
+        kept = kernel._fitting(fn)(configs, {name: fp16})
+        assert len(kept) == len(configs) - dropped[0] and all(c in configs[dropped[0] :] for c in kept)
+        assert len(kernel._fitting(fn)(configs, {name: fp32})) == len(configs) - dropped[1]
+    monkeypatch.setattr(kernel, "_shared_limit", lambda device: 1)
+    smallest = kernel._fitting(kernel._banded_fwd_kernel)(configs, {"x_ptr": fp16})
+    assert smallest == [min(configs, key=lambda c: kernel.shared_bytes(kernel._banded_fwd_kernel, c, 2))]
+
+
 def test_gradcheck_against_finite_differences() -> None:
     """fp64 gradcheck (fast mode: random projections) of the autograd function; the finite differences of
     W outside the band are zero, as the kernel's dW is."""
