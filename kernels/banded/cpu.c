@@ -567,26 +567,20 @@ int32_t banded_layout(int64_t *out, char *names) {
   out[n++] = sizeof(banded_tiles), out[n++] = sizeof(banded_forward_args), out[n++] = sizeof(banded_backward_args);
 #define AT(S, F) \
   (out[n++] = (int64_t)offsetof(S, F), out[n++] = (int64_t)sizeof(((S *)0)->F), strcat(names, #S "." #F " "))
-  AT(banded_tiles, rows_total), AT(banded_tiles, cols_total), AT(banded_tiles, tiles), AT(banded_tiles, rows);
-  AT(banded_tiles, row0), AT(banded_tiles, nrows), AT(banded_tiles, col0), AT(banded_tiles, width);
-  AT(banded_tiles, offset), AT(banded_tiles, split_a), AT(banded_tiles, split_b), AT(banded_tiles, split_span);
-  AT(banded_forward_args, m), AT(banded_forward_args, fwd), AT(banded_forward_args, bwd);
-  AT(banded_forward_args, panel), AT(banded_forward_args, pack), AT(banded_forward_args, bpanel);
-  AT(banded_forward_args, w), AT(banded_forward_args, w_rs), AT(banded_forward_args, w_cs);
-  AT(banded_forward_args, mask), AT(banded_forward_args, m_rs), AT(banded_forward_args, m_cs);
-  AT(banded_forward_args, x), AT(banded_forward_args, x_rows), AT(banded_forward_args, ldx);
-  AT(banded_forward_args, bias), AT(banded_forward_args, out), AT(banded_forward_args, out_rows);
-  AT(banded_forward_args, chunk), AT(banded_forward_args, threads);
-  AT(banded_backward_args, m), AT(banded_backward_args, bwd), AT(banded_backward_args, bpanel);
-  AT(banded_backward_args, dy), AT(banded_backward_args, dy_rows), AT(banded_backward_args, lddy);
-  AT(banded_backward_args, dx), AT(banded_backward_args, dx_rows), AT(banded_backward_args, chunk);
-  AT(banded_backward_args, dw), AT(banded_backward_args, bt), AT(banded_backward_args, v);
-  AT(banded_backward_args, n_v), AT(banded_backward_args, ldv), AT(banded_backward_args, mask);
-  AT(banded_backward_args, m_rs), AT(banded_backward_args, m_cs), AT(banded_backward_args, g);
-  AT(banded_backward_args, g_rs), AT(banded_backward_args, g_cs), AT(banded_backward_args, g_numel);
-  AT(banded_backward_args, db), AT(banded_backward_args, s), AT(banded_backward_args, s_tokens_last);
-  AT(banded_backward_args, n_s), AT(banded_backward_args, lds), AT(banded_backward_args, by_rows);
-  AT(banded_backward_args, threads);
+#define TILES(F) AT(banded_tiles, F)
+#define FWD(F) AT(banded_forward_args, F)
+#define BWD(F) AT(banded_backward_args, F)
+  TILES(rows_total), TILES(cols_total), TILES(tiles), TILES(rows), TILES(row0), TILES(nrows), TILES(col0);
+  TILES(width), TILES(offset), TILES(split_a), TILES(split_b), TILES(split_span);
+  FWD(m), FWD(fwd), FWD(bwd), FWD(panel), FWD(pack), FWD(bpanel), FWD(w), FWD(w_rs), FWD(w_cs), FWD(mask);
+  FWD(m_rs), FWD(m_cs), FWD(x), FWD(x_rows), FWD(ldx), FWD(bias), FWD(out), FWD(out_rows), FWD(chunk);
+  FWD(threads);
+  BWD(m), BWD(bwd), BWD(bpanel), BWD(dy), BWD(dy_rows), BWD(lddy), BWD(dx), BWD(dx_rows), BWD(chunk), BWD(dw);
+  BWD(bt), BWD(v), BWD(n_v), BWD(ldv), BWD(mask), BWD(m_rs), BWD(m_cs), BWD(g), BWD(g_rs), BWD(g_cs);
+  BWD(g_numel), BWD(db), BWD(s), BWD(s_tokens_last), BWD(n_s), BWD(lds), BWD(by_rows), BWD(threads);
+#undef TILES
+#undef FWD
+#undef BWD
 #undef AT
   return n;
 }
