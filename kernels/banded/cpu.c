@@ -173,13 +173,13 @@
         for (int32_t u = 0; u < V; u++) *(vec_##SUF *)(o + r * ldo + j + u * LANES_##SUF) = acc[r][u];          \
   }
 
-/* product_few's tile t of R rows: tokens four at a time, then one at a time (see product_few). */
-#define FEW_TILE(T, SUF, R)                                                                                         \
+/* few_tokens's tokens [j, end) of a tile of R rows: four at a time, a vector over the tile's rows per token (four
+ * independent sums, one load of the packed weights for four tokens); the last ones alone, their sum split four
+ * ways over the columns (a single chain of dependent FMAs would be latency-bound). */
+#define FEW_TOKENS(T, SUF, R)                                                                                    \
   {                                                                                                             \
     const rows##R##_##SUF start = *(const rows##R##_##SUF *)init;                                               \
-    const int32_t w = width[t], nr = nrows[t];                                                                  \
-    int64_t j = 0;                                                                                              \
-    for (; j + 4 <= m; j += 4) {                                                                                \
+    for (; j + 4 <= end; j += 4) {                                                                              \
       rows##R##_##SUF a0 = start, a1 = start, a2 = start, a3 = start;                                           \
       for (int32_t k = 0; k < w; k++) {                                                                         \
         const rows##R##_##SUF pk = *(const rows##R##_##SUF *)(p + (int64_t)k * R);                             \
@@ -191,7 +191,7 @@
         o[(j + 2) * oj + r * orow] = a2[r], o[(j + 3) * oj + r * orow] = a3[r];                                 \
       }                                                                                                         \
     }                                                                                                           \
-    for (; j < m; j++) {                                                                                        \
+    for (; j < end; j++) {                                                                                      \
       rows##R##_##SUF a0 = start, a1 = {0}, a2 = {0}, a3 = {0};                                                 \
       const T *bj = bt + j * sj;                                                                                \
       int32_t k = 0;                                                                                            \
@@ -247,26 +247,26 @@
                                                                                                                 \
   /* Tokens [j, end) of one tile: o[r * ldo + j'] = init[r] + sum_k p[k * rows + r] * bt[k * ldb + j'], where  \
      bt points at the tile's first column and o at its first row. */                                          \
+  /* Tokens [j, end) of one tile, fewer than a strip or as many as decoding has: out[j * oj + r * orow] =       \
+     init[r] + sum_k p[k * rows + r] * bt[j * sj + k * sc], where bt points at the tile's first column and o at \
+     its first row, each in either layout (FEW_TOKENS). */                                                      \
+  static inline void few_tokens_##SUF(int32_t rows, int32_t w, int32_t nr, const T *p, const T *init,         \
+                                      const T *bt, int64_t sj, int64_t sc, T *o, int64_t oj, int64_t orow,     \
+                                      int64_t j, int64_t end) {                                                 \
+    if (rows == 4)                                                                                              \
+      FEW_TOKENS(T, SUF, 4)                                                                                     \
+    else                                                                                                        \
+      FEW_TOKENS(T, SUF, 8)                                                                                     \
+  }                                                                                                             \
+                                                                                                                \
   static inline void product_tile_##SUF(int32_t rows, int32_t w, int32_t nr, const T *p, const T *init,        \
                                         const T *bt, int64_t ldb, T *o, int64_t ldo, int64_t j, int64_t end) { \
     if (rows == 4)                                                                                              \
       PRODUCT_STRIPS(T, SUF, 4, V4)                                                                             \
     else                                                                                                        \
       PRODUCT_STRIPS(T, SUF, 8, V8)                                                                             \
-    /* The last tokens, fewer than one strip (all of them for a short input, as in decoding): one token at a    \
-       time, a vector over the tile's rows (the packed weights of column k are adjacent) times b[k, j]. */      \
-    if (rows == 4)                                                                                              \
-      for (; j < end; j++) {                                                                                    \
-        rows4_##SUF acc = *(const rows4_##SUF *)init;                                                           \
-        for (int32_t k = 0; k < w; k++) acc += *(const rows4_##SUF *)(p + (int64_t)k * 4) * bt[k * ldb + j];     \
-        for (int32_t r = 0; r < nr; r++) o[r * ldo + j] = acc[r];                                               \
-      }                                                                                                         \
-    else                                                                                                        \
-      for (; j < end; j++) {                                                                                    \
-        rows8_##SUF acc = *(const rows8_##SUF *)init;                                                           \
-        for (int32_t k = 0; k < w; k++) acc += *(const rows8_##SUF *)(p + (int64_t)k * 8) * bt[k * ldb + j];     \
-        for (int32_t r = 0; r < nr; r++) o[r * ldo + j] = acc[r];                                               \
-      }                                                                                                         \
+    /* the last tokens, fewer than one strip */                                                                \
+    few_tokens_##SUF(rows, w, nr, p, init, bt, 1, ldb, o, 1, ldo, j, end);                                      \
   }                                                                                                             \
                                                                                                                 \
   /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (one thread). */                                \
@@ -280,10 +280,8 @@
   }                                                                                                             \
                                                                                                                 \
   /* A product of fewer tokens than one strip (decoding: 1-4 tokens): the threads share the tiles, and each tile \
-     reads b and writes out in place, element (token j, column c) at b[j * sj + c * sc] and (j, row) at        \
-     out[j * oj + row * orow]. Tokens go four at a time, a vector over the tile's rows per token (four         \
-     independent sums, one load of the packed weights for four tokens); the last ones alone, their sum split  \
-     four ways over the columns. Before, one thread ran them as one chain of dependent FMAs per tile. */        \
+     reads b and writes out in place (few_tokens), element (token j, column c) at b[j * sj + c * sc] and (j,   \
+     row) at out[j * oj + row * orow]. Before, one thread ran them as one chain of dependent FMAs per tile. */  \
   static void product_few_##SUF(int64_t m, int32_t tiles, const int32_t *row0, const int32_t *nrows,           \
                                 const int32_t *col0, const int32_t *width, const int64_t *offset, int32_t rows, \
                                 const T *panel, const T *b, int64_t sj, int64_t sc, const T *bias, T *out,     \
@@ -292,12 +290,8 @@
     for (int32_t t = 0; t < tiles; t++) {                                                                      \
       T init[8] = {0};                                                                                          \
       for (int32_t r = 0; r < nrows[t]; r++) init[r] = bias ? bias[row0[t] + r] : (T)0;                        \
-      const T *p = panel + offset[t], *bt = b + (int64_t)col0[t] * sc;                                          \
-      T *o = out + (int64_t)row0[t] * orow;                                                                     \
-      if (rows == 4)                                                                                            \
-        FEW_TILE(T, SUF, 4)                                                                                        \
-      else                                                                                                      \
-        FEW_TILE(T, SUF, 8)                                                                                        \
+      few_tokens_##SUF(rows, width[t], nrows[t], panel + offset[t], init, b + (int64_t)col0[t] * sc, sj, sc,    \
+                       out + (int64_t)row0[t] * orow, oj, orow, 0, m);                                          \
     }                                                                                                           \
   }                                                                                                             \
                                                                                                                 \
