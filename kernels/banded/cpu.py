@@ -266,8 +266,7 @@ class CpuPlan(TwoTilings):
         _, template, _, copy, out_rows = kept
         a = ForwardArgs.from_buffer_copy(template)  # one per call: ctypes lets other threads run while cpu.c does
         b = x2.contiguous() if copy else x2
-        m, n = x2.shape[0], self.out_features
-        out = new_output(b, m, n) if out_rows else new_output(b, n, m)
+        out = product_output(b, self.out_features, out_rows)
         a.x, a.out, a.threads = _ptr(b), _ptr(out), torch.get_num_threads()
         _succeeded(_fn("forward", b.dtype)(ctypes.byref(a)), a.chunk)
         return out if out_rows else out.t()
@@ -300,9 +299,17 @@ def new_output(like: torch.Tensor, *shape: int) -> torch.Tensor:
     outputs of 32 MiB and more out as fresh mappings every time, and their first touch page by page (4 KiB)
     cost as much as the product (measured: a fresh 32 MiB output written in 9.8 ms, 1.8 ms advised)."""
     out = like.new_empty(*shape)  # (unpacked: a tuple costs 0.5 us more)
-    if math.prod(shape) * like.itemsize >= HUGE_OUTPUT:
-        _load()[0].banded_advise_huge(_ptr(out), out.numel() * out.element_size())
+    nbytes = math.prod(shape) * like.itemsize
+    if nbytes >= HUGE_OUTPUT:
+        _load()[0].banded_advise_huge(_ptr(out), nbytes)
     return out
+
+
+def product_output(b: torch.Tensor, rows_total: int, out_rows: bool) -> torch.Tensor:
+    """A new output for a product over ``b``'s M tokens: (M, rows_total) row-major when ``out_rows``, else
+    (rows_total, M), the tokens-last result stored as its transpose."""
+    m = b.shape[0]
+    return new_output(b, m, rows_total) if out_rows else new_output(b, rows_total, m)
 
 
 def pack(a: torch.Tensor, mask: torch.Tensor, t: Tiling) -> torch.Tensor:
@@ -334,15 +341,12 @@ def _product_operands(
     b_rows = not is_tokens_last(b)
     if b_rows and b.stride(1) != 1:
         b = b.contiguous()
-    m = b.shape[0]
-    result = None
-    if out:
-        result = new_output(b, m, t.rows_total) if out_rows else new_output(b, t.rows_total, m)
+    result = product_output(b, t.rows_total, out_rows) if out else None
     if b_rows or out_rows:
         chunk = chunk or chunk_tokens(
             max(t.cols_total if b_rows else 1, t.rows_total if out_rows else 1), b.element_size()
         )
-    return b, b_rows, b.stride(0) if b_rows else m, result, chunk
+    return b, b_rows, b.stride(0) if b_rows else b.shape[0], result, chunk
 
 
 def _succeeded(failed: int, chunk: int) -> None:
@@ -387,8 +391,7 @@ def forward(
     bias = None if bias is None else bias.contiguous()
     panel, dx_panel = weight.new_empty(p.fwd.panel), weight.new_empty(p.bwd.panel)
     a, b, out_rows = _forward_args(p, x2, bias, panel)
-    m, n = x2.shape[0], p.out_features
-    out = new_output(b, m, n) if out_rows else new_output(b, n, m)
+    out = product_output(b, p.out_features, out_rows)
     a.pack, a.bpanel, a.w, (a.w_rs, a.w_cs) = 1, _ptr(dx_panel), _ptr(weight), weight.stride()
     a.mask, (a.m_rs, a.m_cs) = _ptr(p.mask), p.mask.stride()
     a.out, a.threads = _ptr(out), torch.get_num_threads()
