@@ -210,8 +210,7 @@ class SwappableGPT2:
 
     def use(self, side: str) -> GPT2:
         for name, module in self.sides[side].items():
-            parent, _, child = name.rpartition(".")
-            setattr(self.model.get_submodule(parent), child, module)
+            self.model.set_submodule(name, module)
         return self.model
 
 

@@ -149,10 +149,8 @@ class BandedKernel(Kernel):
             if width is None:
                 logger.info("banded kernel: %s has no banded mask; left dense", name)
                 continue
-            parent, _, child = name.rpartition(".")
             block = self.settings.block or auto_block(width)
-            banded = BandedLinear(module, block, self.settings.gpu, self.settings.cpu)
-            setattr(model.get_submodule(parent) if parent else model, child, banded)
+            model.set_submodule(name, BandedLinear(module, block, self.settings.gpu, self.settings.cpu))
             taken.append(name)
             logger.info("banded kernel: %s (%dx%d, band width %d)", name, *mask.shape, width)
         return taken

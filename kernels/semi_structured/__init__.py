@@ -90,8 +90,7 @@ class SemiStructuredKernel(Kernel):
             except NotSemiStructured as err:
                 refused.setdefault(str(err), []).append(name)
                 continue
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, SemiStructuredLinear(linear))
+            model.set_submodule(name, SemiStructuredLinear(linear))
             taken.append(name)
         if refused:
             logger.warning(

@@ -67,9 +67,8 @@ class SparseGemvKernel(Kernel):
         for name, threshold in self.thresholds.items():
             if name not in layers:
                 continue
-            parent, _, child = name.rpartition(".")
             module = SparseGemvLinear(layers[name], threshold, self.settings.sparsity)
-            setattr(model.get_submodule(parent) if parent else model, child, module)
+            model.set_submodule(name, module)
             taken.append(name)
             logger.debug(
                 "sparse_gemv: %s (%dx%d), threshold %.4g", name, module.out_features, module.in_features, threshold

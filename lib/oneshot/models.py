@@ -211,8 +211,7 @@ def linearize_conv1d(model: nn.Module) -> tuple[str, ...]:
             linear.weight.copy_(weight.t())
             if module.bias is not None:
                 linear.bias.copy_(module.bias)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, linear)
+        model.set_submodule(name, linear)
         swapped.append(name)
     return tuple(swapped)
 
