@@ -44,6 +44,7 @@ class Case:
     constexprs: dict
     pointers: dict = dataclasses.field(default_factory=dict)
     default_pointer: str = "*fp16"
+    scalars: dict = dataclasses.field(default_factory=dict)  # non-pointer arguments' types by name (others: i32)
     aligned: tuple[str, ...] = ()
     num_warps: int = 4
     num_stages: int = 3
@@ -77,7 +78,8 @@ CASES = [
     Case("sparse_gemv", "kernels.sparse_gemv.kernel:_sparse_gemv_kernel",
          {"HAS_BIAS": True, "BLOCK_B": 1, "BLOCK_N": 128, "BLOCK_K": 32, "SPLIT_K": 8, "STAGES": 3, "stride_xk": 1,
           "stride_wn": 1},
-         pointers={"y_ptr": "*fp32"}, aligned=("N", "K", "stride_wk")),
+         pointers={"sums_ptr": "*fp32", "count_ptr": "*i32"}, scalars={"threshold": "fp32"},
+         aligned=("N", "K", "stride_wk", "stride_yb")),
 ]  # fmt: skip
 
 
@@ -108,7 +110,7 @@ def compile_case(case: Case, capability: int = 90) -> dict:
     fn = _jit_function(case.kernel)
     signature = {
         name: "constexpr" if name in case.constexprs else case.pointers.get(name, case.default_pointer)
-        if name.endswith("_ptr") else "i32"
+        if name.endswith("_ptr") else case.scalars.get(name, "i32")
         for name in fn.arg_names
     }  # fmt: skip
     attrs = {

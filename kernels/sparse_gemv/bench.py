@@ -32,7 +32,7 @@ FEATURES = ((4096, 4096), (4096, 11008), (11008, 4096))  # (K in, N out)
 
 
 def bench(batch: int, k: int, n: int, sparsity: float, reps: int, warmup: int) -> dict:
-    from kernels.sparse_gemv.kernel import sparse_gemv  # imports Triton: only here, on a GPU
+    from kernels.sparse_gemv.kernel import Workspace, sparse_gemv  # imports Triton: only here, on a GPU
 
     gen = torch.Generator(device="cuda").manual_seed(0)
     dtype = torch.float16
@@ -42,11 +42,12 @@ def bench(batch: int, k: int, n: int, sparsity: float, reps: int, warmup: int) -
     x = torch.randn(batch, k, device="cuda", generator=gen).to(dtype)
     t = threshold_for(x.abs(), sparsity)
     with torch.no_grad():
-        y = sparse_gemv(x, weight_t, bias, t, sparsity)  # the first call tunes (outside the timings)
+        space = Workspace.zeros(x.device, n)  # kept, as SparseGemvLinear keeps one per layer: one launch a call
+        y = sparse_gemv(x, weight_t, bias, t, sparsity, space)  # the first call tunes (outside the timings)
         reference = sparse_linear(x.float(), weight.float(), bias.float(), t)
         err = (y.float() - reference).abs().max().item()
         rows_read = (sparsify(x, t) != 0).any(0).float().mean().item()
-        timed = compare(lambda: F.linear(x, weight, bias), lambda: sparse_gemv(x, weight_t, bias, t, sparsity),
+        timed = compare(lambda: F.linear(x, weight, bias), lambda: sparse_gemv(x, weight_t, bias, t, sparsity, space),
                         reps, warmup)  # fmt: skip
     return {
         "op": "sparse_gemv",

@@ -18,20 +18,27 @@ row* of ``BLOCK_N`` elements: the masked load of that row is predicated off and 
 (a row of 64 fp16 is one 128-byte line). In the usual (N, K) layout a skipped channel would be a strided column,
 and every 32-byte sector would still be fetched for its neighbours.
 
-Split-K with atomics. The grid is ``(cdiv(N, BLOCK_N), SPLIT_K)``: program ``(i, j)`` owns output columns
+Split-K in one launch. The grid is ``(cdiv(N, BLOCK_N), SPLIT_K)``: program ``(i, j)`` owns output columns
 ``[i·BLOCK_N, (i+1)·BLOCK_N)`` and the K-blocks ``j, j + SPLIT_K, j + 2·SPLIT_K, ...``; it accumulates its partial
 sums in fp32 registers and adds them with a relaxed ``tl.atomic_add`` (a fire-and-forget ``red.add.f32``) into
-an fp32 output buffer the launcher zeroes. Split
-0 also adds the bias. A GEMV has only ``N / BLOCK_N`` output blocks (32 for N = 4096 and BLOCK_N = 128), too few
-to occupy a GPU; split-K multiplies the programs without a second pass over a (SPLIT_K, B, N) buffer, which
-at 90% sparsity would cost a sizeable fraction of the weight bytes still read. The price: the order in which
-the splits' fp32 partials are added varies from run to run, so the result is reproducible to fp32 rounding,
-not bit for bit.
+an fp32 workspace. A GEMV has only ``N / BLOCK_N`` output blocks (32 for N = 4096 and BLOCK_N = 128), too few to
+occupy a GPU; split-K multiplies the programs without a second pass over a (SPLIT_K, B, N) buffer, which at 90%
+sparsity would cost a sizeable fraction of the weight bytes still read. The last split of a column block to
+finish does the rest: each program counts its arrival on the block's counter (an ``acq_rel`` atomic after a
+barrier, so every thread's adds are visible before the count is), and the program that sees ``SPLIT_K - 1``
+arrivals before its own reads the block's sums, adds the bias, stores ``y`` in the input's dtype, and writes the
+sums and the counter back to zero. The workspace (:class:`Workspace`, fp32 ``(MAX_BATCH, N)`` and one int32 per
+column, kept by the caller: one per layer) is so zero before every call without a kernel that zeroes it, and the
+output needs no kernel that casts it: one launch per GEMV instead of three (zero, GEMV, cast; at 90% sparsity the
+three took 14 us on an H200 for 4096 -> 4096, where the weight bytes read take about 1 us; the one launch is not
+yet measured: docs/kernels.md). The price: the
+order in which the splits' fp32 partials are added varies from run to run, so the result is reproducible to fp32
+rounding, not bit for bit; and two launches on one workspace must not overlap.
 
 Dtypes. fp16, bf16 and fp32 inputs (x, Wᵀ and bias of one dtype). Every product and sum is fp32: loads are
 upcast in registers, the atomics add fp32 (no bf16 or fp16 atomics, whose rounding at every add would lose
-accuracy with SPLIT_K and be slow where the hardware has no native bf16 atomic), and the fp32 buffer is cast
-to the input dtype once at the end (fp32 input: the buffer is the result). The threshold is compared in fp32:
+accuracy with SPLIT_K and be slow where the hardware has no native bf16 atomic), and the last split casts
+the fp32 sums to the input dtype once, as it stores ``y``. The threshold is compared in fp32:
 fp16 and bf16 values are exact in fp32, and the launcher rounds ``t`` to fp32, as the reference does.
 
 Pipelining. The K loop is a ``tl.range`` with ``STAGES`` (1 or 3, tuned): with 3, Triton prefetches the next
@@ -63,6 +70,8 @@ References (facts cited; the code is ours):
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
@@ -102,8 +111,7 @@ def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[tri
 @triton.autotune(
     configs=_configs(),
     key=["N", "K", "B", "SPARSITY_BIN"],
-    prune_configs_by={"early_config_prune": _prune},
-    reset_to_zero=["y_ptr"],  # the splits add into y: every tuning run starts from zero again
+    prune_configs_by={"early_config_prune": _prune},  # (no reset_to_zero: every run leaves its workspace zeroed)
 )
 @triton.jit
 def _sparse_gemv_kernel(
@@ -111,7 +119,9 @@ def _sparse_gemv_kernel(
     x_ptr,  # (B, K), any strides
     wt_ptr,  # (K, N): the weight transposed
     bias_ptr,  # (N,), or a dummy when HAS_BIAS is False
-    y_ptr,  # (B, N) fp32, zeroed: the splits add into it
+    y_ptr,  # (B, N), x's dtype: written once per element, by the last split of its column block
+    sums_ptr,  # (B, N) fp32, row stride N, zero on entry and on exit: the splits add into it
+    count_ptr,  # (cdiv(N, BLOCK_N),) int32, zero on entry and on exit: the splits of each column block done
     # sizes
     B,
     N,
@@ -157,21 +167,54 @@ def _sparse_gemv_kernel(
             other=0.0,
         ).to(tl.float32)  # (BLOCK_K, BLOCK_N); skipped rows issue no loads
         acc += tl.sum(x[:, :, None] * w[None, :, :], axis=1)
-    if HAS_BIAS:
-        if pid_k == 0:
-            acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    # relaxed: the adds need atomicity, not ordering (the launcher's stream orders the final cast after them)
+    # relaxed: the adds need atomicity, not ordering (the count below orders them before the last split's reads)
     y_mask = b_mask[:, None] & n_mask[None, :]
-    tl.atomic_add(y_ptr + offs_b[:, None] * stride_yb + offs_n[None, :], acc, mask=y_mask, sem="relaxed")
+    sums = sums_ptr + offs_b[:, None] * N + offs_n[None, :]
+    tl.atomic_add(sums, acc, mask=y_mask, sem="relaxed")
+    # Every thread's adds are issued before the barrier, and the count's release (one thread's) is cumulative
+    # over them; the split that counts the others' SPLIT_K - 1 arrivals acquires all their adds.
+    tl.debug_barrier()
+    arrived = tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel")
+    if arrived == SPLIT_K - 1:
+        total = tl.load(sums, mask=y_mask, other=0.0, cache_modifier=".cg")  # from L2, where the adds were made
+        if HAS_BIAS:
+            total += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptr + offs_b[:, None] * stride_yb + offs_n[None, :], total.to(y_ptr.dtype.element_ty), mask=y_mask)
+        tl.store(sums, tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), mask=y_mask)  # zero for the next call
+        tl.store(count_ptr + pid_n, 0)
+
+
+class Workspace(NamedTuple):
+    """What the kernel's splits of an ``N``-column output share: fp32 sums ``(MAX_BATCH, N)`` and int32 column-block
+    counters ``(N,)`` (at least one per block), zero before a call and zero again after it (the last split of
+    each block writes them back). Two launches on one workspace must not overlap: a caller that keeps one
+    (:class:`~kernels.sparse_gemv.reference.SparseGemvLinear` does, per layer) launches on it from one stream at a
+    time, and makes it before a CUDA graph captures a call (in the warm-up), so the graph holds no memset."""
+
+    sums: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def zeros(cls, device: torch.device, n: int) -> Workspace:
+        return cls(
+            torch.zeros(MAX_BATCH, n, device=device, dtype=torch.float32),
+            torch.zeros(n, device=device, dtype=torch.int32),
+        )
 
 
 def sparse_gemv(
-    x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, threshold: float, sparsity: float = 0.5
+    x: torch.Tensor,
+    weight_t: torch.Tensor,
+    bias: torch.Tensor | None,
+    threshold: float,
+    sparsity: float = 0.5,
+    workspace: Workspace | None = None,
 ) -> torch.Tensor:
     """``x`` (B, K) with 1 <= B <= 4, ``weight_t`` = Wᵀ (K, N) contiguous, ``bias`` (N,) or None -> ``y`` (B, N)
     in ``x``'s dtype: ``sparsify(x, threshold) Wᵀ + b``, the input channels no row keeps skipped. ``sparsity``
     is the layer's calibrated target (a host constant): it selects the tuned config through
-    :func:`sparsity_bin`, nothing else."""
+    :func:`sparsity_bin`, nothing else. ``workspace``: a :class:`Workspace` for N kept by the caller, so the
+    call is one launch; without it, one is zeroed for the call (a memset more)."""
     if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_BATCH:
         raise ValueError(f"x of shape {tuple(x.shape)}: (B, K) with 1 <= B <= {MAX_BATCH} (a decoding batch)")
     b, k = x.shape
@@ -186,7 +229,12 @@ def sparse_gemv(
         raise ValueError(f"bias of shape {tuple(bias.shape)}: ({n},)")
     if x.device != weight_t.device or (bias is not None and bias.device != x.device):
         raise ValueError("x, Wᵀ and bias on one device")
-    y = torch.zeros(b, n, device=x.device, dtype=torch.float32)
+    if workspace is None:
+        workspace = Workspace.zeros(x.device, n)
+    elif workspace.sums.shape != (MAX_BATCH, n) or workspace.sums.device != x.device:
+        raise ValueError(f"workspace for {tuple(workspace.sums.shape)} on {workspace.sums.device}: Workspace.zeros("
+                         f"{x.device}, {n})")  # fmt: skip
+    y = torch.empty(b, n, device=x.device, dtype=x.dtype)
 
     def grid(meta):
         return (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
@@ -196,6 +244,8 @@ def sparse_gemv(
         weight_t,
         bias if bias is not None else y,  # never read without HAS_BIAS
         y,
+        workspace.sums,
+        workspace.count,
         b,
         n,
         k,
@@ -209,4 +259,4 @@ def sparse_gemv(
         HAS_BIAS=bias is not None,
         BLOCK_B=triton.next_power_of_2(b),
     )
-    return y if x.dtype == torch.float32 else y.to(x.dtype)
+    return y

@@ -107,9 +107,11 @@ class SparseGemvLinear(nn.Module):
     of :data:`DTYPES` and the weight's dtype, without autograd, on a device Triton runs on
     (:func:`kernels.runtime.use_triton`) go to the Triton GEMV, which reads a transposed contiguous copy of
     the weight (made on first use, remade when the weight changes in place or moves; it doubles the layer's
-    weight memory on that device). On the CPU the same inputs in float32 or float64 go to the C kernel
-    (:mod:`kernels.sparse_gemv.cpu`), which reads the same copy. Everything else (a prefill of many tokens,
-    training, other dtypes on the CPU) is :func:`sparse_linear`: the same semantics in dense math.
+    weight memory on that device) and adds its split-K partial sums in the layer's workspace (``4 · N`` fp32
+    and ``N`` int32, zero between calls: one call at a time per layer). On the CPU the same inputs in float32
+    or float64 go to the C kernel (:mod:`kernels.sparse_gemv.cpu`), which reads the same copy. Everything else
+    (a prefill of many tokens, training, other dtypes on the CPU) is :func:`sparse_linear`: the same semantics
+    in dense math.
     """
 
     def __init__(self, linear: nn.Linear, threshold: float, sparsity: float) -> None:
@@ -121,6 +123,7 @@ class SparseGemvLinear(nn.Module):
         self._weight_t: torch.Tensor | None = None
         self._key: tuple | None = None
         self.kept: int | None = None  # input channels the last call of the CPU kernel kept
+        self._workspace = None  # the Triton kernel's split-K sums and counters (kernel.Workspace), on its device
 
     def weight_t(self) -> torch.Tensor:
         """Wᵀ (K, N), contiguous, as the kernel reads it."""
@@ -147,9 +150,12 @@ class SparseGemvLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if self._decoding(x2):
             if x2.dtype in DTYPES and use_triton(x2):
-                from kernels.sparse_gemv.kernel import sparse_gemv  # imports Triton: only where it runs
+                from kernels.sparse_gemv.kernel import Workspace, sparse_gemv  # imports Triton: only where it runs
 
-                y = sparse_gemv(x2, self.weight_t(), self.bias, self.threshold, self.sparsity)
+                weight_t = self.weight_t()
+                if self._workspace is None or self._workspace.sums.device != weight_t.device:
+                    self._workspace = Workspace.zeros(weight_t.device, self.out_features)
+                y = sparse_gemv(x2, weight_t, self.bias, self.threshold, self.sparsity, self._workspace)
                 return y.reshape(*x.shape[:-1], self.out_features)
             if cpu.runs_on(x2):
                 y, self.kept = cpu.cpu_sparse_gemv(x2, self.weight_t(), self.bias, self.threshold)

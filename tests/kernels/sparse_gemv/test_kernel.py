@@ -84,6 +84,20 @@ def test_the_threshold_drops_entries_at_or_below_it(kernel) -> None:
     assert y.item() == pytest.approx(100 * 0.5000001 - 2000.0) and y.item() == sparse_linear(x, w, None, 0.5).item()
 
 
+def test_each_call_leaves_the_splits_workspace_zeroed_for_the_next(kernel) -> None:
+    """The splits add into a workspace that no kernel zeroes: the last split of each column block reads it and
+    writes it back to zero, with its counter, so calls of other batches, thresholds and bias on it stay exact."""
+    x, w, b = _operands(37, 53, 4, torch.float32)
+    wt = w.t().contiguous()
+    space = kernel.Workspace.zeros(x.device, 53)
+    for rows, t, bias in [(4, 0.0, b), (1, 0.7, None), (3, 2.5, b), (4, 0.7, b)]:
+        y = kernel.sparse_gemv(x[:rows], wt, bias, t, workspace=space)
+        torch.testing.assert_close(y.double(), _oracle(x[:rows], w, bias, t), atol=1e-5, rtol=1e-5)
+        assert not space.sums.any() and not space.count.any()
+    with pytest.raises(ValueError, match=r"workspace for \(4, 52\)"):
+        kernel.sparse_gemv(x, wt, b, 0.1, workspace=kernel.Workspace.zeros(x.device, 52))
+
+
 def test_the_launcher_checks_its_constraints(kernel) -> None:
     x, w, b = _operands(8, 8, 4, torch.float32)
     wt = w.t().contiguous()
@@ -107,13 +121,14 @@ def test_sparse_gemv_linear_decodes_with_the_kernel_and_prefills_with_the_refere
     layer = SparseGemvLinear(linear, threshold=0.6, sparsity=0.5)
     calls = []
     launch = kernel.sparse_gemv
-    monkeypatch.setattr(kernel, "sparse_gemv", lambda *a, **kw: calls.append(a[0].shape) or launch(*a, **kw))
+    monkeypatch.setattr(kernel, "sparse_gemv", lambda *a, **kw: calls.append((a[0].shape, a[5])) or launch(*a, **kw))
     with torch.no_grad():
         for shape in ((1, 1, 37), (2, 2, 37), (5, 37)):  # 1 and 4 rows; 5: prefill
             x = torch.randn(shape, device=DEVICE)
             expected = _oracle(x, linear.weight, linear.bias, 0.6)
             torch.testing.assert_close(layer(x).double(), expected, atol=1e-5, rtol=1e-5)
-    assert calls == [(1, 37), (4, 37)]
+    assert [shape for shape, _ in calls] == [(1, 37), (4, 37)]
+    assert calls[0][1] is calls[1][1] and calls[0][1].sums.shape == (4, 53)  # the layer's workspace, kept
     first = layer.weight_t()
     assert first.shape == (37, 53) and first.is_contiguous() and layer.weight_t() is first  # made once
     with torch.no_grad():
