@@ -32,6 +32,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sparsity-lab"
 
 
+def contents_key(t: torch.Tensor) -> tuple:
+    """What tells whether a copy made from ``t`` (packed, transposed, masked, planned) still holds its values:
+    the same memory, in-place version, device, dtype and strides. Every in-place write autograd sees (an
+    optimizer step, ``mul_``, ``copy_``) bumps the version; a write through ``.data`` does not and is not seen."""
+    return (t.data_ptr(), t._version, t.device, t.dtype, t.stride())
+
+
 def interpreting() -> bool:
     """Triton's interpreter is on (``TRITON_INTERPRET=1``): kernels run on CPU tensors, in NumPy."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -24,7 +24,7 @@ from torch import nn
 from kernels import KERNELS, Kernel, clib
 from kernels.banded import cpu as cpu_kernel
 from kernels.banded.reference import BandPlan, banded_linear, plan
-from kernels.runtime import interpreting, use_triton
+from kernels.runtime import contents_key, interpreting, use_triton
 from lib.pruning.patterns import banded_mask
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class BandedLinear(nn.Module):
 
     def _cached(self, what: str, build):
         mask = self.weight_mask
-        key = (mask.data_ptr(), mask._version, mask.device)
+        key = contents_key(mask)
         if what not in self._cache or self._cache[what][0] != key:
             self._cache[what] = key, build(mask)
         return self._cache[what][1]

@@ -30,6 +30,7 @@ import torch
 
 from kernels import clib
 from kernels.banded.reference import TwoTilings
+from kernels.runtime import contents_key
 
 ROWS = (4, 8)  # rows per tile cpu.c's product takes; dW's tiles are at most 8 rows (cpu.c's ROWS)
 SOURCE = Path(__file__).resolve().parent / "cpu.c"
@@ -244,32 +245,37 @@ class CpuPlan(TwoTilings):
         not all of them to pack them; a weight written through ``.data`` bumps no version and would not be
         seen. Inference only: with autograd (training, gradcheck's perturbations) :func:`forward` packs the
         weights on every call, inside ``cpu.c``."""
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.stride())
+        key = contents_key(weight)
         if self.kept.get("panel", (None,))[0] != key:
             self.kept["panel"] = key, pack(weight.detach(), self.mask, self.fwd)
         return self.kept["panel"][1]
 
-    def infer(self, weight: torch.Tensor, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """``y = x2 (W ⊙ M)ᵀ + bias`` (M, out) without autograd (inference, decoding), in the layout ``x2`` (M,
-        in) does not have: :func:`forward` on the :meth:`kept_panel`, with its arguments kept too while the
-        input's shape and layout, the weight and the bias stay the same, so that a decoding step is one call of
-        ``cpu.c`` and a few checks (ctypes converts 34 separate arguments in 3 us, dense GPT-2 tiny's whole FC1
-        takes 8 us)."""
-        key = (x2.shape, x2.stride(), x2.dtype, weight.data_ptr(), weight._version, weight.stride(),
-               None if bias is None else (bias.data_ptr(), bias._version))  # fmt: skip
+    def infer(self, weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``y = x (W ⊙ M)ᵀ + bias`` (..., out) without autograd (inference, decoding) for ``x`` (..., in), its
+        tokens in the layout they do not have in ``x`` (one token: row-major, the same memory): :func:`forward`
+        on the :meth:`kept_panel`, with its arguments kept too while the input's shape and layout, the weight
+        and the bias stay the same, so that a decoding step is one call of ``cpu.c`` and a few checks (ctypes
+        converts 34 separate arguments in 3 us, dense GPT-2 tiny's whole FC1 takes 8 us; and each reshape, view
+        or transpose of a tensor about 1 us, so a step makes none)."""
+        key = (x.shape, x.stride(), x.dtype, contents_key(weight), None if bias is None else contents_key(bias))
         kept = self.kept.get("args")
         if kept is None or kept[0] != key:
+            x2 = x.reshape(-1, self.in_features)
             bias_c, panel = None if bias is None else bias.contiguous(), self.kept_panel(weight)
             a, b, out_rows = _forward_args(self, x2, bias_c, panel)
+            m, lead = x2.shape[0], x.shape[:-1]
+            direct = b.data_ptr() == x.data_ptr()  # the kernel reads x itself, not a copy of it
+            tokens_last = not out_rows and m > 1  # (one token's row is its column: no transpose to undo)
+            shape = (self.out_features, m) if tokens_last else (*lead, self.out_features)
             # the tensors the struct points at are kept with it (the panel too: kept_panel may replace its own)
-            kept = self.kept["args"] = key, a, (bias_c, panel), b is not x2, out_rows
-        _, template, _, copy, out_rows = kept
+            kept = self.kept["args"] = key, a, (bias_c, panel), direct, tokens_last, shape, _fn("forward", x.dtype)
+        _, template, _, direct, tokens_last, shape, fn = kept
         a = ForwardArgs.from_buffer_copy(template)  # one per call: ctypes lets other threads run while cpu.c does
-        b = x2.contiguous() if copy else x2
-        out = product_output(b, self.out_features, out_rows)
-        a.x, a.out, a.threads = _ptr(b), _ptr(out), torch.get_num_threads()
-        _succeeded(_fn("forward", b.dtype)(ctypes.byref(a)), a.chunk)
-        return out if out_rows else out.t()
+        b = x if direct else x.reshape(-1, self.in_features).contiguous()  # (held until cpu.c returns)
+        out = new_output(x, *shape)
+        a.x, a.out, a.threads = b.data_ptr(), out.data_ptr(), torch.get_num_threads()
+        _succeeded(fn(ctypes.byref(a)), a.chunk)
+        return out.t().view(*x.shape[:-1], self.out_features) if tokens_last else out
 
 
 @torch.no_grad()
@@ -512,6 +518,4 @@ def banded_linear_unchecked(
     ):
         p.kept.clear()  # training (again, after an evaluation): inference's panel and arguments are not held
         return CpuBandedLinearFunction.apply(x, weight, bias, p)
-    if x.dim() == 2:
-        return p.infer(weight, x, bias)
-    return p.infer(weight, x.reshape(-1, p.in_features), bias).view(*x.shape[:-1], p.out_features)
+    return p.infer(weight, x, bias)

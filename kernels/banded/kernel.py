@@ -83,7 +83,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from kernels.runtime import interpreting
+from kernels.runtime import contents_key, interpreting
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 ALIGN = 16  # a hull starts at a multiple of ALIGN elements (aligned, vectorizable loads): _hull's 16
@@ -133,7 +133,7 @@ class BandRanges:
         """:func:`masked_weight` kept while the weight is unchanged (the same tensor and version; a write through
         ``.data`` bumps no version and would not be seen), for inference: a decoding step then reads only the
         hulls of ``W ⊙ M``, not all of ``W`` to mask it. One dtype kept at a time."""
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.stride(), dtype)
+        key = (contents_key(weight), dtype)
         if self._kept.get("key") != key:
             self._kept.clear()  # the old copy goes before the new one is made
             self._kept.update(key=key, weight=masked_weight(weight.detach(), self, dtype))

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kernels import clib
-from kernels.runtime import use_triton
+from kernels.runtime import contents_key, use_triton
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class SparseGemvLinear(nn.Module):
     def weight_t(self) -> torch.Tensor:
         """Wᵀ (K, N), contiguous, as the kernel reads it."""
         w = self.weight
-        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        key = contents_key(w)
         if self._weight_t is None or key != self._key:
             self._weight_t, self._key = w.detach().t().contiguous(), key
         return self._weight_t

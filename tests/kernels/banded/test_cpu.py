@@ -294,6 +294,33 @@ def test_packed_weights_are_kept_until_the_weight_changes() -> None:
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_inference_takes_any_leading_dims_and_layout_and_reads_each_call_s_input() -> None:
+    """Inference keeps its arguments per input shape and strides: one token of a (1, 1, in) decoding step, rows,
+    tokens last (2-D and 3-D), and a strided input it copies; each call reads that call's input (written in
+    place between calls: no stale pointer or copy), and tokens come out in the layout the input does not have."""
+    mask, weight, bias, x, _ = _case(24, 96, 7, 6, torch.float32)
+    p = cpu.plan(mask)
+    wide = torch.randn(2, 3, 192)
+    inputs = {
+        "one token": x[:1].reshape(1, 1, 96).clone(),
+        "rows": x.clone(),
+        "tokens last": _tokens_last(x),
+        "tokens last, 3-D": _tokens_last(x).view(2, 3, 96),
+        "strided (copied)": wide[:, :, ::2],
+    }
+    with torch.no_grad():
+        for name, a in [*inputs.items(), *inputs.items()]:  # twice: the second time on the kept arguments
+            for _ in range(2):
+                y = cpu.cpu_banded_linear(a, weight, bias, p)
+                assert y.shape == (*a.shape[:-1], 24), name
+                torch.testing.assert_close(y, F.linear(a, weight * mask, bias), atol=1e-5, rtol=1e-5, msg=name)
+                if name in ("rows", "tokens last", "tokens last, 3-D"):  # the layout the input does not have
+                    assert (y.reshape(-1, 24).t() if name == "rows" else y).is_contiguous(), name
+                kept = p.kept["args"]
+                a.mul_(-0.5)  # in place: the next call must read the new values
+            assert p.kept["args"] is kept, name  # the same input layout: the arguments were reused
+
+
 @pytest.mark.parametrize("x_tokens_last", [False, True])
 def test_no_tokens(x_tokens_last: bool) -> None:
     """An input of no tokens gives an empty output and zero gradients (it once divided by a chunk of 0)."""
