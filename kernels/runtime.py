@@ -39,6 +39,12 @@ def contents_key(t: torch.Tensor) -> tuple:
     return (t.data_ptr(), t._version, t.device, t.dtype, t.stride())
 
 
+def grad_needed(*tensors: torch.Tensor | None) -> bool:
+    """Autograd records this call: grad mode is on and one of ``tensors`` (None: an absent bias) requires a
+    gradient. A kernel without a backward takes the call only where this is False (inference, decoding)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def interpreting() -> bool:
     """Triton's interpreter is on (``TRITON_INTERPRET=1``): kernels run on CPU tensors, in NumPy."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

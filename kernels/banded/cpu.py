@@ -30,7 +30,7 @@ import torch
 
 from kernels import clib
 from kernels.banded.reference import TwoTilings
-from kernels.runtime import contents_key
+from kernels.runtime import contents_key, grad_needed
 
 ROWS = (4, 8)  # rows per tile cpu.c's product takes; dW's tiles are at most 8 rows (cpu.c's ROWS)
 SOURCE = Path(__file__).resolve().parent / "cpu.c"
@@ -513,9 +513,7 @@ def banded_linear_unchecked(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: CpuPlan
 ) -> torch.Tensor:
     """:func:`cpu_banded_linear` for a caller that has checked :func:`runs_on` itself."""
-    if torch.is_grad_enabled() and (
-        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    ):
+    if grad_needed(x, weight, bias):
         p.kept.clear()  # training (again, after an evaluation): inference's panel and arguments are not held
         return CpuBandedLinearFunction.apply(x, weight, bias, p)
     return p.infer(weight, x, bias)

@@ -83,7 +83,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from kernels.runtime import contents_key, interpreting
+from kernels.runtime import contents_key, grad_needed, interpreting
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 ALIGN = 16  # a hull starts at a multiple of ALIGN elements (aligned, vectorizable loads): _hull's 16
@@ -658,9 +658,7 @@ def triton_banded_linear(
     :func:`band_ranges` of the mask ``M`` (on ``x``'s device); differentiable in ``x``, ``weight`` and
     ``bias``. Runs where :func:`kernels.runtime.use_triton` holds for ``x``."""
     _check(x, weight, bias, ranges)
-    if torch.is_grad_enabled() and (
-        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    ):
+    if grad_needed(x, weight, bias):
         ranges._kept.clear()  # training (again, after an evaluation): the kept W ⊙ M is not held through it
         return TritonBandedLinearFunction.apply(x, weight, bias, ranges)
     x2 = x.reshape(-1, x.shape[-1])  # inference: W ⊙ M kept between calls, no autograd
