@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kernels import clib
-from kernels.runtime import contents_key, use_triton
+from kernels.runtime import contents_key, grad_needed, use_triton
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +136,8 @@ class SparseGemvLinear(nn.Module):
     def _decoding(self, x2: torch.Tensor) -> bool:
         """``x2`` is a step the GEMV kernels take (Triton's and the CPU's): 1 to ``MAX_BATCH`` rows, no gradient
         to compute, x, W and b of one dtype."""
-        grad = torch.is_grad_enabled() and (x2.requires_grad or self.weight.requires_grad)
         return (
-            not grad
+            not grad_needed(x2, self.weight, self.bias)
             and 1 <= x2.shape[0] <= MAX_BATCH
             and x2.dtype == self.weight.dtype
             and (self.bias is None or self.bias.dtype == x2.dtype)

@@ -86,6 +86,17 @@ def test_sparse_gemv_linear_equals_the_masked_reference(monkeypatch: pytest.Monk
     torch.testing.assert_close(sparse_linear(x, linear.weight, linear.bias, 0.7), y)
 
 
+def test_a_bias_that_needs_a_gradient_keeps_a_decoding_step_on_the_differentiable_reference() -> None:
+    """A frozen weight with a trainable bias (bias-only fine-tuning): a one-row step must not go to the GEMV
+    kernels, which have no backward, or the bias's gradient is lost."""
+    torch.manual_seed(0)
+    linear = nn.Linear(37, 53)
+    linear.weight.requires_grad_(False)
+    layer = SparseGemvLinear(linear, threshold=0.7, sparsity=0.5)
+    layer(torch.randn(1, 37)).sum().backward()
+    assert torch.equal(linear.bias.grad, torch.ones(53))
+
+
 def _tiny_gpt2(gate: str = "none") -> GPT2:
     torch.manual_seed(0)
     return GPT2(GPT2Config(n_layer=2, n_head=2, n_embd=16, block_size=16, vocab_size=64, attn_gate=gate))
