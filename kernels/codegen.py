@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from kernels.runtime import interpreting
 
 COUNTED = ("HGMMA", "HMMA", "LDGSTS", "LDL", "STL", "ATOMG", "REDG", "MEMBAR", "LDG", "STG")
 
@@ -36,8 +37,8 @@ COUNTED = ("HGMMA", "HMMA", "LDGSTS", "LDL", "STL", "ATOMG", "REDG", "MEMBAR", "
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One compilation: ``kernel`` (``module:function``, a ``@triton.jit`` function), pointer dtypes by argument
-    name (others: ``default_pointer``), constexprs (block sizes, flags and unit strides), the integer arguments
-    taken as multiples of 16, warps and pipeline stages."""
+    name (others: ``default_pointer``), other arguments' types by name (others: i32), constexprs (block sizes,
+    flags and unit strides), the integer arguments taken as multiples of 16, warps and pipeline stages."""
 
     name: str
     kernel: str
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capability", type=int, default=90, help="compute capability x 10 (90: Hopper)")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if interpreting():
         print("error: TRITON_INTERPRET is set: the kernels are not compiled under the interpreter; unset it")
         return 2
     if not _bin("cuobjdump").exists():
