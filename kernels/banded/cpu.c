@@ -245,8 +245,6 @@
     }                                                                                                           \
   }                                                                                                             \
                                                                                                                 \
-  /* Tokens [j, end) of one tile: o[r * ldo + j'] = init[r] + sum_k p[k * rows + r] * bt[k * ldb + j'], where  \
-     bt points at the tile's first column and o at its first row. */                                          \
   /* Tokens [j, end) of one tile, fewer than a strip or as many as decoding has: out[j * oj + r * orow] =       \
      init[r] + sum_k p[k * rows + r] * bt[j * sj + k * sc], where bt points at the tile's first column and o at \
      its first row, each in either layout (FEW_TOKENS). */                                                      \
@@ -259,6 +257,8 @@
       FEW_TOKENS(T, SUF, 8)                                                                                     \
   }                                                                                                             \
                                                                                                                 \
+  /* Tokens [j, end) of one tile: o[r * ldo + j'] = init[r] + sum_k p[k * rows + r] * bt[k * ldb + j'], where  \
+     bt points at the tile's first column and o at its first row. */                                          \
   static inline void product_tile_##SUF(int32_t rows, int32_t w, int32_t nr, const T *p, const T *init,        \
                                         const T *bt, int64_t ldb, T *o, int64_t ldo, int64_t j, int64_t end) { \
     if (rows == 4)                                                                                              \
