@@ -177,6 +177,18 @@ def bench_decode(c: int, fc: str, batch: int, rounds: int) -> dict:
     }
 
 
+def band_mlps(model: GPT2, density: float) -> GPT2:
+    """``model`` with every MLP Linear masked by a band near ``density`` (its ``weight_mask``), the weights zeroed
+    off it: masked dense, what the banded kernel's modules compute."""
+    for fc1, fc2 in model.mlp_layers():
+        for linear in (fc1, fc2):
+            width, _ = band_width_for(linear.out_features, linear.in_features, density)
+            linear.register_buffer("weight_mask", banded_mask(linear.out_features, linear.in_features, width))
+            with torch.no_grad():
+                linear.weight.mul_(linear.weight_mask)
+    return model
+
+
 class SwappableGPT2:
     """GPT-2 of ``cfg`` (seed 0) with every MLP Linear masked by a band near ``STEP_DENSITY`` (weights zero off
     it, density :func:`banded_gpt2_density`), and for each CPU path of ``paths`` ("c", "torch") the banded
@@ -187,13 +199,7 @@ class SwappableGPT2:
 
     def __init__(self, cfg: GPT2Config, paths: tuple[str, ...], block: int, purpose: str) -> None:
         torch.manual_seed(0)
-        self.model = model = GPT2(cfg)
-        for fc1, fc2 in model.mlp_layers():
-            for linear in (fc1, fc2):
-                width, _ = band_width_for(linear.out_features, linear.in_features, STEP_DENSITY)
-                linear.register_buffer("weight_mask", banded_mask(linear.out_features, linear.in_features, width))
-                with torch.no_grad():
-                    linear.weight.mul_(linear.weight_mask)
+        self.model = model = band_mlps(GPT2(cfg), STEP_DENSITY)
         mlp = {id(m) for pair in model.mlp_layers() for m in pair}
         self.names = [name for name, m in model.named_modules() if id(m) in mlp]
         self.sides = {"dense": self._modules()}

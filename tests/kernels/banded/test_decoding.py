@@ -11,8 +11,8 @@ import torch
 
 from kernels.banded import BandedKernel, BandedLinear
 from kernels.banded import cpu as cpu_kernel
-from lib.pruning.patterns import band_width_for, banded_mask
 from models.gpt2.model import GPT2, GPT2Config
+from scripts.bench_kernels import band_mlps
 
 pytestmark = pytest.mark.skipif(cpu_kernel.unavailable() is not None, reason="the banded C kernel is not built here")
 
@@ -20,13 +20,7 @@ pytestmark = pytest.mark.skipif(cpu_kernel.unavailable() is not None, reason="th
 def _banded_gpt2() -> GPT2:
     torch.manual_seed(0)
     model = GPT2(GPT2Config(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64, dropout=0.0))
-    for fc1, fc2 in model.mlp_layers():
-        for linear in (fc1, fc2):
-            width, _ = band_width_for(linear.out_features, linear.in_features, 0.25)
-            linear.register_buffer("weight_mask", banded_mask(linear.out_features, linear.in_features, width))
-            with torch.no_grad():
-                linear.weight.mul_(linear.weight_mask)  # masked dense: zero off the band, as the kernel computes
-    return model.eval()
+    return band_mlps(model, 0.25).eval()
 
 
 @pytest.mark.parametrize("batch", [1, 2])
